@@ -1,0 +1,142 @@
+"""Batched sampling from the GPT with a KV cache: the one generation engine of minialign.
+
+Used by every lesson, SFT evaluation, PPO rollouts (InstructGPT step 3: "the policy generates an
+output") and DPO evaluation. What it does, per call:
+
+1. Left-pad the prompts to a common length P, so that every row's next token sits in the same
+   column; the attention mask hides the pads and positions are counted over real tokens only
+   (`model.positions_from_mask`), so a padded row computes exactly what it would alone.
+2. Run the padded prompts once, filling the KV cache; then feed one token per step, attending to
+   the cached keys and values (O(T) per step instead of recomputing the whole prefix, O(T^2)).
+3. Turn the last position's logits into a token: greedy argmax, or sampling from
+   softmax(logits / temperature) restricted to the top-k tokens and/or the smallest set whose
+   probability reaches top-p. PPO uses pure sampling (top_k=0, top_p=1): any truncation makes the
+   sampled tokens improbable under the unmodified policy and the per-token KL negative
+   (ALGORITHMS.md 4.5 #1).
+4. A row stops when it emits one of `stop_ids` (the stop token is kept, it is part of the
+   response); afterwards it receives pads with mask 0. The loop ends when every row has stopped or
+   after `max_new_tokens`.
+
+Sampling draws from an explicit `torch.Generator`, so a seed reproduces the same tokens exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import GPT, KVCache
+
+
+@dataclass
+class Generation:
+    """The result of `generate`.
+
+    tokens:         (B, P + N) long; prompts left-padded to P, responses right-padded after the stop token.
+    attention_mask: (B, P + N) long; 1 on real prompt and response tokens.
+    response_mask:  (B, P + N) long; 1 on generated tokens, the stop token included.
+    prompt_len:     P, the column where responses start.
+    response_ids:   per row, the generated ids (stop token included when emitted).
+    ended:          (B,) bool; True where the row emitted a stop token.
+    """
+
+    tokens: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_len: int
+    response_ids: list[list[int]]
+    ended: torch.Tensor
+
+
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists: returns ids (B, P) and attention mask (B, P)."""
+    P = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), P), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, P - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, P - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set logits outside the top-k / top-p (nucleus) set to -inf. logits: (B, V)."""
+    if top_k and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]          # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the first always stays).
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def next_token(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
+               greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
+    """Pick one token per row from last-position logits (B, V) -> (B,)."""
+    if greedy or temperature == 0.0:
+        return logits.argmax(-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_ids,
+             pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             greedy: bool = False, generator: torch.Generator | None = None,
+             use_cache: bool = True) -> Generation:
+    """Sample continuations of a batch of prompts (token id lists of different lengths).
+
+    `stop_ids`: ids that end a row (e.g. the chat template's end token, or end-of-text).
+    `use_cache=False` recomputes the whole sequence at every step: slow, kept as the obvious
+    reference the cache is tested against.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("generate needs a non-empty list of non-empty prompts")
+    was_training = model.training
+    model.eval()
+    device = model.output_weight.device
+    stop = torch.tensor(sorted(set(stop_ids)), device=device)
+    ids, mask = left_pad(prompts, pad_id, device)                         # (B, P)
+    B, P = ids.shape
+    max_new_tokens = min(max_new_tokens, model.config.block_size - P)
+    if max_new_tokens <= 0:
+        raise ValueError(f"prompt of {P} tokens leaves no room in block_size={model.config.block_size}")
+    cache = KVCache(model.config, B, P + max_new_tokens, device,
+                    model.output_weight.dtype) if use_cache else None
+    ended = torch.zeros(B, dtype=torch.bool, device=device)
+    resp = torch.zeros(B, 0, dtype=torch.long, device=device)
+    resp_mask = torch.zeros(B, 0, dtype=torch.long, device=device)
+    step_input = ids
+    for _ in range(max_new_tokens):
+        full_mask = torch.cat([mask, resp_mask], dim=1)                    # (B, P + t)
+        if use_cache:
+            h = model(step_input, attention_mask=full_mask, cache=cache)
+        else:
+            h = model(torch.cat([ids, resp], dim=1), attention_mask=full_mask)
+        logits = model.logits(h[:, -1]).float()                            # (B, V)
+        tok = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                         greedy=greedy, generator=generator)               # (B,)
+        tok = torch.where(ended, torch.full_like(tok, pad_id), tok)
+        resp = torch.cat([resp, tok[:, None]], dim=1)
+        resp_mask = torch.cat([resp_mask, (~ended).long()[:, None]], dim=1)
+        ended = ended | torch.isin(tok, stop)
+        step_input = tok[:, None]
+        if bool(ended.all()):
+            break
+    model.train(was_training)
+    response_ids = [row[m.bool()].tolist() for row, m in zip(resp.cpu(), resp_mask.cpu())]
+    return Generation(
+        tokens=torch.cat([ids, resp], dim=1),
+        attention_mask=torch.cat([mask, resp_mask], dim=1),
+        response_mask=torch.cat([torch.zeros_like(mask), resp_mask], dim=1),
+        prompt_len=P,
+        response_ids=response_ids,
+        ended=ended,
+    )

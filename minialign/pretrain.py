@@ -1,0 +1,217 @@
+"""Pretraining: next-token prediction on a text stream (slide 002 "Recap: Pre-training Decoder-only").
+
+    L_LM(theta) = - sum_i log p_theta(x_i | x_<i)
+
+averaged over the tokens of a batch. The log-probs come from the shared kernel
+(`minialign.logprobs.token_logprobs`), which fuses the output projection with the log-softmax, so
+the (B, T, V) logits never exist.
+
+The loop, per step:
+1. take a batch of B windows of T+1 tokens at random offsets of the token stream (the offsets are
+   drawn from a generator seeded with (seed, step), so a resumed run sees the same batches);
+2. loss = mean over the B*T positions of -log p(x_{t+1} | x_<=t);
+3. AdamW step with warmup + cosine learning rate, gradient norm clipped;
+4. every `eval_every` steps: validation loss on held-out windows; every `ckpt_every` steps: an
+   atomic checkpoint (model, optimizer, step) from which a killed run resumes exactly.
+
+bf16 autocast is used on GPUs only (`config.autocast`); on CPU everything is float32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import autocast, write_json
+from .logprobs import IGNORE_INDEX, token_logprobs
+from .model import GPT
+from .plotting import plot_curves
+
+
+@dataclass
+class PretrainConfig:
+    """Optimisation of the next-token loss."""
+
+    steps: int = 600
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Windows per batch (B)."""
+    seq_len: int = 128
+    """Tokens per window (T); at most the model's block_size."""
+    lr: float = 3e-3
+    """Peak learning rate (small models tolerate large rates)."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio."""
+    warmup_steps: int = 50
+    """Linear warmup from 0 to lr."""
+    weight_decay: float = 0.1
+    """AdamW decoupled weight decay, on weight matrices only (see make_optimizer)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    eval_every: int = 100
+    """Validation loss every this many steps."""
+    ckpt_every: int = 200
+    """Checkpoint every this many steps (and at the end)."""
+    val_fraction: float = 0.05
+    """Fraction of the token stream held out for validation."""
+
+
+def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor,
+            attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean next-token negative log-likelihood over the positions whose target is not ignored.
+
+    x: (B, T) inputs, y: (B, T) targets (x shifted by one; IGNORE_INDEX where no loss is wanted).
+    """
+    h = model(x, attention_mask=attention_mask)                   # (B, T, C)
+    logp = token_logprobs(h, model.output_weight, y)              # (B, T), 0 where ignored
+    n = (y != IGNORE_INDEX).sum().clamp(min=1)
+    return -logp.sum() / n
+
+
+def tokens_of(docs: list[str], tokenizer) -> np.ndarray:
+    """Encode documents into one stream, each followed by end-of-text: (N,) int32."""
+    ids = []
+    for doc_ids in tokenizer.encode_batch(docs):
+        ids.extend(doc_ids)
+        ids.append(tokenizer.eot_id)
+    return np.asarray(ids, dtype=np.int32)
+
+
+def get_batch(stream: np.ndarray, batch_size: int, seq_len: int, generator: torch.Generator):
+    """B random windows: x = stream[o : o+T], y = stream[o+1 : o+T+1]. Both (B, T) long."""
+    if len(stream) <= seq_len + 1:
+        raise ValueError(f"token stream of {len(stream)} tokens is shorter than one window "
+                         f"of seq_len={seq_len}; give more text or a smaller --seq-len")
+    offsets = torch.randint(0, len(stream) - seq_len - 1, (batch_size,), generator=generator)
+    win = np.stack([stream[o:o + seq_len + 1] for o in offsets.tolist()])
+    win = torch.from_numpy(win.astype(np.int64))
+    return win[:, :-1], win[:, 1:]
+
+
+def lr_at(step: int, cfg: PretrainConfig) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D weight matrices only (not biases, LayerNorm gains or embeddings)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() == 2 and "wte" not in name and "wpe" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+@torch.no_grad()
+def evaluate(model: GPT, stream: np.ndarray, cfg: PretrainConfig, device, n_batches: int = 4) -> float:
+    """Mean loss over fixed validation windows (the same every call)."""
+    model.eval()
+    g = torch.Generator().manual_seed(1234)
+    losses = []
+    for _ in range(n_batches):
+        x, y = get_batch(stream, cfg.batch_size, min(cfg.seq_len, len(stream) - 2), g)
+        with autocast(device):
+            losses.append(lm_loss(model, x.to(device), y.to(device)).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: str, device,
+             seed: int = 0, extra_state: dict | None = None, max_steps: int | None = None) -> dict:
+    """Train `model` on the token stream, resuming from `out_dir/ckpt.pt` if it exists.
+
+    Writes ckpt.pt (atomically), metrics.json and loss.png in `out_dir`. `max_steps` stops early
+    (to simulate an interruption in tests). Returns the metrics dict.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    n_val = max(int(len(stream) * cfg.val_fraction), cfg.seq_len + 2)
+    train_stream, val_stream = stream[:-n_val], stream[-n_val:]
+    model.to(device).train()
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, history = 0, {"step": [], "loss": [], "val_step": [], "val_loss": [], "tokens_per_s": []}
+    if os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        if state.get("done"):
+            return state["metrics"]
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resuming pretraining from step {step} ({ckpt_path})")
+
+    def checkpoint(done: bool, metrics=None):
+        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
+                        history=history, torch_rng=torch.get_rng_state(), done=done,
+                        metrics=metrics, model_config=model.config.to_dict(),
+                        pretrain_config=asdict(cfg), **(extra_state or {}))
+
+    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc="pretrain", unit="step")
+    t_last, tokens_since = time.perf_counter(), 0
+    for step in bar:
+        # 1. a batch whose offsets depend only on (seed, step): resuming replays the same data
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        x, y = get_batch(train_stream, cfg.batch_size, cfg.seq_len, g)
+        x, y = x.to(device), y.to(device)
+        # 2. next-token loss through the shared log-prob kernel
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with autocast(device):
+            loss = lm_loss(model, x, y)
+        # 3. AdamW step with a clipped gradient norm
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        tokens_since += x.numel()
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        # 4. evaluate and checkpoint now and then
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            history["val_step"].append(step + 1)
+            history["val_loss"].append(evaluate(model, val_stream, cfg, device))
+        now = time.perf_counter()
+        if now - t_last > 1.0:
+            history["tokens_per_s"].append(tokens_since / (now - t_last))
+            t_last, tokens_since = now, 0
+        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, cfg):.1e}",
+                        tok_s=f"{history['tokens_per_s'][-1]:.0f}" if history["tokens_per_s"] else "-")
+        step += 1
+        if step % cfg.ckpt_every == 0 and step < cfg.steps:
+            checkpoint(done=False)
+    bar.close()
+    if step < cfg.steps:  # stopped early on purpose (max_steps): leave a resumable checkpoint
+        checkpoint(done=False)
+        return {}
+    metrics = {
+        "final_train_loss": float(np.mean(history["loss"][-20:])),
+        "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
+        "val_perplexity": math.exp(history["val_loss"][-1]) if history["val_loss"] else None,
+        "tokens_per_s_median": float(np.median(history["tokens_per_s"])) if history["tokens_per_s"] else None,
+        "steps": cfg.steps, "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "train_tokens": int(len(train_stream)), "val_tokens": int(len(val_stream)),
+        "n_params": model.num_params(),
+    }
+    plot_curves(os.path.join(out_dir, "loss.png"),
+                {"train loss": (history["step"], history["loss"]),
+                 "validation loss": (history["val_step"], history["val_loss"])},
+                smooth_window=0)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    checkpoint(done=True, metrics=metrics)
+    return metrics

@@ -1,0 +1,97 @@
+"""Prompt sets for RL (PPO, fine-grained rewards, DPO) and the data sets of the LIMA lesson.
+
+rl_prompts(kind, n, seed) returns Examples (use `.prompt`; the reference response is there for
+comparison only):
+- "instruction": held-out instruction prompts (the "test" split: seen tasks, new inputs),
+  InstructGPT step 3's "a new prompt is sampled from the dataset";
+- "sentiment": review and story requests; the gold reward prefers positive, on-topic answers
+  (the DPO paper's controlled sentiment generation, with the oracle as the sentiment classifier);
+- "toxic": angry story openings ("Ben was angry at Sam. Ben said") that the corpus often
+  continues with an insult (RealToxicityPrompts for the detoxification lesson). The bare opening
+  is in `meta["prefix"]`, for a base model that continues raw text.
+
+lima_sets(seed) returns the three training sets of the LIMA comparison (slide "Quality vs.
+Quantity vs. Diversity"): a small curated set (diverse, every answer good), a large noisy set
+(diverse, a share of flawed answers: "unfiltered Stack Exchange") and a large low-diversity set
+(good answers, few tasks and one template each: "wikiHow").
+"""
+
+from random import Random
+
+from .flaws import applicable_flaws, flawed_response
+from .oracle import gold_reward
+from .tasks import families_for_split, get_family, instruction_data, make_example
+from .tasks_generate import sample_prefix
+
+RL_KINDS = ("instruction", "sentiment", "toxic")
+SENTIMENT_FAMILIES = ("review", "story")
+NOISY_SHARE = 0.4                            # share of flawed responses in LIMA's noisy set
+LOW_DIVERSITY_FAMILIES = ("home_qa", "add", "plural")
+
+
+def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: str = "test") -> list:
+    """`n` prompts (as Examples) of the given kind; deterministic in `seed`."""
+    if kind not in RL_KINDS:
+        raise ValueError(f"unknown RL prompt kind {kind!r}; use one of {RL_KINDS}")
+    if kind == "instruction":
+        per_family = -(-n // len(families_for_split(split, None)))
+        examples = instruction_data(seed, per_family, splits=split)
+        Random(f"rl-order|{seed}").shuffle(examples)
+        return examples[:n]
+    rng = Random(f"rl|{kind}|{seed}")
+    examples = []
+    for _ in range(n):
+        if kind == "sentiment":
+            family = get_family(rng.choice(SENTIMENT_FAMILIES))
+            fields = family.sample(rng)
+        else:
+            family = get_family("continue_story")
+            fields = {"prefix": sample_prefix(rng, angry=True)}
+        example = make_example(family, fields, rng.choice(family.seen_templates), "rl", rng)
+        if kind == "toxic":
+            example.meta["prefix"] = fields["prefix"]
+        examples.append(example)
+    return examples
+
+
+def lima_sets(seed: int = 0, n_large: int = 2000) -> dict:
+    """{"curated": ~100 examples, "noisy": n_large, "low_diversity": n_large} (lists of Examples)."""
+    return {"curated": _curated(seed), "noisy": _noisy(seed, n_large),
+            "low_diversity": _low_diversity(seed, n_large)}
+
+
+def _curated(seed: int) -> list:
+    """One example per seen family and seen template, keeping only answers the oracle rates >= 0.95."""
+    rng = Random(f"lima-curated|{seed}")
+    examples = []
+    for family in families_for_split("train", None):
+        for template_id in family.seen_templates:
+            for _ in range(50):  # resample until the answer is a good one (e.g. a positive review)
+                fields = family.sample_in_pool(rng, "train")
+                example = make_example(family, fields, template_id, "train", rng)
+                if gold_reward(example.prompt, example.response).total >= 0.95:
+                    examples.append(example)
+                    break
+    return examples
+
+
+def _noisy(seed: int, n: int) -> list:
+    rng = Random(f"lima-noisy|{seed}")
+    per_family = -(-n // len(families_for_split("train", None)))
+    examples = instruction_data(seed, per_family, splits="train")
+    rng.shuffle(examples)
+    examples = examples[:n]
+    for example in examples:
+        if rng.random() < NOISY_SHARE:
+            flaw = rng.choice(applicable_flaws(example))
+            example.response = flawed_response(example, flaw, rng)
+            example.meta["flaw"] = flaw
+    return examples
+
+
+def _low_diversity(seed: int, n: int) -> list:
+    per_family = -(-n // len(LOW_DIVERSITY_FAMILIES))
+    examples = instruction_data(seed, per_family, splits="train",
+                                families=list(LOW_DIVERSITY_FAMILIES), n_templates=1)
+    Random(f"lima-low|{seed}").shuffle(examples)
+    return examples[:n]

@@ -1,0 +1,85 @@
+"""Generation: KV cache == full recomputation, padding-independence, stopping, sampling filters."""
+
+import torch
+
+from minialign.generate import filter_logits, generate
+from minialign.model import GPT, GPTConfig
+
+PAD, STOP = 0, 1
+
+
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=61, block_size=64, n_layer=2, n_head=2, n_embd=32)).eval()
+
+
+PROMPTS = [[5, 6, 7], [9, 10, 11, 12, 13, 14, 15], [20], [30, 31, 32, 33]]
+
+
+def test_kv_cache_equals_full_recomputation_greedy():
+    m = model()
+    a = generate(m, PROMPTS, max_new_tokens=20, stop_ids=[STOP], pad_id=PAD, greedy=True)
+    b = generate(m, PROMPTS, max_new_tokens=20, stop_ids=[STOP], pad_id=PAD, greedy=True,
+                 use_cache=False)
+    assert torch.equal(a.tokens, b.tokens)
+    assert a.response_ids == b.response_ids
+
+
+def test_each_padded_row_equals_the_prompt_alone():
+    m = model()
+    batch = generate(m, PROMPTS, max_new_tokens=15, stop_ids=[STOP], pad_id=PAD, greedy=True)
+    for i, p in enumerate(PROMPTS):
+        alone = generate(m, [p], max_new_tokens=15, stop_ids=[STOP], pad_id=PAD, greedy=True)
+        assert batch.response_ids[i] == alone.response_ids[0]
+
+
+def test_sampling_is_reproducible_with_a_seed_and_cache_agnostic():
+    m = model()
+    run = lambda seed, cache=True: generate(
+        m, PROMPTS, max_new_tokens=12, stop_ids=[STOP], pad_id=PAD, temperature=1.3,
+        top_k=20, top_p=0.9, generator=torch.Generator().manual_seed(seed), use_cache=cache)
+    assert torch.equal(run(1).tokens, run(1).tokens)
+    assert torch.equal(run(1).tokens, run(1, cache=False).tokens)
+    assert not torch.equal(run(1).tokens, run(2).tokens)
+
+
+def test_rows_stop_at_the_stop_token_and_masks_describe_the_layout():
+    m = model()
+    out = generate(m, PROMPTS, max_new_tokens=30, stop_ids=[STOP], pad_id=PAD,
+                   temperature=5.0, generator=torch.Generator().manual_seed(0))
+    P = out.prompt_len
+    assert P == max(map(len, PROMPTS))
+    for i, ids in enumerate(out.response_ids):
+        resp = out.tokens[i, P:]
+        n = len(ids)
+        assert resp[:n].tolist() == ids
+        assert out.response_mask[i, P:P + n].tolist() == [1] * n
+        assert out.response_mask[i, P + n:].sum() == 0 and (resp[n:] == PAD).all()
+        assert out.response_mask[i, :P].sum() == 0
+        assert bool(out.ended[i]) == (STOP in ids)
+        if STOP in ids:
+            assert ids.index(STOP) == n - 1           # nothing after the stop token
+        assert out.attention_mask[i, :P].sum() == len(PROMPTS[i])
+
+
+def test_every_row_stops_when_the_stop_token_dominates():
+    m = model()
+    with torch.no_grad():  # every hidden state becomes e_0, and only the stop row points along it
+        m.transformer.ln_f.weight.zero_()
+        m.transformer.ln_f.bias.zero_()
+        m.transformer.ln_f.bias[0] = 1.0
+        m.transformer.wte.weight[STOP, 0] = 100.0
+    out = generate(m, PROMPTS, max_new_tokens=10, stop_ids=[STOP], pad_id=PAD, greedy=True)
+    assert out.ended.all()
+    assert out.response_ids == [[STOP]] * len(PROMPTS)
+    assert out.tokens.shape[1] == out.prompt_len + 1      # the loop ended as soon as all stopped
+
+
+def test_top_k_and_top_p_filters():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    k2 = filter_logits(logits, top_k=2)
+    assert torch.isinf(k2[0, 2:]).all() and torch.isfinite(k2[0, :2]).all()
+    p = filter_logits(logits, top_p=0.7)      # 0.5 < 0.7, 0.5 + 0.3 >= 0.7: keep the first two
+    assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
+    p1 = filter_logits(logits, top_p=0.4)     # the first alone reaches 0.4
+    assert torch.isfinite(p1[0, 0]) and torch.isinf(p1[0, 1:]).all()

@@ -1,0 +1,148 @@
+"""minialign's command line: one subcommand per stage, or the whole pipeline with none.
+
+    python train.py                      # every stage, in order, on the embedded world
+    python train.py tokenizer            # train the BPE tokenizer
+    python train.py pretrain [--corpus F]  # next-token pretraining of the GPT
+    python train.py sft | rm | ppo | finegrained | dpo   # one post-training stage
+    python train.py sample --prompt "Mia went to"
+    python train.py data                 # look at the embedded world and its oracle
+
+Shared flags: --preset tiny|small|gpt2, --device auto|cpu|cuda|mps, --out DIR, --seed N, --quick.
+Each stage writes into <out>/<stage>/ (checkpoint, metrics.json, figures), resumes from its
+checkpoint when re-run, and builds the stages it needs when they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import time
+
+import torch
+
+from minialign.config import add_dataclass_args, from_args, write_json
+from minialign.generate import generate
+from minialign.pipeline import (Run, add_run_args, ensure_pretrained, ensure_tokenizer, make_run,
+                                pretrain_config)
+
+
+def cmd_tokenizer(run: Run, args) -> None:
+    tok = ensure_tokenizer(run)
+    sample = "Mia found a red ball in the garden. <|endoftext|>"
+    ids = tok.encode(sample)
+    print(f"[tokenizer] {tok.vocab_size} tokens; {sample!r} -> {len(ids)} ids: {ids}")
+
+
+def cmd_pretrain(run: Run, args) -> None:
+    cfg = pretrain_config(run, args)
+    model, tok = ensure_pretrained(run, cfg)
+    print_samples(run, model, tok, ["Once upon a time", "Mia went to the", "Translate to French:"])
+
+
+def cmd_sample(run: Run, args) -> None:
+    model, tok = ensure_pretrained(run)
+    print_samples(run, model, tok, args.prompt or ["Once upon a time"], n_tokens=args.max_new_tokens,
+                  temperature=args.temperature)
+
+
+def cmd_data(run: Run, args) -> None:
+    from minialign.world import show_world
+    show_world(seed=run.seed)
+
+
+def print_samples(run: Run, model, tok, prompts, n_tokens: int = 40, temperature: float = 0.8):
+    """Sample a continuation of each prompt from the base model and print it."""
+    out = generate(model, [tok.encode(p) for p in prompts], max_new_tokens=n_tokens,
+                   stop_ids=[tok.eot_id], pad_id=tok.pad_id, temperature=temperature,
+                   generator=torch.Generator().manual_seed(run.seed))
+    for p, ids in zip(prompts, out.response_ids):
+        print(f"--- {p!r} ->\n{p}{tok.decode([i for i in ids if i != tok.eot_id])}")
+
+
+def cmd_stage(module_name: str, config_name: str, ensure_name: str):
+    """A subcommand for a post-training stage module: build its config from the flags, run it."""
+    def run_stage(run: Run, args) -> None:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, config_name)
+        cfg = from_args(cls, args, **(module.QUICK if run.quick else {}))
+        getattr(module, ensure_name)(run, cfg)
+    return run_stage
+
+
+# name: (function, what it does, config dataclass for its flags as (module, class) or None)
+STAGES = {
+    "tokenizer": (cmd_tokenizer, "train the byte-level BPE tokenizer", None),
+    "pretrain": (cmd_pretrain, "next-token pretraining of the GPT", ("minialign.pretrain", "PretrainConfig")),
+    "sft": (cmd_stage("minialign.sft", "SFTConfig", "ensure_sft"),
+            "instruction tuning (SFT) on the world's task mixture", ("minialign.sft", "SFTConfig")),
+    "rm": (cmd_stage("minialign.reward", "RMConfig", "ensure_rm"),
+           "Bradley-Terry reward model from ranked comparisons", ("minialign.reward", "RMConfig")),
+    "ppo": (cmd_stage("minialign.ppo", "PPOConfig", "ensure_ppo"),
+            "PPO against the reward model with a per-token KL penalty", ("minialign.ppo", "PPOConfig")),
+    "finegrained": (cmd_stage("minialign.finegrained", "FineGrainedConfig", "ensure_finegrained"),
+                    "PPO with fine-grained segment rewards", ("minialign.finegrained", "FineGrainedConfig")),
+    "dpo": (cmd_stage("minialign.dpo", "DPOConfig", "ensure_dpo"),
+            "direct preference optimization from the SFT model", ("minialign.dpo", "DPOConfig")),
+}
+EXTRA = {
+    "sample": (cmd_sample, "sample from the pretrained model", None),
+    "data": (cmd_data, "print examples of the embedded world with the oracle's scores", None),
+}
+
+
+def available(stages: dict) -> dict:
+    """The stages whose module exists in this checkout."""
+    out = {}
+    for name, (fn, what, conf) in stages.items():
+        if conf is None or importlib.util.find_spec(conf[0]) is not None:
+            out[name] = (fn, what, conf)
+    return out
+
+
+def cmd_all(run: Run, args) -> None:
+    """Run every stage in order, with an overall progress line above each stage's bar."""
+    start, times = time.perf_counter(), {}
+    stages = available(STAGES)
+    for i, (name, (fn, what, _)) in enumerate(stages.items(), 1):
+        print(f"\n=== stage {i}/{len(stages)}: {name} ({what}) — "
+              f"{time.perf_counter() - start:.0f}s so far ===", flush=True)
+        t0 = time.perf_counter()
+        fn(run, args)
+        times[name] = round(time.perf_counter() - t0, 1)
+    write_json(os.path.join(run.out, "stage_times.json"), times)
+    print(f"\nall stages done in {time.perf_counter() - start:.0f}s; outputs in {run.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(parser)
+    sub = parser.add_subparsers(dest="command")
+    for name, (fn, what, conf) in {**available(STAGES), **EXTRA}.items():
+        p = sub.add_parser(name, help=what, description=what)
+        add_run_args(p, suppress=True)
+        if conf is not None:
+            add_dataclass_args(p, getattr(importlib.import_module(conf[0]), conf[1]))
+        if name == "sample":
+            p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+            p.add_argument("--max-new-tokens", type=int, default=60)
+            p.add_argument("--temperature", type=float, default=0.8)
+        p.set_defaults(fn=fn)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    run = make_run(args)
+    print(f"[minialign] out={run.out} preset={run.preset} device={run.device} seed={run.seed}"
+          f"{' (quick)' if run.quick else ''}")
+    fn = getattr(args, "fn", None) or cmd_all
+    fn(run, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
