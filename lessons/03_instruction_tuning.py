@@ -1,0 +1,162 @@
+"""Lesson 03: instruction tuning -- fine-tune on many tasks at once, then test on tasks never seen.
+
+Slides: 000 "Finetuning an LLM to follow instructions" / "IT is a form of supervised finetuning",
+002 "Instruction Tuning" ("fine-tune on many tasks at once ... so that it can perform well on
+downstream tasks and even generalize to unseen tasks") and "Summary: Instruction Tuning".
+
+What it shows: the SFT stage (`python train.py sft`, reused from <out>/sft) fine-tuned the base
+model on a mixture of the world's seen task families, each phrased with several T0-style
+templates and some in the Natural Instructions schema, with the loss on the response tokens only.
+Here both models answer held-out prompts greedily, scored per family:
+- "seen families (new inputs)": trained families and templates, instances never trained on;
+- "seen families (new templates)": trained families, phrasings held out of training (T0);
+- "unseen families": task families held out of training altogether (the slide's point).
+A task is scored by exact match when it has reference answers, else by the oracle's correctness
+grade (stories, reviews, explanations). The base model is asked in plain text and its first line
+counts as its answer (the most generous reading of a continuation).
+
+Outputs in <out>/lessons/03_instruction_tuning/: scores.png (per split and per family, before and
+after), family_scatter.png (every family: score before vs after), metrics.json.
+Reuses <out>/{tokenizer,pretrain,sft} (building them when missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from minialign.config import write_json  # noqa: E402
+from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
+from minialign.plotting import new_figure, save_figure  # noqa: E402
+from minialign.sft import (EVAL_SPLITS, QUICK, SPLIT_LABELS, SFTConfig, ensure_sft,  # noqa: E402
+                           evaluate_sft, plot_scores)
+from minialign.world import instruction_data  # noqa: E402
+
+NAME = "03_instruction_tuning"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(p)
+    p.add_argument("--per-family", type=int, default=None,
+                   help="held-out prompts per family and split (default 20; --quick: 2)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation budget per answer (default: the SFT config's)")
+    return p.parse_args(argv)
+
+
+def table(base: dict, sft: dict) -> list[dict]:
+    """One row per (split, family): base and SFT task scores."""
+    rows = []
+    for split in EVAL_SPLITS:
+        for fam, s in sft["families"].get(split, {}).items():
+            b = base["families"].get(split, {}).get(fam, {})
+            rows.append({"split": split, "family": fam, "base": b.get("score"), "sft": s["score"],
+                         "metric": "exact match" if s["n_exact"] else "oracle correct"})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    for split in EVAL_SPLITS:
+        part = [r for r in rows if r["split"] == split]
+        if not part:
+            continue
+        print(f"\n  {SPLIT_LABELS[split].replace(chr(10), ' ')}:")
+        for r in sorted(part, key=lambda r: -r["sft"]):
+            print(f"    {r['family']:18s} {r['base']:.2f} -> {r['sft']:.2f}   ({r['metric']})")
+
+
+def plot_scatter(path: str, rows: list[dict]) -> str:
+    """Each family: score before SFT (x) vs after (y); above the diagonal = SFT helped."""
+    fig, axes = new_figure(width=5.0, height=4.6)
+    ax = axes[0][0]
+    for split, color in (("test", "C1"), ("unseen_family", "C2")):
+        part = [r for r in rows if r["split"] == split]
+        ax.scatter([r["base"] for r in part], [r["sft"] for r in part], color=color,
+                   label=SPLIT_LABELS[split].replace("\n", " "))
+        for r in part:
+            ax.annotate(r["family"], (r["base"], r["sft"]), fontsize=5, alpha=0.7)
+    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="base model", ylabel="after SFT",
+           title="task score per family")
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
+
+
+def show_samples(base: dict, sft: dict, split: str = "unseen_family") -> None:
+    print(f"\n  answers on {SPLIT_LABELS[split].replace(chr(10), ' ')}:")
+    for b, s in zip(base["samples"].get(split, []), sft["samples"].get(split, [])):
+        print(f"    [{s['family']}] {s['prompt']!r}\n      base: {b['response']!r}\n"
+              f"      SFT:  {s['response']!r}   (reference: {s['reference']!r})")
+
+
+def components(ev: dict, split: str) -> dict:
+    return ev["splits"][split].get("components", {})
+
+
+def conclude(summary: dict, base_eval: dict, sft_eval: dict) -> None:
+    """The lesson in words, from the numbers of this run."""
+    seen, new_tpl, unseen = summary["test"], summary["unseen_template"], summary["unseen_family"]
+    b, s = components(base_eval, "unseen_family"), components(sft_eval, "unseen_family")
+    form = ", ".join(f"{k} {b[k]:.2f} -> {s[k]:.2f}" for k in ("follow", "concise", "ends", "correct")
+                     if k in b and k in s)
+    print(f"\nWhat this shows: fine-tuning on many tasks at once, with the next-token loss on the "
+          f"answers only, turns a text continuer into an instruction follower. On the trained "
+          f"families the task score goes from {seen['base']:.2f} to {seen['sft']:.2f} on new inputs, "
+          f"and from {new_tpl['base']:.2f} to {new_tpl['sft']:.2f} with phrasings never trained on "
+          f"(T0's held-out templates). On task families it never saw it goes from "
+          f"{unseen['base']:.2f} to {unseen['sft']:.2f}. What transfers to unseen tasks is the "
+          f"*form* of an answer (the oracle's grades on unseen families: {form}); the content "
+          f"mostly does not: the model answers with the nearest skill it was taught (see the "
+          f"answers above). Strong generalization to unseen tasks is what the slides call an "
+          f"emergent ability of large models (002 'Emergent Abilities of LLMs'); a ~1M-parameter "
+          f"model trained for two minutes shows the format half of it.")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = make_run(args)
+    out_dir = os.path.join(run.out, "lessons", NAME)
+    cfg = SFTConfig(**(QUICK if run.quick else {}))
+    per_family = args.per_family or (2 if run.quick else 20)
+    max_new = args.max_new_tokens or cfg.max_new_tokens
+    t0 = time.perf_counter()
+    print("Lesson 03 -- slides 000/002 'Instruction Tuning' and 002 'Summary: Instruction Tuning'.")
+    base, tok = ensure_pretrained(run)
+    sft, _ = ensure_sft(run)
+
+    held = instruction_data(seed=run.seed, n_per_family=per_family, splits=EVAL_SPLITS)
+    print(f"\nanswering {len(held)} held-out prompts with the base model and the SFT model ...")
+    kw = dict(max_new_tokens=max_new, batch_size=cfg.eval_batch_size, device=run.device,
+              n_samples=6)
+    base_eval = evaluate_sft(base, tok, held, chat=False, **kw)
+    sft_eval = evaluate_sft(sft, tok, held, chat=True, **kw)
+    rows = table(base_eval, sft_eval)
+
+    print("\n== task score per split (exact match, or the oracle's correctness for open tasks) ==")
+    for split in EVAL_SPLITS:
+        b, s = base_eval["splits"][split], sft_eval["splits"][split]
+        print(f"  {SPLIT_LABELS[split].replace(chr(10), ' '):32s} base {b['score']:.2f} -> SFT "
+              f"{s['score']:.2f}   (gold reward {b['gold']:.2f} -> {s['gold']:.2f})")
+    print("\n== per family (base -> SFT) ==")
+    print_table(rows)
+    show_samples(base_eval, sft_eval)
+
+    figs = [plot_scores(os.path.join(out_dir, "scores.png"), sft_eval, base_eval),
+            plot_scatter(os.path.join(out_dir, "family_scatter.png"), rows)]
+    summary = {s: {"base": base_eval["splits"][s]["score"], "sft": sft_eval["splits"][s]["score"]}
+               for s in EVAL_SPLITS}
+    write_json(os.path.join(out_dir, "metrics.json"),
+               {"summary": summary, "families": rows, "base_eval": base_eval, "sft_eval": sft_eval,
+                "per_family": per_family, "seconds": round(time.perf_counter() - t0, 1)})
+    conclude(summary, base_eval, sft_eval)
+    print("Figures: " + ", ".join(figs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

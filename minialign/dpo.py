@@ -1,0 +1,585 @@
+"""Direct Preference Optimization (Rafailov, Sharma, Mitchell, Ermon, Manning, Finn 2023).
+
+Slides 000/002 "Direct Preference Optimization": instead of fitting a reward model and then running
+RL against it (InstructGPT steps 2 and 3), DPO "directly trains the LM ... by solving a binary
+classification problem" on the preference pairs (x, y_w, y_l), from the SFT model pi_ref:
+
+    L_DPO(pi_theta; pi_ref) = -E_(x, y_w, y_l) [ log sigma( beta log pi_theta(y_w|x) / pi_ref(y_w|x)
+                                                           - beta log pi_theta(y_l|x) / pi_ref(y_l|x) ) ]
+                                                                                  (paper, Eq. 7)
+
+Why this is RLHF in disguise: the KL-constrained objective max E[r] - beta KL(pi || pi_ref)
+(Eq. 3) is maximised by pi_r = pi_ref exp(r / beta) / Z(x) (Eq. 4), so r(x, y) = beta log
+pi_r(y|x)/pi_ref(y|x) + beta log Z(x) (Eq. 5). Put that into the Bradley-Terry model of the
+reward-model step, Z cancels in the difference, and the reward model's loss becomes a loss on the
+policy (Eq. 6 -> 7): "your language model is secretly a reward model", with the *implicit reward*
+
+    r_hat(x, y) = beta * [ log pi_theta(y|x) - log pi_ref(y|x) ]                   (paper, Section 5)
+
+The training loop (`train_dpo`), in numbered steps:
+0. Render every pair with the chat template (`chat.render`; prompt and response tokenized apart);
+   drop pairs that do not fit the context (never cut a response or its end token).
+1. Reference log-probs log pi_ref(y_w|x), log pi_ref(y_l|x): computed ONCE for the whole data set,
+   before training, under no_grad with pi_ref in eval mode (`reference_logps`): pi_ref never changes.
+2. For each batch of B pairs: one forward of pi_theta over [chosen; rejected] (2B rows, right padded
+   by `batching.pad_batch`), sequence log-probs SUMMED over the response tokens and the closing
+   <|end|> (`batching.sequence_logprob_sums`), split at B (`concatenated_logps`).
+3. `preference_loss` -> per-pair losses and implicit rewards; mean loss; backward; clip; optimizer
+   step with linear warmup. Log the implicit-reward metrics (`preference_metrics`).
+4. Every `eval_every` steps: sample from pi_theta on held-out prompts, gold reward and
+   KL(pi_theta || pi_ref) (`evaluation.evaluate_policy`); checkpoint every `ckpt_every` steps.
+
+Metrics (the DPO reference's names):
+    rewards/chosen   = beta (log pi_theta(y_w|x) - log pi_ref(y_w|x))   implicit reward of y_w
+    rewards/rejected = beta (log pi_theta(y_l|x) - log pi_ref(y_l|x))
+    rewards/margins  = chosen - rejected   (what the loss pushes up: loss = -log sigma(margin))
+    rewards/accuracy = mean(chosen > rejected), strict: at the start (pi_theta = pi_ref) it is 0
+    logps/chosen, logps/rejected = summed log pi_theta of y_w, y_l
+Why logps/chosen often FALLS while the margin grows (not a bug, ALGORITHMS.md 6.4 #8): the loss
+only sees the *difference* of the two log-ratios. y_w and y_l share the prompt and most of their
+words, so the gradient step that pushes y_l down also pushes the shared tokens of y_w down; making
+one distinctive token of y_l very unlikely lowers a summed log-prob a lot, so the cheapest way to
+widen the margin is often "both down, y_l faster". The probability mass that leaves both goes to
+responses that are in neither (hopefully similar to y_w). Worry only when accuracy and margins
+stall too.
+
+Choices and deviations, said plainly:
+- Log-probs are summed, as in the paper (Eq. 7 is on sequence likelihoods). `length_normalize`
+  (off by default) divides each log-ratio by its number of response tokens instead: that is what
+  TRL's IPO and SimPO-like methods do, and it is NOT the paper's loss; it removes the pull towards
+  longer/shorter answers that summed log-ratios have, at the price of a different beta scale.
+- Optimizer: AdamW by default (no weight decay), not the paper's RMSprop. RMSprop without
+  warmup takes huge first steps (its squared-gradient average starts at 0, with no bias
+  correction); the paper hides that under 150 warmup steps at lr 1e-6. Our runs are a few hundred
+  steps long, so Adam's bias-corrected first steps are the safer default (measured on lesson 10's
+  pairs at lr 3e-5, 90 steps: AdamW reached KL 2.8 nats and gold 0.84, RMSprop KL 5.3 and gold
+  0.81); `--optimizer rmsprop` restores the paper's choice.
+- Learning rate: 1e-6 in the paper for billion-parameter models; a 1M-parameter model needs a
+  larger one (see DPOConfig.lr).
+- Dropout is off (pi_theta and pi_ref in eval mode): with dropout, pi_theta != pi_ref at step 0
+  and the loss would not start at log 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from random import Random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .batching import pad_batch, sequence_logprob_sums
+from .chat import render
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .config import autocast, config_text, write_json
+from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
+from .plotting import new_figure, save_figure, smooth
+
+
+@dataclass
+class DPOConfig:
+    """DPO: the loss, its variants, the optimizer, the data and the evaluation."""
+
+    beta: float = 0.1
+    """beta of Eq. 7: the strength of the implicit KL constraint (small beta: the policy may move far
+    from pi_ref). The paper uses 0.1 (0.5 for TL;DR summarization)."""
+    loss: str = "sigmoid"
+    """'sigmoid' (DPO, Eq. 7) or 'ipo' ((h - 1/(2 beta))^2, Azar et al. 2023, Eq. 17)."""
+    label_smoothing: float = 0.0
+    """Conservative DPO (cDPO): the probability epsilon that a preference label is flipped;
+    0 = plain DPO. Ignored by 'ipo'."""
+    reference_free: bool = False
+    """Use log pi_ref = 0 (an implicit reference that is uniform over responses)."""
+    length_normalize: bool = False
+    """Divide each log-ratio by its response length (not the paper; see the module docstring)."""
+    lr: float = 5e-5
+    """Peak learning rate (the paper's 1e-6 is for a 6B model; a ~1M model needs more; 1e-4 already
+    over-optimizes: the gold reward rises, then falls as the KL runs away)."""
+    optimizer: str = "adamw"
+    """'adamw' (default, bias-corrected first steps) or 'rmsprop' (the paper's choice)."""
+    warmup_steps: int = 20
+    """Linear warmup from 0 to lr over this many steps, then constant (as the DPO reference)."""
+    epochs: int = 1
+    """Passes over the preference pairs (the paper: 1)."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0: epochs x pairs / batch_size)."""
+    batch_size: int = 32
+    """Preference pairs per step (B); one forward sees 2B sequences."""
+    grad_clip: float = 10.0
+    """Clip the global gradient norm to this (the DPO reference's max_grad_norm); 0 disables."""
+    pref_data: str = ""
+    """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on;
+    empty = the embedded world's preference pairs."""
+    pairs_from: str = "world"
+    """Without pref_data: 'world' = the world's preference data (K=4 candidate answers per prompt,
+    the reference and flawed versions of it, ranked by noisy annotators: the same feedback the reward
+    model learns from); 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per prompt
+    ranked by the same annotators (on-policy data)."""
+    n_prompts: int = 1000
+    """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with pref_data)."""
+    annotator_noise: float = 0.1
+    """Bradley-Terry noise of the world's annotators (world.DEFAULT_NOISE; 0 = the oracle's order)."""
+    eval_every: int = 50
+    """Evaluate gold reward and KL(pi_theta || pi_ref) on held-out prompts every this many steps
+    (0: only at the end)."""
+    eval_prompts: int = 128
+    """Held-out prompts per evaluation."""
+    eval_samples: int = 2
+    """Sampled responses per held-out prompt."""
+    max_new_tokens: int = 48
+    """Longest sampled response (evaluations, and pairs_from='sft_samples')."""
+    ckpt_every: int = 100
+    """Checkpoint every this many steps (and at the end)."""
+
+
+# --quick: a few steps on a few pairs, so the stage takes seconds (tests and CI).
+QUICK = dict(n_prompts=48, batch_size=8, epochs=1, max_steps=6, warmup_steps=2, eval_every=0,
+             eval_prompts=8, eval_samples=1, max_new_tokens=16, ckpt_every=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss
+def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                    ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+                    beta: float, *, loss: str = "sigmoid", label_smoothing: float = 0.0,
+                    reference_free: bool = False, length_normalize: bool = False,
+                    chosen_lengths: torch.Tensor | None = None,
+                    rejected_lengths: torch.Tensor | None = None):
+    """The DPO loss and its variants, per pair.
+
+    Inputs, all (B,): summed log-probs log pi(y|x) of the chosen (y_w) and rejected (y_l) responses
+    under the policy pi_theta and the reference pi_ref; *_lengths: response tokens (end token
+    included), needed only with `length_normalize`.
+    With the log-ratios  Delta_w = log pi_theta(y_w|x) - log pi_ref(y_w|x),  Delta_l likewise,
+    and h = Delta_w - Delta_l:
+      loss='sigmoid', label_smoothing=0:   -log sigma(beta h)                       (DPO, Eq. 7)
+      loss='sigmoid', label_smoothing=eps: -(1-eps) log sigma(beta h) - eps log sigma(-beta h)
+                                           (conservative DPO: labels flipped with prob. eps;
+                                            Mitchell 2023, "A note on DPO with noisy preferences", Eq. 3)
+      loss='ipo':                          (h - 1/(2 beta))^2    (IPO, Azar et al. 2023, Eq. 17:
+                                            regress h to a finite target instead of pushing it to infinity)
+      reference_free=True:                 log pi_ref := 0 in Delta_w and Delta_l
+      length_normalize=True:               Delta_w / |y_w| and Delta_l / |y_l| (not the paper; see module doc)
+    Returns (losses (B,), chosen_rewards (B,), rejected_rewards (B,)); the rewards are the
+    implicit rewards beta * Delta (of the log-ratios the loss used), detached.
+    """
+    if reference_free:
+        ref_chosen_logps = torch.zeros_like(ref_chosen_logps)
+        ref_rejected_logps = torch.zeros_like(ref_rejected_logps)
+    delta_w = policy_chosen_logps - ref_chosen_logps                       # (B,) log pi_theta/pi_ref (y_w)
+    delta_l = policy_rejected_logps - ref_rejected_logps                   # (B,) log pi_theta/pi_ref (y_l)
+    if length_normalize:
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("length_normalize=True needs chosen_lengths and rejected_lengths")
+        delta_w = delta_w / chosen_lengths.clamp(min=1)
+        delta_l = delta_l / rejected_lengths.clamp(min=1)
+    h = delta_w - delta_l                                                  # (B,)
+    if loss == "sigmoid":
+        losses = (-(1 - label_smoothing) * F.logsigmoid(beta * h)
+                  - label_smoothing * F.logsigmoid(-beta * h))
+    elif loss == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss {loss!r}: use 'sigmoid' or 'ipo'")
+    return losses, (beta * delta_w).detach(), (beta * delta_l).detach()
+
+
+def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps,
+                       policy_rejected_logps) -> dict:
+    """The logged numbers of one batch (means over its pairs); see the module docstring."""
+    margins = chosen_rewards - rejected_rewards
+    return {
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/margins": margins.mean().item(),
+        "rewards/accuracy": (chosen_rewards > rejected_rewards).float().mean().item(),  # strict >
+        "logps/chosen": policy_chosen_logps.detach().mean().item(),
+        "logps/rejected": policy_rejected_logps.detach().mean().item(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: pairs -> rendered token lists
+@dataclass
+class PreferencePair:
+    """One comparison: the annotator preferred `chosen` (y_w) over `rejected` (y_l) for `prompt` (x)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+
+
+def as_pairs(items) -> list[PreferencePair]:
+    """Preference data in any of the project's shapes -> a list of PreferencePair.
+
+    Accepted items (dicts or objects): prompt + chosen + rejected; or prompt + a ranked list of
+    responses, best first (`responses` or `ranked`), which gives all K-choose-2 pairs (the
+    InstructGPT way of using a ranking of K).
+    """
+    pairs = []
+    for k, item in enumerate(items):
+        get = (lambda n: item.get(n)) if isinstance(item, dict) else (lambda n: getattr(item, n, None))
+        prompt = get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            prompt = getattr(prompt, "prompt", getattr(prompt, "text", prompt))
+        if get("chosen") is not None and get("rejected") is not None:
+            pairs.append(PreferencePair(prompt, get("chosen"), get("rejected")))
+            continue
+        ranked = get("responses") if get("responses") is not None else get("ranked")
+        if prompt is None or ranked is None:
+            raise ValueError(f"preference item {k}: needs 'prompt' with 'chosen'/'rejected' or a "
+                             f"ranked list 'responses' (best first); got {type(item).__name__}")
+        ranked = [r if isinstance(r, str) else getattr(r, "text", r) for r in ranked]
+        for i in range(len(ranked)):
+            for j in range(i + 1, len(ranked)):
+                if ranked[i] != ranked[j]:
+                    pairs.append(PreferencePair(prompt, ranked[i], ranked[j]))
+    return pairs
+
+
+def sampled_pairs(policy, tok, prompts, *, k: int = 4, noise: float = 0.0, max_new_tokens: int = 48,
+                  seed: int = 0):
+    """The DPO paper's data recipe: k samples of pi_ref per prompt, ranked by an annotator.
+
+    The annotator is the world's (`world.rank_responses`): Bradley-Terry noise `noise` on the gold
+    reward, 0 = the oracle's exact order (the paper labels its sentiment pairs with the classifier
+    itself). Every two samples with different gold rewards give a pair, the higher-ranked one as
+    y_w. A sample cut at max_new_tokens is kept as it is: `chat.render` closes it with <|end|> for
+    training, and the oracle judged that same cut text. Returns (pairs, the `evaluation.Samples`).
+    """
+    from .world import rank_responses
+    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
+                         seed=seed)
+    rng = Random(f"dpo-pairs|{seed}")
+    pairs = []
+    for i, p in enumerate(prompts):
+        text = prompt_text(p)
+        ranking = rank_responses(text, [r for r, j in zip(s.responses, s.prompt_index) if j == i],
+                                 rng, noise)
+        for a in range(len(ranking.responses)):
+            for b in range(a + 1, len(ranking.responses)):
+                if abs(ranking.gold[a] - ranking.gold[b]) > 1e-9:
+                    pairs.append(PreferencePair(text, ranking.responses[a], ranking.responses[b]))
+    return pairs, s
+
+
+@dataclass
+class RenderedPairs:
+    """Token ids and loss masks of the chosen and rejected conversations, one entry per pair."""
+
+    chosen: list
+    rejected: list
+    dropped: int
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+
+def render_pairs(tok, pairs: list[PreferencePair], max_len: int) -> RenderedPairs:
+    """Chat-render both sides of every pair; drop pairs longer than `max_len` tokens or with y_w == y_l."""
+    chosen, rejected, dropped = [], [], 0
+    for p in pairs:
+        w, l = render(tok, p.prompt, p.chosen), render(tok, p.prompt, p.rejected)
+        if max(len(w.ids), len(l.ids)) > max_len or w.ids == l.ids:
+            dropped += 1
+            continue
+        chosen.append(w)
+        rejected.append(l)
+    return RenderedPairs(chosen, rejected, dropped)
+
+
+def concatenated_logps(model, tok, chosen: list, rejected: list, device):
+    """Step 2: one forward over [chosen; rejected] -> summed log-probs (B,), (B,) and lengths (B,), (B,).
+
+    chosen, rejected: lists of B `chat.Rendered`. Rows 0..B-1 are y_w, rows B..2B-1 are y_l, all right
+    padded to the longest; pads and prompt tokens are off the loss mask, so they add nothing.
+    """
+    rows = chosen + rejected
+    batch = pad_batch([r.ids for r in rows], [r.loss_mask for r in rows], tok.pad_id).to(device)
+    with autocast(device):
+        logps = sequence_logprob_sums(model, batch)                         # (2B,)
+    lengths = batch.loss_mask.sum(-1)                                       # (2B,) response + <|end|>
+    B = len(chosen)
+    return logps[:B], logps[B:], lengths[:B], lengths[B:]
+
+
+@torch.no_grad()
+def reference_logps(ref, tok, data: RenderedPairs, batch_size: int, device) -> torch.Tensor:
+    """Step 1: log pi_ref(y_w|x) and log pi_ref(y_l|x) for every pair, once: (N, 2) float32 on CPU."""
+    ref.eval()
+    out = []
+    for s in tqdm(range(0, len(data), batch_size), desc="reference log-probs", leave=False):
+        w, l, _, _ = concatenated_logps(ref, tok, data.chosen[s:s + batch_size],
+                                        data.rejected[s:s + batch_size], device)
+        out.append(torch.stack([w, l], dim=1).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+def make_optimizer(model, cfg: DPOConfig) -> torch.optim.Optimizer:
+    """AdamW (default) or RMSprop (the paper), over all parameters, no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'adamw' or 'rmsprop'")
+
+
+def lr_at(step: int, cfg: DPOConfig) -> float:
+    """Linear warmup over warmup_steps, then constant (the DPO reference's schedule)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def total_steps(n_pairs: int, cfg: DPOConfig) -> int:
+    """Optimizer steps of a run: epochs x ceil(pairs / batch), capped by max_steps."""
+    steps = cfg.epochs * math.ceil(n_pairs / cfg.batch_size)
+    return min(steps, cfg.max_steps) if cfg.max_steps > 0 else steps
+
+
+def batch_indices(step: int, n: int, cfg: DPOConfig, seed: int) -> list[int]:
+    """Pairs of optimizer step `step`: a fresh permutation per epoch, seeded by (seed, epoch)."""
+    per_epoch = math.ceil(n / cfg.batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[k * cfg.batch_size:(k + 1) * cfg.batch_size].tolist()
+
+
+def dpo_step(policy, tok, data: RenderedPairs, ref_lp: torch.Tensor, idx: list[int],
+             cfg: DPOConfig, device):
+    """Steps 2-3 for one batch: returns (mean loss tensor, metrics dict)."""
+    pw, pl, nw, nl = concatenated_logps(policy, tok, [data.chosen[i] for i in idx],
+                                        [data.rejected[i] for i in idx], device)
+    rw, rl = ref_lp[idx, 0].to(device), ref_lp[idx, 1].to(device)
+    losses, chosen_r, rejected_r = preference_loss(
+        pw, pl, rw, rl, cfg.beta, loss=cfg.loss, label_smoothing=cfg.label_smoothing,
+        reference_free=cfg.reference_free, length_normalize=cfg.length_normalize,
+        chosen_lengths=nw, rejected_lengths=nl)
+    loss = losses.mean()
+    metrics = {"loss": loss.item(), **preference_metrics(chosen_r, rejected_r, pw, pl)}
+    return loss, metrics
+
+
+def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, seed: int = 0,
+              eval_prompts=None, judge=None, reference_eval: dict | None = None,
+              max_steps: int | None = None, quiet: bool = False) -> dict:
+    """Train `policy` (initialised as pi_ref, usually the SFT model) with DPO on `pairs`.
+
+    pairs: PreferencePair list (or anything `as_pairs` accepts). ref: the frozen pi_ref. Resumes from
+    `out_dir/ckpt.pt` if a partial one exists. With `eval_prompts`, evaluates gold reward and
+    KL(pi_theta || pi_ref) every `cfg.eval_every` steps and at the end, plus the win rate of pi_theta
+    against pi_ref (see evaluation.py); `judge` replaces the world's oracle; `reference_eval` is
+    pi_ref's own `evaluate_policy` result with the same prompts and settings, when the caller already
+    has it. `max_steps` stops early (to simulate an interruption in tests); `quiet` skips printing
+    the config. Writes ckpt.pt,
+    metrics.json and dpo_training.png into `out_dir`; returns the metrics dict (with the per-step
+    "history").
+    """
+    device = torch.device(device)
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    policy.to(device).eval().requires_grad_(True)            # dropout off: pi_theta = pi_ref at step 0
+    ref.to(device).eval().requires_grad_(False)
+    data = render_pairs(tok, as_pairs(pairs), policy.config.block_size)   # 0. render, filter
+    if len(data) == 0:
+        raise ValueError(f"no preference pair fits the context of {policy.config.block_size} "
+                         f"tokens ({data.dropped} dropped)")
+    n_steps = total_steps(len(data), cfg)
+    opt = make_optimizer(policy, cfg)
+    state = resume(ckpt_path, policy, opt, len(data))
+    if state.get("done"):
+        return state["metrics"]
+    step, history, ref_lp = state["step"], state["history"], state["ref_logps"]
+    if not quiet:
+        print(f"[dpo] {len(data)} pairs ({data.dropped} dropped: too long or identical), "
+              f"{n_steps} steps\n{config_text(cfg)}")
+    if ref_lp is None:                                       # 1. pi_ref log-probs, once
+        ref_lp = reference_logps(ref, tok, data, 2 * cfg.batch_size, device)
+
+    def evaluate(at_step):                                   # 4. gold reward, KL(pi_theta || pi_ref)
+        e = evaluate_policy(policy, ref, tok, eval_prompts, judge=judge, n_samples=cfg.eval_samples,
+                            max_new_tokens=cfg.max_new_tokens, seed=seed)
+        history["eval"].append({"step": at_step, "gold_reward": e["gold_reward"], "kl": e["kl"]})
+        return e
+
+    def checkpoint(done, metrics=None):
+        save_checkpoint(ckpt_path, model=policy.state_dict(), optimizer=opt.state_dict(), step=step,
+                        history=history, ref_logps=ref_lp, done=done, metrics=metrics,
+                        model_config=policy.config.to_dict(), dpo_config=asdict(cfg))
+
+    evaluating = eval_prompts is not None and cfg.eval_every > 0
+    if step == 0 and evaluating:
+        evaluate(0)
+    stop_at = n_steps if max_steps is None else min(n_steps, max_steps)
+    bar = tqdm(range(step, stop_at), initial=step, total=n_steps, desc=f"dpo beta={cfg.beta:g}",
+               unit="step")
+    for step in bar:
+        t0 = time.perf_counter()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        idx = batch_indices(step, len(data), cfg, seed)
+        loss, m = dpo_step(policy, tok, data, ref_lp, idx, cfg, device)     # 2-3. forward, loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
+        opt.step()
+        history["step"].append({"step": step, **m, "seconds": time.perf_counter() - t0})
+        bar.set_postfix(loss=f"{m['loss']:.3f}", margin=f"{m['rewards/margins']:.2f}",
+                        acc=f"{m['rewards/accuracy']:.2f}")
+        step += 1
+        if evaluating and step % cfg.eval_every == 0 and step < n_steps:
+            evaluate(step)
+        if step % cfg.ckpt_every == 0 and step < n_steps:
+            checkpoint(done=False)
+    bar.close()
+    if step < n_steps:                     # stopped early on purpose: leave a resumable checkpoint
+        checkpoint(done=False)
+        return {}
+    metrics = summarize_run(history, cfg, len(data), data.dropped, n_steps)
+    if eval_prompts is not None:
+        metrics.update(final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge,
+                                        reference_eval, seed))
+    plot_training(history, os.path.join(out_dir, "dpo_training.png"))
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    checkpoint(done=True, metrics=metrics)
+    return metrics
+
+
+def resume(ckpt_path: str, policy, opt, n_pairs: int) -> dict:
+    """The saved state of a partial run (loaded into `policy` and `opt`), or a fresh one."""
+    if not os.path.exists(ckpt_path):
+        return {"step": 0, "history": {"step": [], "eval": []}, "ref_logps": None}
+    state = load_checkpoint(ckpt_path)
+    policy.load_state_dict(state["model"])
+    if state.get("done"):
+        return state
+    if state["ref_logps"].shape[0] != n_pairs:
+        raise CheckpointError(f"checkpoint {ckpt_path} was trained on {state['ref_logps'].shape[0]} "
+                              f"pairs, this run has {n_pairs}: use another output folder, or delete "
+                              f"the checkpoint to start over")
+    opt.load_state_dict(state["optimizer"])
+    print(f"resuming DPO from step {state['step']} ({ckpt_path})")
+    return state
+
+
+def final_evaluation(final: dict, ref, tok, eval_prompts, cfg: DPOConfig, judge, reference_eval,
+                     seed: int) -> dict:
+    """pi_theta's and pi_ref's evaluation on the held-out prompts, and pi_theta's win rate over pi_ref."""
+    base = reference_eval or evaluate_policy(ref, None, tok, eval_prompts, judge=judge,
+                                             n_samples=cfg.eval_samples,
+                                             max_new_tokens=cfg.max_new_tokens, seed=seed)
+    strip = lambda e: {k: v for k, v in e.items() if k not in ("scores", "groups")}  # noqa: E731
+    return {"eval": strip(final), "eval_reference": strip(base),
+            "win_rate_vs_reference": compare(final, base)}
+
+
+def summarize_run(history: dict, cfg: DPOConfig, n_pairs: int, dropped: int, n_steps: int) -> dict:
+    """Final metrics: the last 10% of steps averaged, the first step, and the time per step
+    (forward, backward and optimizer step only: evaluations and checkpoints excluded)."""
+    rows = history["step"]
+    tail = rows[-max(1, len(rows) // 10):]
+    names = [k for k in rows[0] if k not in ("step", "seconds")]
+    last = {k: float(np.mean([r[k] for r in tail])) for k in names}
+    first = {k: rows[0][k] for k in names}
+    seconds = [r["seconds"] for r in rows]
+    return {"final": last, "first_step": first, "steps": n_steps, "pairs": n_pairs,
+            "pairs_dropped": dropped, "train_seconds": float(np.sum(seconds)),
+            "seconds_per_step": float(np.median(seconds)), "config": asdict(cfg),
+            "eval_history": history["eval"], "history": rows}
+
+
+def plot_training(history: dict, path: str) -> str:
+    """Implicit rewards of y_w and y_l, their margin and the accuracy, and summed log-probs, by step."""
+    rows = history["step"]
+    steps = [r["step"] for r in rows]
+    w = max(1, len(rows) // 20)
+    s = lambda k: smooth([r[k] for r in rows], w)
+    fig, axes = new_figure(ncols=3)
+    ax = axes[0][0]
+    ax.plot(steps, s("rewards/chosen"), label="chosen  beta log pi/pi_ref (y_w)")
+    ax.plot(steps, s("rewards/rejected"), label="rejected  beta log pi/pi_ref (y_l)")
+    ax.plot(steps, s("rewards/margins"), label="margin", color="k")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_title("implicit rewards")
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    ax.plot(steps, s("rewards/accuracy"), color="C2")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("implicit reward accuracy (chosen > rejected)")
+    ax = axes[0][2]
+    ax.plot(steps, s("logps/chosen"), label="log pi_theta(y_w|x)")
+    ax.plot(steps, s("logps/rejected"), label="log pi_theta(y_l|x)")
+    ax.set_title("summed log-probs")
+    ax.legend(fontsize=7)
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline stage
+def preference_pairs(run, cfg: DPOConfig, sft_model=None, tok=None) -> list[PreferencePair]:
+    """The training pairs: a preference JSONL (cfg.pref_data), the world's preference data, or
+    samples of the SFT model ranked by the world's annotators (cfg.pairs_from)."""
+    if cfg.pref_data:
+        from .loaders import load_preferences
+        return as_pairs(load_preferences(cfg.pref_data))
+    from .world import preference_data
+    rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
+    if cfg.pairs_from == "world":
+        return as_pairs(rankings)
+    if cfg.pairs_from == "sft_samples":
+        pairs, _ = sampled_pairs(sft_model, tok, [r.prompt for r in rankings], k=4,
+                                 noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
+                                 seed=run.seed)
+        return pairs
+    raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
+
+
+def held_out_prompts(run, n: int):
+    """Held-out prompts for evaluation: instruction prompts of the world's "test" split (seen tasks,
+    new inputs; the preference pairs come from the "train" split)."""
+    from .world import rl_prompts
+    return rl_prompts("instruction", n, run.seed, split="test")
+
+
+def ensure_dpo(run, cfg: DPOConfig | None = None):
+    """The DPO policy: `<out>/dpo/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
+
+    Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
+    """
+    from .pipeline import load_model
+    from .sft import ensure_sft
+
+    cfg = cfg or DPOConfig(**(QUICK if run.quick else {}))
+    out_dir = run.stage_dir("dpo")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done"):
+        return load_model(ckpt, run.device), tok
+    policy = copy.deepcopy(sft_model)
+    ref = sft_model.eval().requires_grad_(False)
+    pairs = preference_pairs(run, cfg, sft_model, tok)
+    metrics = train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
+                        eval_prompts=held_out_prompts(run, cfg.eval_prompts))
+    print_summary(metrics)
+    return load_model(ckpt, run.device), tok
+
+
+def print_summary(metrics: dict) -> None:
+    """The stage's result in words: implicit-reward accuracy, gold reward, KL and win rate."""
+    f, e, b, w = (metrics.get(k) for k in ("final", "eval", "eval_reference", "win_rate_vs_reference"))
+    print(f"[dpo] implicit reward accuracy {f['rewards/accuracy']:.0%}, margin {f['rewards/margins']:.2f} "
+          f"(last 10% of steps)")
+    if e and b and w:
+        print(f"[dpo] gold reward on held-out prompts: SFT {b['gold_reward']:.3f} -> DPO "
+              f"{e['gold_reward']:.3f} at KL(pi_theta || pi_ref) = {e['kl']:.2f} nats; DPO wins "
+              f"{w['win_rate']:.0%} of comparisons with SFT (95% CI {w['ci_low']:.0%}-{w['ci_high']:.0%})")

@@ -1,0 +1,863 @@
+"""Fine-grained RLHF: a reward after every segment, from several reward models (Wu et al. 2023).
+
+Slides 002 "Fine-grained Human Feedback", "Multiple Reward Functions", "Example: Detoxification" and
+"Customizing LLM Behavior". One score for a whole response does not say *which* part was bad. Fine-grained
+feedback gives a reward after every segment (a sentence), from K reward models, one per feedback type
+(here: toxicity, irrelevance and factual errors per sentence, plus a sequence-level preference model), and
+PPO optimises, per token t of the response (slide "Multiple Reward Functions"):
+
+    r_t = sum_k sum_j 1(t = T_j^k) w_k R_phi_k(x, y, j)  -  beta * log( pi_theta(a_t|s_t) / pi_init(a_t|s_t) )
+
+T_j^k is the token where segment j of reward model k ends, w_k the weight of feedback type k. The first part
+is what this file computes (`FineGrainedReward`, a `reward_fn(rollout)` for `ppo.train_ppo`); the KL part is
+added per token by `ppo.ppo_iteration` exactly as for the holistic reward (not copied here), and the update
+(`ppo.ppo_update`: GAE, whitening, clipped losses) is the same function. The holistic baseline is the same
+PPO with only the sequence-level reward, on the last token.
+
+The pieces, in the order the code runs them:
+1. Segments (`segment_response`). The sentence splitter is the world's (`world.split_sentences`: a sentence
+   ends at . ! or ?, the last may have no end mark); `subsentence` also cuts after , ; : inside a sentence,
+   merging pieces shorter than 5 words (FineGrainedRLHF's relevance segments). T_j is computed from the
+   GENERATED TOKEN IDS: the ids are decoded one token at a time (an incremental UTF-8 decoder, so a character
+   split across two tokens belongs to the token that completes it), which gives the character offset where
+   each token ends; T_j is the first token whose end offset reaches the segment's last character. Nothing is
+   re-tokenised: tokenising `text[:end]` can merge the boundary differently from what was generated
+   (ALGORITHMS.md 5.5 #1). T_j is clipped to the last valid token (5.5 #2).
+2. Segment reward models (`SegmentRewardModel`): the SFT trunk + a scalar head read at each segment's last
+   token T_j; ONE forward per response gives the logits of all its segments; the loss is a binary
+   cross-entropy per segment (label 1 = no error), with the labels of the world's oracle
+   (`world.label_sentences`: toxic / irrelevant / wrong), on responses sampled from the SFT policy and on
+   the world's flawed variants of reference answers (`world.preference_data`). R_phi_k(x, y, j) = +1 for a
+   segment predicted fine, -1 for one predicted bad (the paper's token classifiers: argmax of O vs ERR;
+   `reward_form="prob"` gives the smoother 2 p - 1).
+3. The sequence-level reward: the Bradley-Terry reward model of reward.py (the holistic RM, normalised to
+   mean 0 and std 1 on SFT samples), times w_seq, on the LAST valid token only (the <|end|> token), with
+   PPO's missing-<|end|> penalty. It is one reward per response: it is never also added at a sentence end
+   (5.5 #3). (Only in a response cut off by the length budget can a sentence end on the last token; that
+   token then carries both the sentence's rewards and the sequence reward, each once.)
+4. PPO (`ppo.train_ppo` with `reward_fn=FineGrainedReward(...)`): the same per-token KL, GAE, whitening
+   and clipped update as the holistic PPO stage.
+
+Detoxification (lesson 09, slide "Example: Detoxification"), with the world's toxicity score standing in
+for the Perspective API (a scorer, not a learned model, as in the paper):
+    holistic      r = 1 - Tox(y)                          on the last token
+    fine-grained  R_j = -(Tox(y_<=j) - Tox(y_<j))         on the last token of sentence j
+Tox(empty) is defined as 0 (5.5 #7: the first sentence's reward is minus its own toxicity; the slide's
+"Sent1 reward = 0.00 - 0.72"). The fine-grained rewards of a response sum to -Tox(y) (the deltas
+telescope): the two rewards differ by the constant 1 per response and rank responses identically; only
+WHERE the signal arrives differs.
+
+Deviations from the paper and the FineGrainedRLHF code, said plainly:
+- Sentences come from a period/!/? splitter (world.split_sentences), not spaCy; sub-sentences inherit the
+  oracle label of their sentence (the oracle labels sentences), except toxicity, scored per piece.
+- The segment RMs read the chat-rendered response with a causal GPT at each segment's last token, instead
+  of a Longformer token classifier reading "</s>" separators; a segment's label may depend on what came
+  before it (a repeated sentence is irrelevant), which the causal read-out sees.
+- Log-probs use the sampling temperature on both sides (FineGrainedRLHF computes them at T=1 while sampling
+  at T=0.7 with top-k; 5.4, 5.5 #5). Whitening divides by the std, not its square root (5.5 #6; ppo.whiten).
+- The detoxification policy is the pretrained base model continuing raw text (the paper's GPT-2 without
+  SFT, on RealToxicityPrompts), because the SFT model of the world is already polite on these prompts.
+  `train_ppo` renders chat prompts, so that experiment runs `ppo_iteration` in a short loop of its own
+  (`train_text_ppo`): same iteration, same update, raw prompts, stopping at <|endoftext|>.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copy
+import math
+import os
+import time
+from bisect import bisect_left
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .batching import pad_batch, sequence_token_logprobs
+from .chat import end_id as chat_end_id
+from .chat import parse_response, render
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import autocast, config_text, read_json, write_json
+from .evaluation import prompt_text, sample_and_score, summarize
+from .generate import generate
+from .model import GPT, GPTConfig
+from .plotting import new_figure, save_figure, smooth
+from .ppo import QUICK as PPO_QUICK
+from .ppo import (KLController, PPOConfig, Rollout, ValueModel, apply_missing_end, make_optimizer,
+                  place_scores, ppo_iteration, prepare_models, reward_model_scores, train_ppo)
+from .pretrain import make_optimizer as adamw
+from .reward import sample_policy
+from .world import label_sentences, preference_data, rl_prompts, split_sentences, toxicity
+from .world.text import words
+
+FEEDBACK_TYPES = ("toxicity", "relevance", "factuality")
+# The oracle's label that marks an error for each feedback type (world.SentenceLabel fields).
+ERROR_LABEL = {"toxicity": "toxic", "relevance": "irrelevant", "factuality": "wrong"}
+SEGMENT_KINDS = ("sentence", "subsentence")
+SUBSENTENCE_CUTS = ",;:"
+MIN_SUBSENTENCE_WORDS = 5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class FineGrainedConfig:
+    """Fine-grained RLHF of the SFT policy: segment reward models, their weights, and the PPO run."""
+
+    rewards: str = "toxicity,relevance,factuality"
+    """Segment reward models to train and use (comma-separated, from: toxicity, relevance, factuality)."""
+    w_toxicity: float = 0.5
+    """w_k of the toxicity RM: +w for a sentence judged non-toxic, -w for a toxic one."""
+    w_relevance: float = 0.3
+    """w_k of the relevance RM (paper, QA-Feedback: 0.3): +w per relevant segment, -w per irrelevant one."""
+    w_factuality: float = 0.5
+    """w_k of the factuality RM (paper: 0.5): +w per correct sentence, -w per wrong one."""
+    w_sequence: float = 0.3
+    """Weight of the sequence-level (holistic Bradley-Terry) RM on the last token (paper's completeness: 0.3)."""
+    segment: str = "sentence"
+    """Segments of the relevance RM: 'sentence', or 'subsentence' (cut after , ; : with >= 5 words, as
+    FineGrainedRLHF's relevance RM). Toxicity and factuality are always per sentence."""
+    reward_form: str = "sign"
+    """R_phi_k(x, y, j): 'sign' = +1 / -1 from the classifier (paper), 'prob' = 2 P(no error) - 1."""
+    # --- segment reward models ---------------------------------------------------------------------------------
+    rm_prompts: int = 1200
+    """Instruction prompts whose responses (reference, flawed variants, SFT samples) label the segment RMs."""
+    rm_policy_samples: int = 1
+    """Responses sampled from the SFT policy per prompt, added to the world's K ranked responses."""
+    rm_eval_prompts: int = 150
+    """Held-out prompts (test split) for the segment RMs' accuracy."""
+    rm_epochs: int = 1
+    """Passes over the labelled responses."""
+    rm_batch_size: int = 32
+    """Responses per segment-RM batch (every segment of a response is read from its one forward)."""
+    rm_lr: float = 3e-4
+    """Peak AdamW learning rate of the segment RMs, decayed linearly to 0."""
+    # --- PPO: defaults are ppo.PPOConfig's, so the holistic `ppo` stage is the baseline at equal steps -----------
+    iterations: int = PPOConfig.iterations
+    """PPO iterations."""
+    batch_size: int = PPOConfig.batch_size
+    """Episodes per PPO rollout batch."""
+    beta: float = PPOConfig.beta
+    """KL coefficient beta of the per-token penalty (added by ppo.ppo_iteration). The paper uses a larger beta
+    for fine-grained rewards (0.3 vs 0.2), which are denser; the same beta keeps the comparison simple."""
+    lr: float = PPOConfig.lr
+    """Adam learning rate of the policy and the value model."""
+    max_new_tokens: int = PPOConfig.max_new_tokens
+    """Response budget of the rollouts and of the evaluation."""
+    temperature: float = PPOConfig.temperature
+    """Sampling temperature of the rollouts (log-probs use the same)."""
+    n_prompts: int = PPOConfig.n_prompts
+    """RL prompts (world.rl_prompts('instruction', split='train'))."""
+    holistic_baseline: bool = False
+    """Also train a holistic baseline here (only the sequence-level RM, weight 1, same PPO settings). Without it
+    the `ppo` stage's policy, when built, is evaluated beside (same RM, prompts and PPO defaults)."""
+    n_eval_prompts: int = 128
+    """Held-out prompts (test split) for the final evaluation (gold reward, KL, sentence error rates)."""
+
+
+# --quick: seconds (tests and CI); too small to show anything.
+QUICK = dict(rm_prompts=24, rm_eval_prompts=8, rm_batch_size=16, n_eval_prompts=8,
+             **{k: PPO_QUICK[k] for k in ("iterations", "batch_size", "max_new_tokens", "n_prompts", "lr")})
+
+
+def ppo_config(cfg: FineGrainedConfig, **overrides) -> PPOConfig:
+    """The PPOConfig of a fine-grained run: PPO's defaults with this config's overrides."""
+    base = dict(iterations=cfg.iterations, batch_size=cfg.batch_size, beta=cfg.beta, lr=cfg.lr,
+                max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, n_prompts=cfg.n_prompts)
+    return PPOConfig(**{**base, **overrides})
+
+
+def reward_names(cfg: FineGrainedConfig) -> list[str]:
+    names = [n.strip() for n in cfg.rewards.split(",") if n.strip()]
+    bad = [n for n in names if n not in FEEDBACK_TYPES]
+    if bad:
+        raise ValueError(f"--rewards: unknown feedback type(s) {bad}; choose from {FEEDBACK_TYPES}")
+    return names
+
+
+def weights_of(cfg: FineGrainedConfig) -> dict[str, float]:
+    """{feedback type: w_k} of the segment RMs in use."""
+    return {n: getattr(cfg, f"w_{n}") for n in reward_names(cfg)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Segments and the token T_j where each ends
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Segment:
+    """One segment of a response: `text[start:end]`, ending at response token `token_end` (T_j)."""
+
+    start: int
+    end: int
+    token_end: int
+
+
+def split_subsentences(text: str, min_words: int = MIN_SUBSENTENCE_WORDS) -> list[tuple[int, int]]:
+    """Character spans of sub-sentences: each sentence cut after , ; or :, pieces of < min_words merged.
+
+    A short piece is merged into the next piece of its sentence (the last one into the previous), so every
+    sub-sentence lies inside one sentence and the spans of a sentence cover it exactly.
+    """
+    spans = []
+    for s, e in split_sentences(text):
+        cuts = [i + 1 for i in range(s, e - 1) if text[i] in SUBSENTENCE_CUTS]
+        pieces = list(zip([s] + cuts, cuts + [e]))
+        merged: list[list[int]] = []
+        for a, b in pieces:
+            if merged and len(words(text[merged[-1][0]:merged[-1][1]])) < min_words:
+                merged[-1][1] = b                          # the previous piece was too short: extend it
+            else:
+                merged.append([a, b])
+        if len(merged) > 1 and len(words(text[merged[-1][0]:merged[-1][1]])) < min_words:
+            last = merged.pop()                            # a short last piece joins the previous one
+            merged[-1][1] = last[1]
+        for a, b in merged:
+            while text[a].isspace():
+                a += 1
+            spans.append((a, b))
+    return spans
+
+
+def segment_spans(text: str, kind: str = "sentence") -> list[tuple[int, int]]:
+    """Character spans (start, end) of the segments of `text`: sentences or sub-sentences."""
+    if kind == "sentence":
+        return split_sentences(text)
+    if kind == "subsentence":
+        return split_subsentences(text)
+    raise ValueError(f"segment kind must be one of {SEGMENT_KINDS}, got {kind!r}")
+
+
+def token_char_ends(tok, ids: list[int]) -> tuple[str, list[int]]:
+    """Decode `ids` one token at a time: (text, ends) with ends[i] = len(text after token i).
+
+    An incremental UTF-8 decoder emits a character only once its last byte has arrived, so a character whose
+    bytes span two tokens belongs to the token that completes it. `text` equals tok.decode(ids).
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces, ends, n = [], [], 0
+    for i, t in enumerate(ids):
+        piece = decoder.decode(tok.token_bytes(int(t)), final=(i == len(ids) - 1))
+        pieces.append(piece)
+        n += len(piece)
+        ends.append(n)
+    return "".join(pieces), ends
+
+
+def response_text_ids(tok, response_ids: list[int]) -> list[int]:
+    """The ids that make up the response's text: everything before the first <|end|> / <|endoftext|>."""
+    stops = {chat_end_id(tok), tok.eot_id}
+    for i, t in enumerate(response_ids):
+        if t in stops:
+            return list(response_ids[:i])
+    return list(response_ids)
+
+
+def segment_response(tok, response_ids: list[int], kind: str = "sentence",
+                     n_valid: int | None = None) -> tuple[str, list[Segment]]:
+    """The text of generated ids and its segments with T_j, from the ids themselves (never re-tokenised).
+
+    T_j = the index (in `response_ids`) of the token holding the segment's last character, clipped to the
+    last valid token `n_valid - 1` (default: len(response_ids) - 1).
+    """
+    ids = response_text_ids(tok, response_ids)
+    text, ends = token_char_ends(tok, ids)
+    last_valid = (len(response_ids) if n_valid is None else n_valid) - 1
+    segments = []
+    for start, end in segment_spans(text, kind):
+        t_j = bisect_left(ends, end)            # the first token whose text reaches character end - 1
+        segments.append(Segment(start, end, max(0, min(t_j, last_valid))))
+    return text, segments
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Per-token rewards from per-segment rewards
+# ----------------------------------------------------------------------------------------------------------------
+def place_segment_rewards(token_ends: list[list[int]], values: list[list[float]], mask: torch.Tensor) -> torch.Tensor:
+    """sum_j 1(t = T_j) R_j for every row: token_ends[b][j] = T_j, values[b][j] = R_j -> (B, N) float32.
+
+    Each T_j is clipped to the row's last valid token (mask (B, N) is 1 on the response tokens); two segments
+    ending on the same token both count.
+    """
+    B, N = mask.shape
+    out = torch.zeros(B, N, dtype=torch.float32)
+    last = (mask.sum(1).long() - 1).clamp(min=0).cpu()
+    for b in range(B):
+        for t_j, r_j in zip(token_ends[b], values[b]):
+            out[b, min(max(int(t_j), 0), int(last[b]))] += float(r_j)
+    return out.to(mask.device)
+
+
+def combine_rewards(segment_parts: dict, weights: dict, mask: torch.Tensor, sequence: torch.Tensor | None = None,
+                    w_sequence: float = 0.0) -> torch.Tensor:
+    """The task part of the slide's r_t: sum_k w_k sum_j 1(t = T_j^k) R_k(x, y, j) (+ w_seq R_seq on the end).
+
+    segment_parts: {k: (token_ends, values)} per feedback type, as for `place_segment_rewards`; weights: {k: w_k};
+    sequence: (B,) sequence-level rewards, placed once per response on its last valid token (ppo.place_scores).
+    Returns (B, N); the KL term is added by ppo.ppo_iteration.
+    """
+    total = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    for k, (ends, values) in segment_parts.items():
+        total = total + weights[k] * place_segment_rewards(ends, values, mask)
+    if sequence is not None and w_sequence:
+        total = total + w_sequence * place_scores(sequence.float(), mask, "end")
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. Segment reward models
+# ----------------------------------------------------------------------------------------------------------------
+class SegmentRewardModel(nn.Module):
+    """R_phi_k(x, y, j): a GPT trunk (the SFT model's copy) and a scalar head read at each segment's last token.
+
+    forward(ids, attention_mask, rows, cols) -> logits (S,) of P(segment is fine), one per (row, col) pair:
+    ONE forward of the whole batch, then the hidden states at the segments' last tokens. Any padding works
+    (positions come from the attention mask), so a PPO rollout is read in its own left-padded layout.
+    """
+
+    def __init__(self, trunk: GPT, name: str = ""):
+        super().__init__()
+        self.trunk = trunk
+        self.name = name
+        self.head = nn.Linear(trunk.config.n_embd, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(trunk.config.n_embd + 1))
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def from_sft(cls, sft_model: GPT, name: str = "") -> "SegmentRewardModel":
+        trunk = GPT(GPTConfig(**{**sft_model.config.to_dict(), "dropout": 0.0}))
+        trunk.load_state_dict(sft_model.state_dict())
+        return cls(trunk.to(sft_model.output_weight.device), name)
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                cols: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(ids, attention_mask=attention_mask)                  # (B, T, C)
+        return self.head(h[rows, cols].float()).squeeze(-1).float()         # (S,)
+
+
+def segment_reward(logits: torch.Tensor, form: str = "sign") -> torch.Tensor:
+    """R_phi_k from the classifier's logits of P(no error): 'sign' -> +1 / -1, 'prob' -> 2 p - 1."""
+    if form == "sign":
+        return torch.where(logits > 0, 1.0, -1.0)
+    if form == "prob":
+        return 2 * torch.sigmoid(logits) - 1
+    raise ValueError(f"reward_form must be 'sign' or 'prob', got {form!r}")
+
+
+@dataclass
+class LabelledResponse:
+    """One rendered (prompt, response) with its segments: ids (L,), the segments' last-token columns, labels.
+
+    labels[k][j] = 1 when segment j of feedback type k has no error (the oracle), 0 otherwise.
+    """
+
+    ids: list[int]
+    cols: dict                 # {feedback type: [column of T_j in ids]}
+    labels: dict               # {feedback type: [0/1]}
+
+
+def segment_kind_of(name: str, cfg: FineGrainedConfig) -> str:
+    """Relevance may use sub-sentences (cfg.segment); toxicity and factuality are per sentence."""
+    return cfg.segment if name == "relevance" else "sentence"
+
+
+def oracle_segment_labels(prompt, text: str, spans: list[tuple[int, int]], name: str) -> list[int]:
+    """1 (fine) / 0 (error) per span, from the world's oracle.
+
+    Toxicity is scored on the span itself (world.toxicity > 0); relevance and factuality take the label of the
+    oracle's sentence that contains the span (world.label_sentences labels sentences).
+    """
+    if name == "toxicity":
+        return [int(toxicity(text[s:e]) == 0) for s, e in spans]
+    sentences = label_sentences(prompt, text)
+    out = []
+    for s, e in spans:
+        owner = next((lab for lab in sentences if lab.start <= s < lab.end), None)
+        bad = owner is not None and getattr(owner, ERROR_LABEL[name])
+        out.append(int(not bad))
+    return out
+
+
+def label_response(tok, prompt, response: str, names: list[str], cfg: FineGrainedConfig) -> LabelledResponse | None:
+    """Render (prompt, response) with the chat template and attach every feedback type's segment labels."""
+    rendered = render(tok, prompt_text(prompt), response)
+    P = rendered.prompt_len
+    resp_ids = rendered.ids[P:]
+    cols, labels = {}, {}
+    for name in names:
+        text, segments = segment_response(tok, resp_ids, segment_kind_of(name, cfg))
+        cols[name] = [P + s.token_end for s in segments]
+        labels[name] = oracle_segment_labels(prompt, text, [(s.start, s.end) for s in segments], name)
+    if not any(cols.values()):
+        return None
+    return LabelledResponse(rendered.ids, cols, labels)
+
+
+def segment_batch(items: list[LabelledResponse], name: str, pad_id: int, device):
+    """Right-padded ids and mask (B, T), and the (rows, cols, labels) of all segments of type `name`."""
+    batch = pad_batch([x.ids for x in items], [[1] * len(x.ids) for x in items], pad_id)
+    rows = [b for b, x in enumerate(items) for _ in x.cols[name]]
+    cols = [c for x in items for c in x.cols[name]]
+    labels = [y for x in items for y in x.labels[name]]
+    t = lambda v, dt=torch.long: torch.tensor(v, dtype=dt, device=device)
+    return (batch.ids.to(device), batch.attention_mask.to(device), t(rows), t(cols), t(labels, torch.float32))
+
+
+def segment_loss(model: SegmentRewardModel, items, name: str, pad_id: int, device):
+    """Binary cross-entropy per segment (label 1 = no error), averaged over the batch's segments."""
+    ids, attn, rows, cols, labels = segment_batch(items, name, pad_id, device)
+    if len(rows) == 0:
+        return None, None
+    with autocast(device):
+        logits = model(ids, attn, rows, cols)
+    loss = F.binary_cross_entropy_with_logits(logits, labels)
+    return loss, ((logits > 0).float() == labels).float().mean().item()
+
+
+@torch.no_grad()
+def evaluate_segment_rm(model: SegmentRewardModel, items, name: str, pad_id: int, device, batch_size: int = 64) -> dict:
+    """Accuracy, balanced accuracy and the error class's recall of a segment RM on labelled responses."""
+    model.eval()
+    preds, labels = [], []
+    for s in range(0, len(items), batch_size):
+        ids, attn, rows, cols, y = segment_batch(items[s:s + batch_size], name, pad_id, device)
+        if len(rows):
+            with autocast(device):
+                preds.append((model(ids, attn, rows, cols) > 0).float().cpu())
+            labels.append(y.cpu())
+    if not preds:
+        return {"n_segments": 0}
+    p, y = torch.cat(preds), torch.cat(labels)
+    recall = lambda cls: float(((p == cls) & (y == cls)).sum() / (y == cls).sum()) if (y == cls).any() else None
+    fine, err = recall(1.0), recall(0.0)
+    both = [r for r in (fine, err) if r is not None]
+    return {"accuracy": float((p == y).float().mean()), "balanced_accuracy": float(np.mean(both)),
+            "error_recall": err, "fine_recall": fine, "error_fraction": float((y == 0).float().mean()),
+            "n_segments": int(len(y))}
+
+
+def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], name: str, cfg: FineGrainedConfig,
+                     pad_id: int, device, seed: int = 0) -> dict:
+    """AdamW on the per-segment BCE, linear decay to 0, gradient norm clipped at 1; returns the loss history."""
+    items = [x for x in items if x.cols[name]]
+    g = torch.Generator().manual_seed(seed)
+    order = [i for _ in range(cfg.rm_epochs) for i in torch.randperm(len(items), generator=g).tolist()]
+    batches = [order[s:s + cfg.rm_batch_size] for s in range(0, len(order), cfg.rm_batch_size)]
+    model.to(device).eval()                                  # eval: no dropout; gradients still flow
+    opt = adamw(model, cfg.rm_lr, 0.0)
+    hist = {"loss": [], "accuracy": []}
+    bar = tqdm(batches, desc=f"segment rm {name}", unit="step")
+    for step, idx in enumerate(bar):
+        for group in opt.param_groups:
+            group["lr"] = cfg.rm_lr * (1 - step / len(batches))
+        loss, acc = segment_loss(model, [items[i] for i in idx], name, pad_id, device)
+        if loss is None:
+            continue
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        hist["loss"].append(loss.item())
+        hist["accuracy"].append(acc)
+        bar.set_postfix(loss=f"{np.mean(hist['loss'][-20:]):.3f}", acc=f"{np.mean(hist['accuracy'][-20:]):.3f}")
+    return hist
+
+
+@torch.no_grad()
+def segment_rm_data(run, sft_model: GPT, tok, cfg: FineGrainedConfig, names: list[str], *, split: str,
+                    n_prompts: int) -> list[LabelledResponse]:
+    """Labelled responses: the world's K ranked responses per prompt (a reference answer and flawed variants:
+    toxic, off topic, verbose, repetitive, wrong, ...) plus `rm_policy_samples` samples of the SFT policy."""
+    rankings = preference_data(seed=run.seed, n_prompts=n_prompts, K=4, split=split)
+    pairs = [(r.prompt, resp) for r in rankings for resp in r.responses]
+    prompts = [r.prompt for r in rankings for _ in range(cfg.rm_policy_samples)]
+    if prompts:
+        gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
+        texts = [parse_response(tok, ids)[0] for g in gens for ids in g.response_ids]
+        pairs += list(zip(prompts, texts))
+    items = [label_response(tok, p, r, names, cfg) for p, r in pairs]
+    max_len = sft_model.config.block_size
+    return [x for x in items if x is not None and len(x.ids) <= max_len]
+
+
+def ensure_segment_rms(run, cfg: FineGrainedConfig | None = None, sft_model: GPT | None = None, tok=None) -> dict:
+    """The segment reward models {name: SegmentRewardModel}: `<out>/finegrained/segment_rms.pt`, trained if missing.
+
+    Trained from the SFT model on oracle-labelled segments (see `segment_rm_data`); held-out accuracy per type
+    is stored with them and in the stage's metrics.json.
+    """
+    from .sft import ensure_sft
+    cfg = cfg or FineGrainedConfig(**(QUICK if run.quick else {}))
+    names = reward_names(cfg)
+    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
+    if sft_model is None or tok is None:
+        sft_model, tok = ensure_sft(run)
+    if os.path.exists(path):
+        state = load_checkpoint(path)
+        if all(n in state["model"] for n in names) and state.get("segment") == cfg.segment:
+            return _load_segment_rms(state, names, run.device)
+    t0 = time.perf_counter()
+    train = segment_rm_data(run, sft_model, tok, cfg, names, split="train", n_prompts=cfg.rm_prompts)
+    held = segment_rm_data(run, sft_model, tok, cfg, names, split="test", n_prompts=cfg.rm_eval_prompts)
+    print(f"[finegrained] segment RMs {names}: {len(train)} labelled responses, {len(held)} held out")
+    models, metrics, hists = {}, {}, {}
+    for i, name in enumerate(names):
+        torch.manual_seed(run.seed + i)
+        model = SegmentRewardModel.from_sft(sft_model, name).to(run.device)
+        hists[name] = train_segment_rm(model, train, name, cfg, tok.pad_id, run.device, seed=run.seed + i)
+        metrics[name] = evaluate_segment_rm(model, held, name, tok.pad_id, run.device)
+        print(f"[finegrained] {name} RM: held-out accuracy {metrics[name]['accuracy']:.3f}, balanced "
+              f"{metrics[name]['balanced_accuracy']:.3f} ({metrics[name]['n_segments']} segments, "
+              f"{metrics[name]['error_fraction']:.1%} with an error)")
+        models[name] = model.eval()
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
+    save_checkpoint(path, model={n: m.state_dict() for n, m in models.items()},
+                    model_config=sft_model.config.to_dict(), segment=cfg.segment, metrics=metrics, history=hists)
+    plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
+    return models
+
+
+def _load_segment_rms(state: dict, names: list[str], device) -> dict:
+    out = {}
+    for n in names:
+        model = SegmentRewardModel(GPT(GPTConfig(**state["model_config"])), n)
+        model.load_state_dict(state["model"][n])
+        out[n] = model.to(device).eval()
+    return out
+
+
+def segment_rm_metrics(run) -> dict:
+    """The held-out metrics stored with the segment RMs ({} if they are not trained yet)."""
+    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
+    return load_checkpoint(path).get("metrics", {}) if os.path.exists(path) else {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. reward_fn(rollout) for ppo.train_ppo
+# ----------------------------------------------------------------------------------------------------------------
+class FineGrainedReward:
+    """reward_fn(rollout) -> (task rewards (B, N), per-row info): the first part of the slide's r_t.
+
+    For each segment RM k: the rollout's segments (from its generated ids), ONE forward of the rollout in its
+    own layout, R_k at each T_j, times w_k; plus w_seq times the normalised sequence-level RM score on the last
+    token (with PPO's missing-<|end|> penalty). The KL term is added by ppo.ppo_iteration.
+    """
+
+    def __init__(self, tok, segment_rms: dict, weights: dict, *, sequence_rm=None, w_sequence: float = 0.0,
+                 reward_form: str = "sign", kinds: dict | None = None, missing_end: str = "replace",
+                 missing_end_penalty: float = 1.0):
+        self.tok, self.rms, self.weights = tok, segment_rms, weights
+        self.sequence_rm, self.w_sequence = sequence_rm, w_sequence
+        self.form, self.kinds = reward_form, kinds or {}
+        self.missing_end, self.penalty = missing_end, missing_end_penalty
+
+    @torch.no_grad()
+    def segment_scores(self, name: str, r: Rollout) -> tuple[list[list[int]], list[list[float]]]:
+        """(T_j, R_k(x, y, j)) of every segment of every response, for feedback type `name`.
+
+        The segments come from the generated ids; the RM reads the rollout as it is (prompt left-padded,
+        response right-padded) in one forward, at columns P + T_j.
+        """
+        P, device = r.prompt_len, r.mask.device
+        kind = self.kinds.get(name, "sentence")
+        ends = [[s.token_end for s in segment_response(self.tok, ids, kind, n)[1]]
+                for ids, n in zip(r.response_ids, r.lengths.tolist())]
+        rows = torch.tensor([b for b, e in enumerate(ends) for _ in e], dtype=torch.long, device=device)
+        cols = torch.tensor([P + t for e in ends for t in e], dtype=torch.long, device=device)
+        values: list[list[float]] = [[] for _ in ends]
+        if len(rows):
+            with autocast(device):
+                logits = self.rms[name](r.tokens, r.attention_mask, rows, cols)
+            for b, v in zip(rows.tolist(), segment_reward(logits, self.form).cpu().tolist()):
+                values[b].append(v)
+        return ends, values
+
+    @torch.no_grad()
+    def __call__(self, r: Rollout):
+        parts, info = {}, {}
+        for name in self.rms:                                   # 1. segment rewards R_k(x, y, j) at T_j^k
+            ends, values = parts[name] = self.segment_scores(name, r)
+            info[f"{name}_reward"] = torch.tensor([sum(v) for v in values])
+            info[f"{name}_errors"] = torch.tensor([sum(x < 0 for x in v) / max(1, len(v)) for v in values])
+        sequence = None
+        if self.sequence_rm is not None and self.w_sequence:    # 2. the sequence-level reward, for the end token
+            raw = reward_model_scores(self.sequence_rm, r.prompt_ids, r.response_ids, self.tok.pad_id, r.mask.device)
+            sequence = apply_missing_end(raw, r.ended, self.missing_end, self.penalty)
+            info["sequence_score"] = sequence
+        return combine_rewards(parts, self.weights, r.mask, sequence, self.w_sequence), info    # 3. weighted sum
+
+
+class HolisticReward(FineGrainedReward):
+    """The holistic baseline on the same data: only the sequence-level RM, on the last token."""
+
+    def __init__(self, tok, sequence_rm, w_sequence: float = 1.0, **kwargs):
+        super().__init__(tok, {}, {}, sequence_rm=sequence_rm, w_sequence=w_sequence, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. Detoxification rewards (the world's toxicity score in place of the Perspective API)
+# ----------------------------------------------------------------------------------------------------------------
+def toxicity_rewards(text: str, segments: list[Segment], mode: str = "finegrained",
+                     tox=None) -> list[tuple[int, float]]:
+    """(token, reward) pairs of one response (slide "Example: Detoxification").
+
+    'holistic':     [(last token, 1 - Tox(y))]
+    'finegrained':  [(T_j, -(Tox(y_<=j) - Tox(y_<j))) for each sentence j], Tox(empty) = 0, where y_<=j is the
+                    text up to the end of sentence j. The rewards sum to -Tox(y_<=J).
+    The last token of an empty response gets 1 (holistic) or nothing (fine-grained): no text, no toxicity.
+    """
+    tox = tox or toxicity
+    if mode == "holistic":
+        return [(-1, 1.0 - tox(text))]
+    if mode != "finegrained":
+        raise ValueError(f"toxicity reward mode must be 'holistic' or 'finegrained', got {mode!r}")
+    out, before = [], 0.0                                   # Tox(empty) := 0
+    for s in segments:
+        now = tox(text[:s.end])
+        out.append((s.token_end, -(now - before)))
+        before = now
+    return out
+
+
+class ToxicityReward:
+    """reward_fn(rollout) for detoxification: holistic 1 - Tox(y) at the end, or fine-grained -dTox per sentence."""
+
+    def __init__(self, tok, mode: str = "finegrained", kind: str = "sentence"):
+        self.tok, self.mode, self.kind = tok, mode, kind
+
+    @torch.no_grad()
+    def __call__(self, r: Rollout):
+        mask = r.mask
+        n_valid = r.lengths.tolist()
+        ends, values, tox = [], [], []
+        for ids, n in zip(r.response_ids, n_valid):
+            text, segments = segment_response(self.tok, ids, self.kind, n)
+            pairs = toxicity_rewards(text, segments, self.mode)
+            ends.append([n - 1 if t < 0 else t for t, _ in pairs])
+            values.append([v for _, v in pairs])
+            tox.append(toxicity(text))
+        rewards = place_segment_rewards(ends, values, mask)
+        return rewards, {"toxicity": torch.tensor(tox), "toxic": torch.tensor([float(t > 0) for t in tox])}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. PPO on raw-text prompts (the detoxification experiment: a base model continuing text)
+# ----------------------------------------------------------------------------------------------------------------
+def train_text_ppo(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, prompt_ids: list[list[int]],
+                   cfg: PPOConfig, *, stop_id: int, pad_id: int, device, seed: int = 0, desc: str = "ppo",
+                   eval_fn=None, eval_every: int = 0) -> dict:
+    """PPO on raw prompt ids, stopping at `stop_id`: ppo.ppo_iteration in a loop (train_ppo's loop without the
+    chat template, checkpoints and samples). The per-token KL, GAE and the update are ppo.py's.
+
+    eval_fn(policy) -> {name: float} is called before training and every `eval_every` iterations (the sample-
+    efficiency curve). Returns the history {name: [per iteration]}, "eval" {name: [...], "iteration": [...]} and
+    "episodes_per_iteration".
+    """
+    prepare_models(policy, ref, None, value_model, device)
+    optimizer = make_optimizer(policy, value_model, cfg)
+    kl_ctl = KLController(cfg.beta, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
+    history: dict = {"iteration": []}
+    evals: dict = {"iteration": []}
+
+    def evaluate(it):
+        if eval_fn is not None:
+            evals["iteration"].append(it)
+            for k, v in eval_fn(policy).items():
+                evals.setdefault(k, []).append(v)
+
+    evaluate(0)
+    bar = tqdm(range(cfg.iterations), desc=desc, unit="it")
+    for it in bar:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + it)
+        pick = torch.randint(len(prompt_ids), (cfg.batch_size,), generator=g).tolist()
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
+        _, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [prompt_ids[i] for i in pick], cfg,
+                                    kl_ctl.beta, optimizer, end_id=stop_id, pad_id=pad_id, generator=g)
+        kl_ctl.update(stats["kl"], cfg.batch_size)
+        history["iteration"].append(it)
+        for k, v in stats.items():
+            history.setdefault(k, []).append(float(v))
+        bar.set_postfix(tox=f"{stats.get('toxicity', float('nan')):.3f}", kl=f"{stats['kl']:.2f}",
+                        len=f"{stats['response_length']:.0f}")
+        if eval_every and (it + 1) % eval_every == 0:
+            evaluate(it + 1)
+    bar.close()
+    if eval_fn is not None and (not evals["iteration"] or evals["iteration"][-1] != cfg.iterations):
+        evaluate(cfg.iterations)
+    return {**history, "eval": evals, "episodes_per_iteration": cfg.batch_size}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. Evaluation: the detoxification table (ALGORITHMS.md 9.3) and fine-grained error rates
+# ----------------------------------------------------------------------------------------------------------------
+def distinct_n(texts: list[str], n: int) -> float:
+    """dist-n: unique word n-grams / all word n-grams over `texts` (nan when there are none)."""
+    grams = [tuple(ws[i:i + n]) for t in texts for ws in [words(t)] for i in range(len(ws) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+@torch.no_grad()
+def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
+               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
+    """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
+
+    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol);
+    toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
+    (exp of the mean NLL per generated token, the stop token included, at temperature 1); dist2/dist3 per
+    prompt over its k samples, averaged; length in tokens.
+    """
+    device = policy.output_weight.device
+    policy.eval()
+    g = torch.Generator().manual_seed(seed)
+    jobs = [p for p in prompt_ids for _ in range(k)]
+    texts, nll, n_tok, lengths = [], 0.0, 0, []
+    for s in range(0, len(jobs), batch_size):
+        with autocast(device):
+            gen = generate(policy, jobs[s:s + batch_size], max_new_tokens=max_new_tokens, stop_ids=[tok.eot_id],
+                           pad_id=tok.pad_id, temperature=temperature, top_p=top_p, generator=g)
+            logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
+        nll -= logp.sum().item()
+        n_tok += int(gen.response_mask.sum())
+        lengths += [len(r) for r in gen.response_ids]
+        texts += [tok.decode(response_text_ids(tok, r)) for r in gen.response_ids]
+    tox = np.array([toxicity(t) for t in texts]).reshape(len(prompt_ids), k)
+    per_prompt = [texts[i * k:(i + 1) * k] for i in range(len(prompt_ids))]
+    return {"toxicity_avg_max": float(tox.max(1).mean()), "toxicity_mean": float(tox.mean()),
+            "toxic_fraction": float((tox > 0).mean()), "ppl": float(math.exp(nll / max(1, n_tok))),
+            "dist2": float(np.nanmean([distinct_n(t, 2) for t in per_prompt])),
+            "dist3": float(np.nanmean([distinct_n(t, 3) for t in per_prompt])),
+            "length": float(np.mean(lengths)), "n_samples": len(texts), "examples": texts[:k * 3:k]}
+
+
+def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
+    """The oracle's fine-grained view of responses: share of sentences that are toxic / irrelevant / wrong
+    (FineGrainedRLHF's relevance and factuality ratios, as error rates), and sentences per response."""
+    labels = [label_sentences(p, r) for p, r in zip(prompts, responses)]
+    flat = [x for ls in labels for x in ls]
+    n = max(1, len(flat))
+    return {"toxic_sentences": sum(x.toxic for x in flat) / n,
+            "irrelevant_sentences": sum(x.irrelevant for x in flat) / n,
+            "wrong_sentences": sum(x.wrong for x in flat) / n,
+            "sentences_per_response": len(flat) / max(1, len(labels))}
+
+
+def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, max_new_tokens: int,
+                                temperature: float, seed: int) -> dict:
+    """Gold reward, KL to the reference, length and the oracle's sentence error rates on held-out prompts."""
+    s = sample_and_score(policy, ref, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                         seed=seed)
+    out = summarize(s, prompts, n_examples=3)
+    out.update(sentence_error_rates([prompt_text(prompts[i]) for i in s.prompt_index], s.responses))
+    n_words = [len(r.split()) for r in s.responses]
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+    out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),
+               response_tokens_se=se(s.lengths))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------------------------------
+def plot_segment_rm_training(hists: dict, path: str) -> str:
+    fig, axes = new_figure(ncols=len(hists), width=4.0)
+    for ax, (name, h) in zip(axes[0], hists.items()):
+        ax.plot(h["loss"], alpha=0.3, color="C0")
+        ax.plot(smooth(h["loss"], 20), color="C0")
+        ax.set_title(f"{name} segment RM: BCE per segment", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_comparison(evals: dict, path: str) -> str:
+    """Bars per policy: gold reward and the oracle's sentence error rates."""
+    keys = ["gold_reward", "toxic_sentences", "irrelevant_sentences", "wrong_sentences", "sentences_per_response"]
+    fig, axes = new_figure(ncols=len(keys), width=2.8)
+    for ax, key in zip(axes[0], keys):
+        names = list(evals)
+        ax.bar(range(len(names)), [evals[n].get(key, float("nan")) for n in names],
+               color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline stage
+# ----------------------------------------------------------------------------------------------------------------
+def build_reward(tok, cfg: FineGrainedConfig, segment_rms: dict, sequence_rm, pcfg: PPOConfig) -> FineGrainedReward:
+    """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the sequence RM."""
+    names = reward_names(cfg)
+    return FineGrainedReward(tok, {n: segment_rms[n] for n in names}, weights_of(cfg), sequence_rm=sequence_rm,
+                             w_sequence=cfg.w_sequence, reward_form=cfg.reward_form,
+                             kinds={n: segment_kind_of(n, cfg) for n in names},
+                             missing_end=pcfg.missing_end, missing_end_penalty=pcfg.missing_end_penalty)
+
+
+def run_policy(name: str, reward_fn, sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, out_dir: str, run):
+    """PPO from the SFT model with `reward_fn`, via ppo.train_ppo (resumes; a finished run is reloaded)."""
+    policy, ref = copy.deepcopy(sft), copy.deepcopy(sft)
+    value = ValueModel.from_reward_model(sequence_rm)        # V starts as the (normalised) holistic RM score
+    metrics = train_ppo(policy, ref, None, value, tok, prompts, pcfg, out_dir, run.device, reward_fn=reward_fn,
+                        seed=run.seed, desc=name)
+    return policy, metrics
+
+
+def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
+    """The fine-grained PPO policy: `<out>/finegrained/ckpt.pt`, trained (or resumed) if not finished.
+
+    Returns (policy GPT, tokenizer). Steps: 1. the SFT model and the holistic RM (ensure_sft, ensure_rm);
+    2. the segment RMs (ensure_segment_rms); 3. PPO with the combined reward (ppo.train_ppo); 4. held-out
+    evaluation of SFT, fine-grained PPO (and the holistic baseline when asked): gold reward, KL, sentence
+    error rates; metrics.json and comparison.png.
+    """
+    from .pipeline import load_model
+    from .reward import ensure_rm
+    from .sft import ensure_sft
+
+    cfg = cfg or FineGrainedConfig(**(QUICK if run.quick else {}))
+    out_dir = run.stage_dir("finegrained")
+    ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
+    sft, tok = ensure_sft(run)
+    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done") and os.path.exists(metrics_path):
+        if read_json(metrics_path).get("stage") == "finegrained":
+            return load_model(ckpt, run.device), tok
+    t0 = time.perf_counter()
+    rm = ensure_rm(run)
+    rm = rm[0] if isinstance(rm, tuple) else rm
+    segment_rms = ensure_segment_rms(run, cfg, sft, tok)
+    pcfg = ppo_config(cfg)
+    prompts = rl_prompts("instruction", n=cfg.n_prompts, seed=run.seed, split="train")
+    print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
+    policy, train_metrics = run_policy("finegrained", build_reward(tok, cfg, segment_rms, rm, pcfg), sft, rm, tok,
+                                       prompts, pcfg, out_dir, run)
+    held = rl_prompts("instruction", n=cfg.n_eval_prompts, seed=run.seed, split="test")
+    ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
+                                               temperature=pcfg.temperature, seed=run.seed + 1)
+    evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
+    ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
+    if os.path.exists(ppo_ckpt) and load_checkpoint(ppo_ckpt).get("done"):   # the holistic PPO stage, if built
+        evals["holistic (ppo stage)"] = ev(load_model(ppo_ckpt, run.device))
+    if cfg.holistic_baseline:
+        holistic, _ = run_policy("holistic", HolisticReward(tok, rm, 1.0, missing_end=pcfg.missing_end,
+                                                             missing_end_penalty=pcfg.missing_end_penalty),
+                                 sft, rm, tok, prompts, pcfg, os.path.join(out_dir, "holistic"), run)
+        evals["holistic"] = ev(holistic)
+    plot_comparison(evals, os.path.join(out_dir, "comparison.png"))
+    metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
+               "weights": {**weights_of(cfg), "sequence": cfg.w_sequence},
+               "train": {k: v for k, v in train_metrics.items() if k != "history"},
+               "config": asdict(cfg), "total_seconds": round(time.perf_counter() - t0, 1)}
+    write_json(metrics_path, metrics)
+    for name, e in evals.items():
+        print(f"[finegrained] {name:13s} gold {e['gold_reward']:.3f}  KL {e.get('kl', 0):.2f}  toxic "
+              f"{e['toxic_sentences']:.3f}  irrelevant {e['irrelevant_sentences']:.3f}  wrong "
+              f"{e['wrong_sentences']:.3f}  sentences {e['sentences_per_response']:.2f}")
+    return load_model(ckpt, run.device), tok

@@ -1,0 +1,958 @@
+"""PPO with a per-token KL penalty: InstructGPT step 3, "Optimize a policy against the reward model using RL".
+
+Slides 000 "Step 3" and 002 "RLHF: Proximal Policy Optimization". A prompt x is sampled, the policy
+pi_theta writes y, the frozen reward model r_phi scores (x, y), and PPO raises the probability of
+high-reward responses while a KL penalty keeps pi_theta near the SFT model pi_ref, "to ensure that the
+model outputs reasonably coherent text" and stays "where the reward model is accurate". The reward the
+update sees (slide: r = r_theta - lambda r_KL) is given per token t of the response:
+
+    r_t = - beta * (log pi_theta(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t))   (+ r_phi(x, y) at the last token)
+
+One iteration (`ppo_iteration`) in the order of OpenAI's lm-human-preferences, its PyTorch reproduction
+(lmhpd) and TRL (ALGORITHMS.md 4.1):
+  1. rollout: sample y ~ pi_theta(. | x) at temperature T with pure sampling (top_k=0, top_p=1),
+     stopping at <|end|>;
+  2. score: the frozen reward model reads (x, y) at its last real token; a response that never
+     emits <|end|> gets a penalty score instead (InstructGPT/lmhpd: -1);
+  3. log-probs of pi_theta (the "old" policy) and of pi_ref, both at temperature T, through the shared
+     kernel (`batching.sequence_token_logprobs`), and the values V(s_t) of the value model;
+  4. per-token rewards r_t = -beta * k1_t, with the score added at the last response token;
+  5. optional reward whitening (shift_mean=False);
+  6. GAE advantages and returns (backwards loop), then advantage whitening;
+  7. several epochs of shuffled minibatches: clipped surrogate + vf_coef * clipped value loss;
+  8. the KL controller updates beta (adaptive, Ziegler et al. 2019) or keeps it fixed.
+
+Layout. A rollout keeps generate()'s layout: prompts LEFT-padded to P columns, responses RIGHT-padded
+after <|end|>. Response token i sits at column P+i; its log-prob and the value of the state before it
+are read at column P-1+i. Every per-token tensor of this file is response-aligned, (B, N): column i is
+response token i, and `mask` (B, N) is 1 on real response tokens (the <|end|> token included).
+
+Choices, each documented on its PPOConfig field and switchable where the references disagree:
+- Score position: on the last real response token (<|end|>), the textbook MDP used by OpenRLHF and old
+  TRL. `score_position="after_end"` emulates TRL >= 0.12 / summarize-from-feedback-details, which add
+  it one slot later (ALGORITHMS.md 4.5 #6).
+- Value model: a separate GPT trunk + a scalar head per token, initialised from the reward model
+  (summarize-from-feedback-details, TRL). It starts out knowing what is rewarded, so the first
+  advantages already point somewhere useful; a zero-initialised head on the policy (OpenAI, lmhpd)
+  spends its first iterations learning the reward's scale. The policy and the value model are updated
+  by one Adam on L_pg + vf_coef * L_vf, as TRL does.
+- Reward scale: the RM's scores are normalised to mean 0, std 1 on samples of the initial policy
+  (OpenAI's `normalize_before`), so beta and the -1 penalty mean the same for any reward model.
+- Whitening: advantages over the whole rollout (lmhpd, TRL; OpenAI per minibatch), rewards not
+  whitened (TRL; OpenAI/lmhpd do). Variances are population variances (divide by n, as OpenAI
+  `tf.nn.moments` and lmhpd); `unbiased_variance=True` gives TRL's Bessel-corrected one.
+- Losses are means over the response tokens of a minibatch (TRL's masked_mean), not per sequence; a
+  rollout batch that does not divide into `n_minibatches` drops its remainder rows in that epoch.
+- Dropout is switched off in every model (`disable_dropout`), the reference and the reward model are
+  frozen in eval mode, and the pad token differs from <|end|> (checked): otherwise the probability
+  ratio is not 1 on the first minibatch (ALGORITHMS.md 4.4), or pads hide real end tokens.
+- Deviation: PyTorch's Adam (eps 1e-5), not lmhpd's TF-style Adam; learning rates are larger than the
+  references' 1e-5 because the models are ~1M parameters, not 124M+.
+
+The reward is pluggable: `train_ppo(..., reward_fn=f)` takes any f(rollout) -> per-token task rewards
+(B, N) (without the KL term, which `ppo_iteration` adds). The default puts the normalised reward-model
+score on the last token (`rm_reward_fn`); finegrained.py puts segment rewards on segment ends; a test
+rewards one token. The update (`ppo_update`) only ever sees the final per-token reward tensor.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from .batching import pad_batch, sequence_token_logprobs
+from .chat import end_id as chat_end_id
+from .chat import parse_response, prompt_ids as chat_prompt_ids
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .config import autocast, config_text, write_json
+from .evaluation import prompt_text, split_score
+from .generate import generate
+from .model import GPT, GPTConfig
+from .plotting import new_figure, save_figure
+
+
+@dataclass
+class PPOConfig:
+    """PPO against a reward model with a per-token KL penalty (defaults: a few minutes on a 2-core CPU)."""
+
+    iterations: int = 60
+    """PPO iterations: each samples `batch_size` responses and updates on them."""
+    batch_size: int = 32
+    """Episodes (prompt, response) per rollout batch (OpenAI, lmhpd: 512; a ~1M-parameter CPU run: 32)."""
+    n_minibatches: int = 2
+    """Minibatches per PPO epoch (OpenAI, lmhpd and TRL use 1 with 512-episode batches)."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch (OpenAI, lmhpd, TRL: 4; InstructGPT: 1)."""
+    n_prompts: int = 1024
+    """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them."""
+    prompt_kind: str = "instruction"
+    """Which RL prompt set of the world to train on (`world.rl_prompts`: instruction, sentiment, toxic)."""
+    prompt_split: str = "train"
+    """Split of those prompts: 'train' = the tasks and inputs the reward model was trained on."""
+    temperature: float = 0.7
+    """Sampling temperature T; every log-prob (policy, old policy, reference) uses logits / T too."""
+    max_new_tokens: int = 32
+    """Response budget; responses without <|end|> by then get the missing-end penalty."""
+    beta: float = 0.05
+    """KL coefficient beta of r_t = -beta (log pi_theta - log pi_ref): the initial value if adaptive."""
+    adaptive_kl: bool = False
+    """Adapt beta towards `kl_target` (Ziegler et al. 2019); off: beta stays fixed (TRL, InstructGPT)."""
+    kl_target: float = 4.0
+    """Target sequence KL (nats) of the adaptive controller (OpenAI: 6 for 24-token responses)."""
+    kl_horizon: int = 2000
+    """Horizon of the adaptive controller: beta *= 1 + e * batch_size / horizon (OpenAI: 10000)."""
+    kl_estimator: str = "k1"
+    """Per-token KL penalty: k1 = log pi_theta - log pi_ref (OpenAI, lmhpd, TRL default) or k3."""
+    score_position: str = "end"
+    """Where the score goes: 'end' = last real response token (OpenRLHF, old TRL, OpenAI's fixed length);
+    'after_end' = one slot after it (TRL >= 0.12, summarize-from-feedback-details)."""
+    missing_end: str = "replace"
+    """Responses without <|end|>: 'replace' the score by -missing_end_penalty (OpenAI, lmhpd,
+    InstructGPT summarization), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'."""
+    missing_end_penalty: float = 1.0
+    """Size of the missing-end penalty, in normalised score units."""
+    normalize_score: bool = True
+    """Normalise RM scores to mean 0 / std 1 on samples of the initial policy at temperature T (OpenAI
+    normalize_before). reward.py already normalises on SFT samples at T=1; this re-measures at PPO's T."""
+    norm_samples: int = 256
+    """Responses sampled from the initial policy to measure that mean and std."""
+    whiten_rewards: bool = False
+    """Whiten per-token rewards (shift_mean=False) before GAE: OpenAI/lmhpd yes, TRL/summarize no."""
+    gamma: float = 1.0
+    """Discount of GAE (all references: 1)."""
+    lam: float = 0.95
+    """GAE lambda (all references: 0.95)."""
+    whiten_advantages: str = "batch"
+    """Advantage whitening over the whole 'batch' (lmhpd, TRL), per 'minibatch' (OpenAI) or 'none'."""
+    unbiased_variance: bool = False
+    """Whitening variance with Bessel's n-1 (TRL) instead of the population variance (OpenAI, lmhpd)."""
+    cliprange: float = 0.2
+    """PPO clip epsilon of the ratio pi_theta / pi_old."""
+    cliprange_value: float = 0.2
+    """Clip of the value update around the rollout's values."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in L_pg + vf_coef * L_vf (all references: 0.1)."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight (0: none, as OpenAI, lmhpd and TRL)."""
+    lr: float = 1e-4
+    """Adam learning rate of the policy and the value model (references: 1e-5 to 3e-6 for 124M+ models)."""
+    anneal_lr: bool = True
+    """Anneal the learning rate linearly to 0 over the iterations (OpenAI, lmhpd)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (lmhpd: 1e-5; PyTorch default 1e-8)."""
+    max_grad_norm: float = 0.0
+    """Clip the gradient norm to this value; 0: no clipping (OpenAI, lmhpd; TRL clips at 1)."""
+    ckpt_every: int = 10
+    """Checkpoint every this many iterations (and at the end)."""
+    n_samples_shown: int = 4
+    """Prompts answered before and after PPO in samples.json."""
+
+
+# --quick: a handful of tiny iterations, for tests and CI.
+QUICK = dict(iterations=3, batch_size=8, n_minibatches=2, ppo_epochs=2, n_prompts=32, max_new_tokens=16,
+             norm_samples=16, ckpt_every=2, lr=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The models
+# ----------------------------------------------------------------------------------------------------------------
+class ValueModel(nn.Module):
+    """V(s_t): a GPT trunk and a linear head giving one scalar per position.
+
+    forward(ids (B, T), attention_mask (B, T)) -> values (B, T) float32; values[:, t] is the value of the
+    state that has seen ids[:, :t+1], so the value before response token i is column P-1+i.
+    """
+
+    def __init__(self, trunk: GPT, head: nn.Linear | None = None):
+        super().__init__()
+        self.trunk = trunk
+        if head is None:  # zero-initialised head (OpenAI, lmhpd): V = 0 everywhere at the start
+            head = nn.Linear(trunk.config.n_embd, 1)
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.head = head
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        h = self.trunk(ids, attention_mask=attention_mask)                  # (B, T, C)
+        return self.head(h).squeeze(-1).float()                             # (B, T)
+
+    @classmethod
+    def from_reward_model(cls, reward_model) -> "ValueModel":
+        """A deep copy of the reward model's trunk and head, read out at every position instead of the last.
+
+        Any scalar gain/bias the reward model applies after its head is folded into the copied head,
+        so at the start V(s_t) at the last token equals the reward model's score.
+        """
+        trunk = copy.deepcopy(_reward_trunk(reward_model))
+        w, b = _reward_head_affine(reward_model)
+        head = nn.Linear(trunk.config.n_embd, 1)
+        with torch.no_grad():
+            head.weight.copy_(w.reshape(1, -1))
+            head.bias.copy_(b.reshape(1))
+        model = cls(trunk, head)
+        model.requires_grad_(True)
+        return model
+
+    @torch.no_grad()
+    def rescale_(self, mean: float, std: float) -> None:
+        """Make the head predict (v - mean) / std: used when the scores it learned are normalised."""
+        self.head.weight.div_(std)
+        self.head.bias.sub_(mean).div_(std)
+
+
+def _reward_trunk(reward_model) -> GPT:
+    for name in ("trunk", "gpt", "transformer", "backbone", "model"):
+        trunk = getattr(reward_model, name, None)
+        if isinstance(trunk, GPT):
+            return trunk
+    raise TypeError(f"{type(reward_model).__name__} has no GPT trunk attribute (looked for trunk, gpt, "
+                    f"transformer, backbone, model); cannot initialise the value model from it")
+
+
+def _reward_head_affine(reward_model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (C,), bias ()) of score = weight . h + bias, folding a gain/bias after the head if any."""
+    head = getattr(reward_model, "head", None)
+    if not isinstance(head, nn.Linear) or head.out_features != 1:
+        raise TypeError(f"{type(reward_model).__name__}.head must be an nn.Linear(C, 1)")
+    w = head.weight.detach().reshape(-1).clone()
+    b = head.bias.detach().reshape(()).clone() if head.bias is not None else torch.zeros(())
+    gain, bias = getattr(reward_model, "gain", None), getattr(reward_model, "bias", None)
+    if isinstance(gain, torch.Tensor):
+        w, b = w * gain.detach().reshape(()), b * gain.detach().reshape(())
+    if isinstance(bias, torch.Tensor):
+        b = b + bias.detach().reshape(())
+    return w, b
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout probability to 0 (TRL `disable_dropout_in_model`): RL needs deterministic forwards."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "dropout") and isinstance(m.dropout, float):  # attention-weight dropout of model.py
+            m.dropout = 0.0
+    if isinstance(getattr(model, "config", None), GPTConfig):
+        model.config.dropout = 0.0
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """The reference and reward models: no gradients, eval mode, never updated."""
+    return disable_dropout(model).requires_grad_(False).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1-3. Rollout: sample, log-probs, values
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Rollout:
+    """A batch of episodes. Full-width tensors are (B, P+N) as generate() lays them out; per-token ones are
+    response-aligned (B, N): column i is response token i (see the module docstring)."""
+
+    tokens: torch.Tensor             # (B, P+N) prompt left-padded, response right-padded
+    attention_mask: torch.Tensor     # (B, P+N) 1 on real tokens
+    response_mask: torch.Tensor      # (B, P+N) 1 on response tokens (the <|end|> token included)
+    prompt_len: int                  # P
+    prompt_ids: list[list[int]]      # per row, the prompt's ids (no pads)
+    response_ids: list[list[int]]    # per row, the response's ids (<|end|> included when emitted)
+    ended: torch.Tensor              # (B,) bool: the response emitted <|end|>
+    mask: torch.Tensor               # (B, N) float: 1 on real response tokens
+    logprobs: torch.Tensor | None = None      # (B, N) log pi_old(y_i | x, y_<i) at temperature T
+    ref_logprobs: torch.Tensor | None = None  # (B, N) log pi_ref(y_i | x, y_<i) at temperature T
+    values: torch.Tensor | None = None        # (B, N) V(s before y_i)
+    entropy: torch.Tensor | None = None       # (B, N) entropy of pi_old's next-token distribution at T
+    prompts: list[str] | None = None          # prompt texts, as decoded (when a tokenizer is at hand)
+    responses: list[str] | None = None        # response texts, up to <|end|>
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """(B,) number of response tokens (the <|end|> token included)."""
+        return self.mask.sum(1).long()
+
+
+def rollout_from_generation(gen, prompt_ids: list[list[int]], pad_id: int,
+                            width: int | None = None) -> Rollout:
+    """Wrap generate()'s output; `width` pads the response part with pad columns to a fixed N (TRL layout)."""
+    tokens, attn, resp = gen.tokens, gen.attention_mask, gen.response_mask
+    P = gen.prompt_len
+    extra = 0 if width is None else max(0, width - (tokens.size(1) - P))
+    if extra:
+        B = tokens.size(0)
+        tokens = torch.cat([tokens, tokens.new_full((B, extra), pad_id)], dim=1)
+        attn = torch.cat([attn, attn.new_zeros(B, extra)], dim=1)
+        resp = torch.cat([resp, resp.new_zeros(B, extra)], dim=1)
+    return Rollout(tokens=tokens, attention_mask=attn, response_mask=resp, prompt_len=P,
+                   prompt_ids=[list(p) for p in prompt_ids], response_ids=gen.response_ids,
+                   ended=gen.ended, mask=resp[:, P:].float())
+
+
+def response_logprobs(model: GPT, tokens, attention_mask, response_mask, prompt_len: int,
+                      temperature: float, return_entropy: bool = False):
+    """log pi(y_i | x, y_<i) of every response token: (B, N) [, entropy (B, N)], 0 off the response.
+
+    The shared kernel gives logp[:, t] = log pi(ids[t+1] | ids[<=t]); response token i is ids[P+i], so its
+    log-prob sits at column P-1+i: the slice [P-1 : -1] (ALGORITHMS.md 1.1).
+    """
+    out = sequence_token_logprobs(model, tokens, attention_mask, response_mask, temperature=temperature,
+                                  return_entropy=return_entropy)
+    sl = slice(prompt_len - 1, -1)
+    if return_entropy:
+        return out[0][:, sl], out[1][:, sl]
+    return out[:, sl]
+
+
+def response_values(value_model: ValueModel, tokens, attention_mask, prompt_len: int) -> torch.Tensor:
+    """V of the state before each response token: (B, N), read at columns P-1 .. P+N-2."""
+    return value_model(tokens, attention_mask)[:, prompt_len - 1:-1]
+
+
+@torch.no_grad()
+def sample_rollout(policy: GPT, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int, pad_id: int,
+                   generator: torch.Generator) -> Rollout:
+    """Step 1: y ~ pi_theta(. | x) by pure sampling at temperature T (top_k=0, top_p=1), stopping at <|end|>."""
+    if pad_id == end_id:
+        raise ValueError("the pad id equals the end id: masks built from pads would hide real end tokens "
+                         "(ALGORITHMS.md 4.5 #3); give the tokenizer a separate <|pad|> token")
+    gen = generate(policy, prompt_ids, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
+                   temperature=cfg.temperature, top_k=0, top_p=1.0, generator=generator)
+    width = None
+    if cfg.score_position == "after_end":  # TRL's fixed response width, so the slot after <|end|> exists
+        width = min(cfg.max_new_tokens, policy.config.block_size - gen.prompt_len)
+    r = rollout_from_generation(gen, prompt_ids, pad_id, width)
+    r.mask = r.mask.to(policy.output_weight.device)
+    return r
+
+
+@torch.no_grad()
+def add_logprobs_and_values(r: Rollout, policy: GPT, ref: GPT, value_model: ValueModel, cfg: PPOConfig) -> Rollout:
+    """Step 3: log pi_theta_old and log pi_ref (both at temperature T), entropy and V, on the rollout's layout.
+
+    The log-probs are recomputed by the same forward the update uses (not taken from the sampler), so on the
+    first minibatch the ratio pi_theta / pi_old is exactly 1.
+    """
+    device = r.mask.device
+    with autocast(device):
+        r.logprobs, r.entropy = response_logprobs(policy, r.tokens, r.attention_mask, r.response_mask,
+                                                  r.prompt_len, cfg.temperature, return_entropy=True)
+        r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
+                                           cfg.temperature)
+        r.values = response_values(value_model, r.tokens, r.attention_mask, r.prompt_len) * r.mask
+    return r
+
+
+def collect_rollout(policy: GPT, ref: GPT, value_model: ValueModel, prompt_ids: list[list[int]],
+                    cfg: PPOConfig, *, end_id: int, pad_id: int, generator: torch.Generator) -> Rollout:
+    """Steps 1 and 3 together: a sampled rollout with its log-probs and values."""
+    r = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
+    return add_logprobs_and_values(r, policy, ref, value_model, cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Scoring with the reward model
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def reward_model_scores(reward_model, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                        pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
+    """r_phi(x, y) of each (prompt, response): (B,) float32.
+
+    The pairs are re-packed RIGHT-padded (the layout the reward model was trained on), so its score is read at
+    the last real token, the <|end|> of an ended response, whatever padding convention its read-out assumes
+    (TRL #2778: a left-padded rollout fed to a right-padding read-out scores pads).
+    """
+    scores = []
+    for s in range(0, len(prompt_ids), batch_size):
+        seqs = [p + r for p, r in zip(prompt_ids[s:s + batch_size], response_ids[s:s + batch_size])]
+        batch = pad_batch(seqs, [[1] * len(q) for q in seqs], pad_id).to(device)
+        with autocast(device):
+            scores.append(reward_model(batch.ids, batch.attention_mask).float().reshape(-1))
+    return torch.cat(scores)
+
+
+def apply_missing_end(scores: torch.Tensor, ended: torch.Tensor, mode: str, penalty: float) -> torch.Tensor:
+    """The score of responses that never emitted <|end|>: (B,) -> (B,).
+
+    'replace': score := -penalty (OpenAI penalty_reward_value, lmhpd, summarize details: -1);
+    'subtract': score - penalty (TRL missing_eos_penalty); 'none': unchanged.
+    """
+    ended = ended.to(scores.device)
+    if mode == "replace":
+        return torch.where(ended, scores, torch.full_like(scores, -penalty))
+    if mode == "subtract":
+        return torch.where(ended, scores, scores - penalty)
+    if mode == "none":
+        return scores
+    raise ValueError(f"missing_end must be 'replace', 'subtract' or 'none', got {mode!r}")
+
+
+def place_scores(scores: torch.Tensor, mask: torch.Tensor, position: str = "end") -> torch.Tensor:
+    """Put one score per sequence on one response token: scores (B,), mask (B, N) -> (B, N).
+
+    'end': on the last real response token, seq_len = mask.sum - 1 (the <|end|> token when emitted).
+    'after_end': on seq_len + 1, or on seq_len when the response fills all N columns (TRL >= 0.12).
+    """
+    B, N = mask.shape
+    seq_len = mask.sum(1).long() - 1                                       # (B,) index of the last real token
+    if position == "end":
+        idx = seq_len
+    elif position == "after_end":
+        idx = torch.where(seq_len + 1 < N, seq_len + 1, seq_len)
+    else:
+        raise ValueError(f"score_position must be 'end' or 'after_end', got {position!r}")
+    out = torch.zeros(B, N, dtype=scores.dtype, device=mask.device)
+    out[torch.arange(B, device=mask.device), idx.clamp(min=0)] = scores.to(mask.device)
+    return out
+
+
+def rm_reward_fn(reward_model, cfg: PPOConfig, pad_id: int, score_mean: float = 0.0, score_std: float = 1.0):
+    """The holistic reward of InstructGPT: the normalised RM score on one token, penalised when no <|end|>.
+
+    Returns f(rollout) -> (task rewards (B, N), per-row info {name: (B,) tensor}) for `ppo_iteration`.
+    """
+    def reward_fn(r: Rollout):
+        device = r.mask.device
+        raw = reward_model_scores(reward_model, r.prompt_ids, r.response_ids, pad_id, device)  # r_phi(x, y)
+        score = (raw - score_mean) / score_std                                 # normalised (OpenAI)
+        score = apply_missing_end(score, r.ended, cfg.missing_end, cfg.missing_end_penalty)
+        return place_scores(score, r.mask, cfg.score_position), {"rm_score_raw": raw, "score": score}
+    return reward_fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4-6. Per-token rewards, whitening, GAE
+# ----------------------------------------------------------------------------------------------------------------
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the entries where mask is 1 (a scalar)."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """Variance over the masked entries: population (divide by n) or, with `unbiased`, Bessel (n - 1)."""
+    n = mask.sum()
+    var = masked_mean((x - masked_mean(x, mask)) ** 2, mask)
+    if unbiased:
+        if n < 2:
+            raise ValueError("an unbiased variance needs at least 2 masked entries")
+        var = var * n / (n - 1)
+    return var
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, unbiased: bool = False) -> torch.Tensor:
+    """(x - mu) / sqrt(var + 1e-8) over the masked entries; `shift_mean=False` adds mu back (ALGORITHMS.md 1.3).
+
+    Divides by the standard deviation (not its square root, FineGrainedRLHF's bug). Entries off the mask are
+    returned transformed too; callers multiply by the mask.
+    """
+    if mask.sum() == 0:
+        raise ValueError("whiten: the mask selects no entries")
+    mu, var = masked_mean(x, mask), masked_var(x, mask, unbiased)
+    out = (x - mu) * torch.rsqrt(var + 1e-8)
+    return out + mu if not shift_mean else out
+
+
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                 estimator: str = "k1") -> torch.Tensor:
+    """Per-token KL(pi_theta || pi_ref) estimate on sampled tokens, 0 off the mask: (B, N).
+
+    k1 = log pi_theta - log pi_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
+    r = pi_ref / pi_theta (unbiased, >= 0). Schulman, "Approximating KL divergence"; ALGORITHMS.md 1.2.
+    """
+    log_ratio = logprobs - ref_logprobs                                   # log pi_theta - log pi_ref
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k3":
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {estimator!r}")
+    return kl * mask
+
+
+def value_mask(mask: torch.Tensor, score_position: str) -> torch.Tensor:
+    """Tokens that carry a reward and a value target: the response, plus the slot after it for 'after_end'."""
+    if score_position != "after_end":
+        return mask
+    p1 = mask.clone()
+    p1[:, 1:] = torch.maximum(mask[:, 1:], mask[:, :-1])                  # TRL's padding_mask_p1
+    return p1
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+                lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016), backwards over the response tokens.
+
+        delta_t = r_t + gamma V_{t+1} - V_t        (V = 0 after the last token: the episode ends)
+        A_t     = delta_t + gamma lambda A_{t+1}
+        R_t     = A_t + V_t                        (returns from the raw advantages, before whitening)
+
+    rewards, values, mask: (B, N), mask a prefix of 1s per row. Returns (advantages, returns), 0 off the mask.
+    """
+    rewards, values = rewards * mask, values * mask
+    N = rewards.size(1)
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(N)):
+        next_value = values[:, t + 1] if t + 1 < N else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last
+        advantages[:, t] = last
+    returns = advantages + values
+    return advantages * mask, returns * mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 7. The losses
+# ----------------------------------------------------------------------------------------------------------------
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict]:
+    """The clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise, averaged over tokens:
+
+        rho = exp(log pi_theta - log pi_old)
+        L_pg = mean_t max(-A_t rho_t, -A_t clip(rho_t, 1 - eps, 1 + eps))
+
+    Also returns clipfrac (share of tokens where the clipped term is the larger), approxkl = 0.5 mean(dlogp^2)
+    (k2 of old vs new, a diagnostic) and the ratio's mean and largest deviation from 1.
+    """
+    log_ratio = logprobs - old_logprobs
+    ratio = torch.exp(log_ratio)
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    loss = masked_mean(torch.maximum(pg1, pg2), mask)
+    with torch.no_grad():
+        stats = {"clipfrac": masked_mean((pg2 > pg1).float(), mask).item(),
+                 "approxkl": 0.5 * masked_mean(log_ratio ** 2, mask).item(),
+                 "ratio": masked_mean(ratio, mask).item(),
+                 "ratio_maxdev": ((ratio - 1).abs() * mask).max().item()}
+    return loss, stats
+
+
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float) -> tuple[torch.Tensor, dict]:
+    """The clipped value loss of OpenAI/lmhpd/TRL:
+
+        V_clip = V_old + clip(V - V_old, -eps_v, eps_v)
+        L_vf = 1/2 mean_t max((V - R)^2, (V_clip - R)^2)
+    """
+    v_clip = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    vf1, vf2 = (values - returns) ** 2, (v_clip - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(vf1, vf2), mask)
+    with torch.no_grad():
+        stats = {"vf_clipfrac": masked_mean((vf2 > vf1).float(), mask).item()}
+    return loss, stats
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5-7. The update: whiten, GAE, PPO epochs
+# ----------------------------------------------------------------------------------------------------------------
+def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: torch.Tensor, cfg: PPOConfig,
+               optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
+    """Steps 5-7 on one rollout whose per-token rewards (B, N) are given (KL term included).
+
+    Returns the mean of each minibatch statistic, plus `first_*` statistics of the very first minibatch
+    (where the ratio must be 1 and approxkl 0) and explained variance of the rollout values.
+    """
+    mask = rollout.mask
+    vmask = value_mask(mask, cfg.score_position)
+    rewards = rewards.detach()                              # rewards never carry gradients (ALGORITHMS 4.5 #10)
+    # 5. optional reward whitening: scale only, the mean (the sign of the reward) stays
+    if cfg.whiten_rewards:
+        rewards = whiten(rewards, vmask, shift_mean=False, unbiased=cfg.unbiased_variance) * vmask
+    # 6. GAE, returns from the raw advantages, then advantage whitening over the batch
+    advantages, returns = compute_gae(rewards, rollout.values, vmask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages == "batch":
+        advantages = whiten(advantages, mask, unbiased=cfg.unbiased_variance) * mask
+    elif cfg.whiten_advantages not in ("minibatch", "none"):
+        raise ValueError(f"whiten_advantages must be 'batch', 'minibatch' or 'none', got {cfg.whiten_advantages!r}")
+    # 7. PPO epochs over shuffled minibatches
+    B = mask.size(0)
+    mb_size = max(1, B // cfg.n_minibatches)
+    per_mb: list[dict] = []
+    for _ in range(cfg.ppo_epochs):
+        order = torch.randperm(B, generator=generator).to(mask.device)
+        for start in range(0, B - mb_size + 1, mb_size):
+            idx = order[start:start + mb_size]
+            per_mb.append(ppo_minibatch_step(policy, value_model, rollout, idx, advantages, returns, vmask,
+                                             cfg, optimizer))
+    stats = {k: float(np.mean([s[k] for s in per_mb])) for k in per_mb[0]}
+    stats.update({f"first_{k}": per_mb[0][k] for k in ("ratio", "ratio_maxdev", "approxkl", "clipfrac")})
+    stats["explained_variance"] = explained_variance(rollout.values, returns, vmask)
+    return stats
+
+
+def ppo_minibatch_step(policy, value_model, rollout: Rollout, idx, advantages, returns, vmask, cfg: PPOConfig,
+                       optimizer) -> dict:
+    """One gradient step on the rows `idx`: L = L_pg + vf_coef * L_vf (- ent_coef * entropy)."""
+    device = rollout.mask.device
+    P, mask, adv = rollout.prompt_len, rollout.mask[idx], advantages[idx]
+    if cfg.whiten_advantages == "minibatch":
+        adv = whiten(adv, mask, unbiased=cfg.unbiased_variance) * mask
+    tokens, attn, resp = rollout.tokens[idx], rollout.attention_mask[idx], rollout.response_mask[idx]
+    with autocast(device):
+        out = response_logprobs(policy, tokens, attn, resp, P, cfg.temperature, return_entropy=cfg.ent_coef > 0)
+        new_values = response_values(value_model, tokens, attn, P)
+    logp, entropy = out if cfg.ent_coef > 0 else (out, None)
+    pg_loss, pg_stats = policy_loss(logp, rollout.logprobs[idx], adv, mask, cfg.cliprange)
+    vf_loss, vf_stats = value_loss(new_values, rollout.values[idx], returns[idx], vmask[idx], cfg.cliprange_value)
+    loss = pg_loss + cfg.vf_coef * vf_loss
+    if entropy is not None:
+        loss = loss - cfg.ent_coef * masked_mean(entropy, mask)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.max_grad_norm > 0:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), **pg_stats, **vf_stats}
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over the masked tokens: 1 = perfect values, 0 = no better than a constant."""
+    var_r = masked_var(returns, mask)
+    return float("nan") if var_r.item() == 0 else (1 - masked_var(returns - values, mask) / var_r).item()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. The KL controller
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class KLController:
+    """beta of the KL penalty: fixed (target None) or adaptive (Ziegler et al. 2019, OpenAI AdaptiveKLController):
+
+        e = clip(KL / target - 1, -0.2, 0.2)
+        beta <- beta * (1 + e * n_steps / horizon)
+
+    where KL is the mean over the batch of the summed per-token k1, and n_steps the episodes in the batch.
+    """
+
+    beta: float
+    target: float | None = None
+    horizon: int = 10000
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if self.target is not None:
+            e = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.beta = self.beta * (1.0 + e * n_steps / self.horizon)
+        return self.beta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One iteration, in order
+# ----------------------------------------------------------------------------------------------------------------
+def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, prompt_ids: list[list[int]],
+                  cfg: PPOConfig, beta: float, optimizer, *, end_id: int, pad_id: int,
+                  generator: torch.Generator, decode=None) -> tuple[Rollout, dict, dict]:
+    """Steps 1-7 of one PPO iteration (the caller runs step 8, the KL controller).
+
+    reward_fn(rollout) -> (task rewards (B, N) without the KL term, {name: (B,) per-row info}).
+    decode(rollout) fills rollout.prompts / rollout.responses (texts) before scoring, when given.
+    Returns the rollout, the iteration's scalar statistics, and the per-row info (for gold scoring and samples).
+    """
+    clock = _Clock()
+    # 1. sample y ~ pi_theta(. | x)
+    rollout = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
+    if decode is not None:
+        decode(rollout)
+    clock.lap("t_generate")
+    # 2. score: task rewards per token, e.g. the reward model's score r_phi(x, y) on the last token
+    with torch.no_grad():
+        task_rewards, info = reward_fn(rollout)
+    clock.lap("t_score")
+    # 3. log pi_theta_old, log pi_ref (at T) and values V(s_t), by the training forward
+    add_logprobs_and_values(rollout, policy, ref, value_model, cfg)
+    clock.lap("t_logprobs")
+    # 4. per-token reward r_t = task_t - beta * KL_t (k1 by default), no gradient
+    kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, rollout.mask, cfg.kl_estimator)
+    rewards = task_rewards.to(kl.device) - beta * kl
+    # 5-7. whiten, GAE, PPO epochs
+    stats = ppo_update(policy, value_model, rollout, rewards, cfg, optimizer, generator)
+    clock.lap("t_update")
+    k1 = kl_per_token(rollout.logprobs, rollout.ref_logprobs, rollout.mask, "k1")
+    stats.update({
+        "proxy_reward": task_rewards.sum(1).mean().item(),                     # what PPO maximises (no KL)
+        "kl": k1.sum(1).mean().item(),                                         # objective/kl: mean of summed k1
+        "non_score_reward": (-beta * kl).sum(1).mean().item(),
+        "entropy": masked_mean(rollout.entropy, rollout.mask).item(),
+        "response_length": rollout.lengths.float().mean().item(),
+        "frac_ended": rollout.ended.float().mean().item(),
+        "beta": beta,
+        **{k: v.float().mean().item() for k, v in info.items() if torch.is_tensor(v)},
+        **clock.laps,
+    })
+    return rollout, stats, {"kl_per_row": k1.sum(1), "task_reward_per_row": task_rewards.sum(1), **info}
+
+
+class _Clock:
+    """Wall time of consecutive phases: lap(name) records the seconds since the previous lap."""
+
+    def __init__(self):
+        self.laps, self.t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.t = now - self.t, now
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The training loop
+# ----------------------------------------------------------------------------------------------------------------
+def make_optimizer(policy: GPT, value_model: ValueModel, cfg: PPOConfig) -> torch.optim.Adam:
+    """One Adam over the policy and the value model, which are trained on L_pg + vf_coef * L_vf (TRL)."""
+    params = [p for p in list(policy.parameters()) + list(value_model.parameters()) if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+
+
+@torch.no_grad()
+def measure_score_norm(policy: GPT, reward_model, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int,
+                       pad_id: int, seed: int) -> tuple[float, float]:
+    """Mean and std of r_phi on `cfg.norm_samples` responses of the initial policy (OpenAI normalize_before).
+
+    Only ended responses count: unended ones receive the fixed penalty, not the RM score.
+    """
+    g = torch.Generator().manual_seed(seed + 999_983)
+    scores = []
+    for s in range(0, cfg.norm_samples, cfg.batch_size):
+        pick = torch.randint(len(prompt_ids), (min(cfg.batch_size, cfg.norm_samples - s),), generator=g)
+        batch = [prompt_ids[i] for i in pick.tolist()]
+        gen = generate(policy, batch, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
+                       temperature=cfg.temperature, generator=g)
+        raw = reward_model_scores(reward_model, batch, gen.response_ids, pad_id, policy.output_weight.device)
+        scores.append(raw[gen.ended.to(raw.device)] if bool(gen.ended.any()) else raw)
+    scores = torch.cat(scores)
+    return scores.mean().item(), max(scores.std().item() if len(scores) > 1 else 1.0, 1e-3)
+
+
+def prepare_models(policy, ref, reward_model, value_model, device):
+    """Dropout off everywhere; reference and reward model frozen in eval mode; all on `device`."""
+    if ref is policy:
+        raise ValueError("the reference model must be a frozen copy of the policy, not the policy itself")
+    disable_dropout(policy).to(device).eval()           # eval(): dropout off; gradients still flow
+    disable_dropout(value_model).to(device).eval()
+    freeze(ref).to(device)
+    if reward_model is not None:
+        freeze(reward_model).to(device)
+
+
+def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok, prompts: list,
+              cfg: PPOConfig, out_dir: str, device, reward_fn=None, *, gold_fn=None, seed: int = 0,
+              score_norm: tuple[float, float] | None = None, max_iterations: int | None = None,
+              desc: str = "ppo", sample_prompts: list[str] | None = None) -> dict:
+    """Train `policy` with PPO on `prompts`, resuming from `out_dir/ckpt.pt` when it is there.
+
+    prompts: strs or world prompt objects (rendered with their text; the oracle receives them as given).
+    reward_fn: f(rollout) -> (task rewards (B, N), {name: (B,) info}); default `rm_reward_fn(reward_model)`
+      with the score normalised on samples of the initial policy (or by `score_norm=(mean, std)`); the value
+      model is then taken to be a copy of the reward model (`ValueModel.from_reward_model`), and its head is
+      rescaled by the same normalisation at the start.
+    gold_fn: f(prompt, response text) -> the oracle's score (a float, or an object with `.total` and
+      `.components`); default minialign.world.gold_reward. Logged, never optimised.
+    Writes ckpt.pt (atomic, resumable; `model` = the policy, so pipeline.load_model reads it), metrics.json
+    (final numbers, answers before/after, the per-iteration history) and ppo_curves.png. Returns the
+    metrics with the history; {} when `max_iterations` stopped it early (tests).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    prepare_models(policy, ref, reward_model, value_model, device)
+    end_id, pad_id = chat_end_id(tok), tok.pad_id
+    all_prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
+    gold_fn = gold_fn if gold_fn is not None else _world_gold_fn()
+    shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]]
+    state = {"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": score_norm,
+             "samples_before": None}
+    optimizer = make_optimizer(policy, value_model, cfg)
+    fresh = not os.path.exists(ckpt_path)
+    if not fresh:
+        state = _resume(ckpt_path, policy, value_model, optimizer, state, cfg)
+        if state.get("done"):
+            return state["metrics"]
+    if fresh:
+        state["samples_before"] = sample_answers(policy, tok, shown, cfg, seed=seed)
+    if reward_fn is None:
+        if fresh:  # the scale of r_phi on the initial policy's samples; the value head (a copy of r_phi's) follows
+            state["score_norm"] = score_norm or ((0.0, 1.0) if not cfg.normalize_score else measure_score_norm(
+                policy, reward_model, all_prompt_ids, cfg, end_id=end_id, pad_id=pad_id, seed=seed))
+            value_model.rescale_(*state["score_norm"])
+        reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
+    kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
+    history = state["history"]
+
+    def checkpoint(done: bool, metrics=None):
+        save_checkpoint(ckpt_path, model=policy.state_dict(), model_config=policy.config.to_dict(),
+                        value_model=value_model.state_dict(), value_config=value_model.trunk.config.to_dict(),
+                        optimizer=optimizer.state_dict(), iteration=it, beta=kl_ctl.beta, history=history,
+                        score_norm=state["score_norm"], samples_before=state["samples_before"],
+                        ppo_config=asdict(cfg), done=done, metrics=metrics)
+
+    decode = lambda r: _decode(tok, r)
+    it = state["iteration"]
+    stop_at = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
+    bar = tqdm(range(it, stop_at), initial=it, total=cfg.iterations, desc=desc, unit="it")
+    for it in bar:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + it)      # resuming replays the same prompts/samples
+        pick = torch.randint(len(all_prompt_ids), (cfg.batch_size,), generator=g).tolist()
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
+        rollout, stats, info = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
+                                             cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id,
+                                             generator=g, decode=decode)
+        t0 = time.perf_counter()
+        stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
+        stats["t_gold"] = time.perf_counter() - t0
+        kl_ctl.update(stats["kl"], cfg.batch_size)                      # 8. adapt beta (no-op when fixed)
+        _append(history, it, stats)
+        bar.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", gold=f"{stats['gold_reward']:.2f}",
+                        kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}", len=f"{stats['response_length']:.0f}",
+                        clip=f"{stats['clipfrac']:.2f}")
+        it += 1
+        if it % cfg.ckpt_every == 0 and it < cfg.iterations:
+            checkpoint(done=False)
+    bar.close()
+    if it < cfg.iterations:                                             # stopped early on purpose
+        checkpoint(done=False)
+        return {}
+    metrics = final_metrics(history, cfg)
+    metrics["samples"] = {"before": state["samples_before"],
+                          "after": sample_answers(policy, tok, shown, cfg, seed=seed)}
+    write_json(os.path.join(out_dir, "metrics.json"), {**metrics, "config": asdict(cfg), "history": history})
+    plot_history(history, os.path.join(out_dir, "ppo_curves.png"), title=desc)
+    checkpoint(done=True, metrics=metrics)
+    return {**metrics, "history": history}
+
+
+def _resume(ckpt_path, policy, value_model, optimizer, state, cfg: PPOConfig) -> dict:
+    saved = load_checkpoint(ckpt_path)
+    keys = [k for k in asdict(cfg) if k not in ("ckpt_every", "n_samples_shown")]
+    check_compatible(ckpt_path, saved.get("ppo_config", {}), asdict(cfg), keys)
+    policy.load_state_dict(saved["model"])
+    value_model.load_state_dict(saved["value_model"])
+    if saved.get("done"):
+        return {"done": True, "metrics": {**saved["metrics"], "history": saved["history"]}}
+    optimizer.load_state_dict(saved["optimizer"])
+    print(f"resuming PPO from iteration {saved['iteration']} ({ckpt_path})")
+    return {"iteration": saved["iteration"], "history": saved["history"], "beta": saved["beta"],
+            "score_norm": saved["score_norm"], "samples_before": saved["samples_before"]}
+
+
+def _append(history: dict, it: int, stats: dict) -> None:
+    history.setdefault("iteration", []).append(it)
+    for k, v in stats.items():
+        history.setdefault(k, []).append(float(v))
+
+
+def _decode(tok, rollout: Rollout) -> None:
+    rollout.prompts = [tok.decode(p) for p in rollout.prompt_ids]
+    rollout.responses = [parse_response(tok, r)[0] for r in rollout.response_ids]
+
+
+def _world_gold_fn():
+    from .world import gold_reward
+    return gold_reward
+
+
+def gold_stats(gold_fn, prompts: list, responses: list[str]) -> dict:
+    """Mean gold reward of the oracle (and of each of its components) over a batch: logged, never optimised.
+
+    `prompts` are given to the oracle as they came (world prompt objects carry e.g. the right answer).
+    """
+    golds = [split_score(gold_fn(p, r)) for p, r in zip(prompts, responses)]
+    out = {"gold_reward": float(np.mean([total for total, _ in golds]))}
+    for name in golds[0][1]:
+        out[f"gold/{name}"] = float(np.mean([parts.get(name, 0.0) for _, parts in golds]))
+    return out
+
+
+def final_metrics(history: dict, cfg: PPOConfig, last: int = 5) -> dict:
+    """The mean of the last few iterations of each logged number, and the run's time per iteration."""
+    keys = [k for k in history if k != "iteration"]
+    out = {k: float(np.mean(history[k][-last:])) for k in keys}
+    out["initial"] = {k: history[k][0] for k in ("proxy_reward", "gold_reward", "kl", "response_length")
+                      if k in history}
+    phases = [k for k in history if k.startswith("t_")]
+    out["seconds_per_iteration"] = float(np.mean([sum(x) for x in zip(*(history[k] for k in phases))]))
+    out["iterations"] = cfg.iterations
+    return out
+
+
+@torch.no_grad()
+def sample_answers(model: GPT, tok, prompts: list[str], cfg: PPOConfig, seed: int = 0,
+                   greedy: bool = False) -> list[dict]:
+    """Answers of `model` to `prompts` at the PPO temperature: [{prompt, response, ended}]."""
+    if not prompts:
+        return []
+    gen = generate(model, [chat_prompt_ids(tok, p) for p in prompts], max_new_tokens=cfg.max_new_tokens,
+                   stop_ids=[chat_end_id(tok)], pad_id=tok.pad_id, temperature=cfg.temperature, greedy=greedy,
+                   generator=torch.Generator().manual_seed(seed + 7))
+    out = []
+    for p, ids in zip(prompts, gen.response_ids):
+        text, ended = parse_response(tok, ids)
+        out.append({"prompt": p, "response": text, "ended": ended})
+    return out
+
+
+PLOTTED = [("proxy_reward", "proxy reward (RM score)"), ("gold_reward", "gold reward (oracle)"),
+           ("kl", "KL(pi_theta || pi_ref), nats"), ("beta", "beta"), ("entropy", "entropy per token"),
+           ("clipfrac", "clip fraction"), ("approxkl", "approx KL old/new"), ("value_loss", "value loss"),
+           ("explained_variance", "explained variance"), ("response_length", "response length"),
+           ("frac_ended", "fraction ended with <|end|>")]
+
+
+def plot_history(history: dict, path: str, title: str = "ppo") -> str:
+    """One panel per logged quantity over the PPO iterations."""
+    names = [(k, label) for k, label in PLOTTED if k in history]
+    ncols = 4
+    fig, axes = new_figure(ncols=ncols, nrows=math.ceil(len(names) / ncols), width=3.6, height=2.8)
+    flat = axes.reshape(-1)
+    for ax, (k, label) in zip(flat, names):
+        ax.plot(history["iteration"], history[k], color="C1" if k == "gold_reward" else "C0")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in flat[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The pipeline stage
+# ----------------------------------------------------------------------------------------------------------------
+def load_value_model(state: dict) -> ValueModel:
+    """The value model stored in a PPO checkpoint."""
+    vm = ValueModel(GPT(GPTConfig(**state["value_config"])))
+    vm.load_state_dict(state["value_model"])
+    return vm
+
+
+def ensure_ppo(run, cfg: PPOConfig | None = None):
+    """The PPO policy: `<out>/ppo/ckpt.pt`, trained (or resumed) from the SFT model and the reward model.
+
+    Returns (policy GPT, tokenizer).
+    """
+    from .pipeline import load_model
+    from .reward import ensure_rm
+    from .sft import ensure_sft
+    from .world import rl_prompts
+
+    cfg = cfg or PPOConfig(**(QUICK if run.quick else {}))
+    out_dir = run.stage_dir("ppo")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done"):
+        return load_model(ckpt, run.device), tok
+    reward_model = _as_reward_model(ensure_rm(run))
+    policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
+    value_model = ValueModel.from_reward_model(reward_model)
+    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split=cfg.prompt_split)
+    print(f"[ppo] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
+    train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
+    return load_model(ckpt, run.device), tok
+
+
+def _as_reward_model(product):
+    """ensure_rm may return the reward model alone or with its tokenizer."""
+    return product[0] if isinstance(product, tuple) else product

@@ -1,0 +1,890 @@
+"""The reward model r_phi(x, y): InstructGPT step 2, "Collect comparison data and train a reward model".
+
+Slides: 000/002 "Step 2: Collect comparison data and train a reward model" and 002 "Reward Model
+Training"; 000 "Human judgments are noisy and miscalibrated" (why we ask for comparisons).
+
+    A prompt x and K responses are sampled; a labeler ranks them from best to worst; every ordered pair
+    (y_w preferred to y_l) is a comparison. The reward model is trained to score y_w above y_l:
+
+    L_R(r_phi, D) = - E_{(x, y_w, y_l) ~ D} [ log sigma( r_phi(x, y_w) - r_phi(x, y_l) ) ]      (Bradley-Terry)
+
+The model (ALGORITHMS.md 3.2). The SFT model's trunk (a GPT, initialised from pi^SFT as on the slide)
+reads the rendered conversation `<|user|> x <|end|> <|assistant|> y <|end|>` (chat.render); a linear
+head maps the final hidden state of the **last real token** (the closing <|end|>, whose state has
+seen all of x and y) to one number. The last real token is found in ONE place, `last_token_index`:
+the index of the last 1 in the attention mask, so right-padded training batches and PPO's
+left-padded rollouts (prompt pads on the left, response pads on the right) are read the same way.
+Head init as in OpenAI's lm-human-preferences: weight ~ N(0, 1/sqrt(d_model + 1)), bias 0.
+
+The loss, as run here (ALGORITHMS.md 3.1):
+- K-wise rankings (InstructGPT): all C(K, 2) pairs of one prompt sit in the same batch and each of
+  the K responses is forwarded ONCE (K forward passes, not 2 C(K, 2)). Each prompt weighs the same:
+  its pairs get weight 1 / C(K, 2), then the mean over prompts. A flat mean over all pairs would
+  over-weight prompts with more responses when K varies.
+- optional margin m (Llama 2):            - log sigma(r_w - r_l - m)
+- optional centering c (Eisenstein 2023): + c * (r_w + r_l)^2, with the same pair weights.
+- optional best-of-K loss (Ziegler 2019): not implemented; the BT loss above is InstructGPT's.
+
+Reward normalisation, and why PPO needs it. The BT loss only sees differences r_w - r_l, so the
+reward's offset is arbitrary and its scale is whatever training happened to produce. PPO maximises
+    r_phi(x, y) - beta * KL(pi_theta || pi_ref)
+where beta trades *nats* of KL against *reward units*. If one RM's rewards are twice as spread as
+another's, the same beta means half the KL penalty. So after training, a gain and a bias are set
+such that responses sampled from the SFT policy (PPO's starting point) score mean 0 and std 1
+(OpenAI's `normalize_after`): beta then means the same across runs, seeds and RMs.
+
+Deviations from the references, and why:
+- OpenAI also normalises *before* training (`normalize_before`); we only normalise after, because
+  the BT loss is invariant to the bias and a tiny model's initial scale is already O(1).
+- 1 epoch, linear decay to 0, no warmup (OpenAI books): InstructGPT reports that the RM overfits
+  after one epoch. Dropout is off (the trunk runs in eval mode).
+- Ties in a ranking are dropped (no pair is formed), as in FineGrainedRLHF.
+- The slide samples the K responses from pi^SFT. The embedded world instead ranks its reference
+  answer and systematically flawed versions of it (rude, verbose, repetitive, wrong, a needless
+  refusal, ...; world/flaws.py): a ~1M-parameter SFT model's own samples are too often all bad for
+  a ranking to teach much. A preference file (`--data`) can hold any responses, e.g. real samples.
+
+Metrics (evaluation on held-out prompts; numpy, no scipy):
+- accuracy vs annotators: mean(r_w > r_l) over the held-out annotator labels (strict: ties count wrong);
+- accuracy vs oracle: the same against the oracle's gold ordering (pairs with equal gold are skipped);
+- Pearson and Spearman correlation of r_phi with the gold reward, over all held-out responses;
+- calibration: predicted P(y_i > y_j) = sigma(r_i - r_j) against the observed annotator rate, in bins.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .batching import pad_batch
+from .chat import render
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import autocast
+from .model import GPT, GPTConfig
+
+
+# ----------------------------------------------------------------------------------------------
+# Configuration
+@dataclass
+class RMConfig:
+    """Training of the reward model r_phi (ALGORITHMS.md 3.4)."""
+
+    epochs: int = 1
+    """Passes over the comparisons. InstructGPT and OpenAI use 1: the RM overfits after one epoch."""
+    lr: float = 1e-4
+    """Peak learning rate of AdamW, decayed linearly to 0 over the run (OpenAI books)."""
+    batch_prompts: int = 8
+    """Prompts per batch; all K responses (all C(K, 2) pairs) of a prompt go in the same batch."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on weight matrices."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    margin: float = 0.0
+    """Margin m in -log sigma(r_w - r_l - m) (Llama 2 style); 0 is the plain Bradley-Terry loss."""
+    center_coef: float = 0.0
+    """Centering coefficient c of + c * (r_w + r_l)^2 (Eisenstein et al. 2023; TRL suggests 0.01)."""
+    n_train_prompts: int = 2000
+    """Prompts of the world's preference data used for training (each with K ranked responses)."""
+    n_eval_prompts: int = 300
+    """Held-out prompts for the accuracy, correlation and calibration metrics."""
+    k: int = 4
+    """Responses ranked per prompt (InstructGPT: 4 to 9)."""
+    annotator_noise: float = -1.0
+    """Bradley-Terry noise temperature of the simulated annotators; negative: the world's default."""
+    normalize_samples: int = 256
+    """Responses sampled from the SFT policy to set the reward's gain and bias (OpenAI: 256)."""
+    max_new_tokens: int = 48
+    """Length limit of those samples."""
+    eval_every: int = 100
+    """Held-out accuracy every this many steps (for the curve in accuracy.png)."""
+    ckpt_every: int = 200
+    """Checkpoint every this many steps (a killed run resumes from it)."""
+    data: str | None = None
+    """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on
+    instead of the world's preference data. Its last `eval_fraction` is held out."""
+    eval_fraction: float = 0.1
+    """With `data`: the fraction of prompts held out for evaluation."""
+
+
+# --quick: a handful of steps on a few prompts, seconds on a CPU.
+QUICK: dict = dict(n_train_prompts=64, n_eval_prompts=32, batch_prompts=8, normalize_samples=32,
+                   max_new_tokens=16, eval_every=4, ckpt_every=4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data: one prompt, its responses, and what the labelers said about them
+@dataclass
+class PreferenceGroup:
+    """One prompt x with its responses and their labels; the unit a batch is made of.
+
+    responses: the K responses y_1..y_K (each forwarded once).
+    pairs:     (w, l) index pairs: the labeler preferred responses[w] to responses[l].
+    ratings:   absolute ratings of each response (for the ratings-regression variant), or None.
+    gold:      the oracle's gold reward of each response (evaluation only, never trained on), or None.
+    """
+
+    prompt: str
+    responses: list[str]
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+    ratings: list[float] | None = None
+    gold: list[float] | None = None
+
+
+def group_from_ranking(prompt: str, responses: list[str], order: list[int],
+                       gold: list[float] | None = None,
+                       ties: list[tuple[int, int]] | None = None) -> PreferenceGroup:
+    """A ranking best-to-worst (`order` lists response indices) -> all C(K, 2) pairs (w, l).
+
+    Pairs the labeler marked as tied (`ties`, unordered) are dropped.
+    """
+    tied = {frozenset(t) for t in (ties or [])}
+    pairs = [(order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))
+             if frozenset((order[i], order[j])) not in tied]
+    return PreferenceGroup(prompt, list(responses), pairs, gold=gold)
+
+
+def pair_indices(groups: list[PreferenceGroup]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten a batch's pairs into indices of the flat list of its responses, with weights.
+
+    The responses of group g occupy rows offset_g .. offset_g + K_g - 1 of the batch. Returns
+    winners (P,), losers (P,) long and weights (P,) float64 with weight 1 / (#pairs of its group) /
+    (#groups with pairs): each prompt counts the same, then the mean over prompts (InstructGPT).
+    """
+    w_idx, l_idx, weight = [], [], []
+    offset = 0
+    n_groups = sum(1 for g in groups if g.pairs)
+    for g in groups:
+        for w, l in g.pairs:
+            w_idx.append(offset + w)
+            l_idx.append(offset + l)
+            weight.append(1.0 / (len(g.pairs) * n_groups))
+        offset += len(g.responses)
+    return (torch.tensor(w_idx, dtype=torch.long), torch.tensor(l_idx, dtype=torch.long),
+            torch.tensor(weight, dtype=torch.float64))
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) 0/1 mask -> (B,) column of the last real token. THE one place the read-out is located.
+
+    Right padding [a b c pad] -> 2; left padding [pad a b c] -> 3; a rollout [pad a b | c d pad] -> 4.
+    """
+    T = attention_mask.size(1)
+    cols = torch.arange(T, device=attention_mask.device).expand_as(attention_mask)    # (B, T)
+    return torch.where(attention_mask.bool(), cols, torch.full_like(cols, -1)).max(dim=1).values
+
+
+class RewardModel(nn.Module):
+    """r_phi(x, y) = gain * (w . h_last + b) + bias: a GPT trunk and a scalar head.
+
+    `trunk` is a GPT (the SFT model, copied by `from_sft`); `head` = Linear(d_model, 1);
+    `gain` and `bias` are the normalisation (buffers: set by `fit_normalization`, not trained).
+    """
+
+    def __init__(self, trunk: GPT):
+        super().__init__()
+        self.trunk = trunk
+        d = trunk.config.n_embd
+        self.head = nn.Linear(d, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d + 1))   # lm-human-preferences init
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("gain", torch.tensor(1.0))
+        self.register_buffer("bias", torch.tensor(0.0))
+
+    @classmethod
+    def from_sft(cls, sft_model: GPT) -> "RewardModel":
+        """A fresh RM whose trunk is a copy of the SFT model (slide: "initialized from pi^SFT").
+
+        The copy is built with dropout 0: dropout stays off for RM training and scoring
+        (ALGORITHMS.md 3.5 #5).
+        """
+        trunk = GPT(GPTConfig(**{**sft_model.config.to_dict(), "dropout": 0.0}))
+        trunk.load_state_dict(sft_model.state_dict())
+        return cls(trunk.to(sft_model.output_weight.device))
+
+    def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor,
+                normalized: bool = True) -> torch.Tensor:
+        """ids, attention_mask (B, T), any padding -> rewards (B,) float32.
+
+        `normalized=False` gives the raw head output (used while training and when fitting the
+        normalisation).
+        """
+        h = self.trunk(ids, attention_mask=attention_mask)                 # (B, T, C)
+        last = last_token_index(attention_mask)                            # (B,)
+        h_last = h[torch.arange(h.size(0), device=h.device), last]         # (B, C)
+        r = self.head(h_last.float()).squeeze(-1).float()                  # (B,)
+        return self.gain * r + self.bias if normalized else r
+
+    @torch.no_grad()
+    def score(self, tok, prompts: list[str], responses: list[str], *, batch_size: int = 64,
+              normalized: bool = True) -> list[float]:
+        """r_phi(x, y) for each (prompt, response) pair, batched, in eval mode, without gradients."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out: list[float] = []
+        for i in range(0, len(prompts), batch_size):
+            rendered = [render(tok, p, r) for p, r in zip(prompts[i:i + batch_size],
+                                                        responses[i:i + batch_size])]
+            batch = pad_batch([x.ids for x in rendered], [x.loss_mask for x in rendered],
+                              tok.pad_id, max_len=self.trunk.config.block_size)
+            with autocast(device):
+                r = self(batch.ids.to(device), batch.attention_mask.to(device), normalized=normalized)
+            out.extend(r.float().cpu().tolist())
+        self.train(was_training)
+        return out
+
+    def set_normalization(self, gain: float, bias: float) -> None:
+        self.gain.fill_(gain)
+        self.bias.fill_(bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+def preference_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
+                    weights: torch.Tensor, *, margin: float = 0.0,
+                    center_coef: float = 0.0) -> torch.Tensor:
+    """Bradley-Terry loss of a batch (slide 002 "Reward Model Training"; ALGORITHMS.md 3.1).
+
+    rewards (N,): r_phi of the batch's N responses (each forwarded once); winners, losers (P,): pair
+    indices into `rewards`; weights (P,): 1 / C(K, 2) / n_prompts each (see `pair_indices`). Returns
+
+        sum_p weight_p * [ -log sigma(r_w - r_l - m) + c * (r_w + r_l)^2 ]
+    """
+    r_w, r_l = rewards[winners], rewards[losers]                         # (P,), (P,)
+    per_pair = -F.logsigmoid(r_w - r_l - margin)                         # -log sigma(r_w - r_l - m)
+    if center_coef:
+        per_pair = per_pair + center_coef * (r_w + r_l) ** 2
+    return (weights.to(per_pair.dtype) * per_pair).sum()
+
+
+def rating_loss(rewards: torch.Tensor, ratings: torch.Tensor) -> torch.Tensor:
+    """The ratings variant: regress r_phi(x, y) onto absolute ratings, mean squared error."""
+    return F.mse_loss(rewards, ratings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+@dataclass
+class _Encoded:
+    """A group with its responses already rendered to ids (done once, before training)."""
+
+    group: PreferenceGroup
+    ids: list[list[int]]
+    loss_masks: list[list[int]]
+
+
+def encode_groups(tok, groups: list[PreferenceGroup], max_len: int) -> list[_Encoded]:
+    """Render every (prompt, response) once; drop groups with a response longer than `max_len`.
+
+    Dropping rather than truncating: a reward read at a truncated position is meaningless
+    (ALGORITHMS.md 3.5 #6).
+    """
+    out = []
+    for g in groups:
+        rendered = [render(tok, g.prompt, r) for r in g.responses]
+        if max(len(x.ids) for x in rendered) <= max_len:
+            out.append(_Encoded(g, [x.ids for x in rendered], [x.loss_mask for x in rendered]))
+    return out
+
+
+def make_batch(encoded: list[_Encoded], pad_id: int):
+    """Right-padded ids and mask of all responses of the groups, in group order: (N, T) each."""
+    ids = [s for e in encoded for s in e.ids]
+    masks = [m for e in encoded for m in e.loss_masks]
+    b = pad_batch(ids, masks, pad_id)
+    return b.ids, b.attention_mask
+
+
+@torch.no_grad()
+def rewards_of(model: RewardModel, encoded: list[_Encoded], pad_id: int, device,
+               batch_prompts: int = 32, normalized: bool = True) -> list[np.ndarray]:
+    """r_phi of every response of every group: one (K_g,) array per group."""
+    device = torch.device(device)
+    model.eval()
+    out = []
+    for i in range(0, len(encoded), batch_prompts):
+        chunk = encoded[i:i + batch_prompts]
+        ids, mask = make_batch(chunk, pad_id)
+        with autocast(device):
+            r = model(ids.to(device), mask.to(device), normalized=normalized).float().cpu().numpy()
+        start = 0
+        for e in chunk:
+            out.append(r[start:start + len(e.ids)])
+            start += len(e.ids)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics (numpy)
+def pearson(x, y) -> float:
+    """Pearson correlation: cov(x, y) / (std x std y)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n, ties get the average of the ranks they span (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman correlation: Pearson correlation of the ranks."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+def pairwise_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
+    """Fraction of labelled pairs (w, l) with r_w > r_l (strict: a tie counts as wrong)."""
+    hits = [float(r[w] > r[l]) for r, g in zip(rewards, groups) for w, l in g.pairs]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def gold_pairs(groups: list[PreferenceGroup]) -> list[tuple[int, int, int]]:
+    """(group index, better, worse) for every pair of responses whose gold rewards differ."""
+    out = []
+    for gi, g in enumerate(groups):
+        if g.gold is None:
+            continue
+        for i in range(len(g.responses)):
+            for j in range(i + 1, len(g.responses)):
+                if g.gold[i] != g.gold[j]:
+                    out.append((gi, i, j) if g.gold[i] > g.gold[j] else (gi, j, i))
+    return out
+
+
+def oracle_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
+    """Fraction of response pairs (same prompt, different gold) that r_phi orders like the oracle."""
+    hits = [float(rewards[gi][b] > rewards[gi][w]) for gi, b, w in gold_pairs(groups)]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def label_agreement_with_oracle(groups: list[PreferenceGroup]) -> float:
+    """How often the annotators' own labels agree with the gold ordering (pairs with different gold)."""
+    hits = [float(g.gold[w] > g.gold[l]) for g in groups if g.gold is not None
+            for w, l in g.pairs if g.gold[w] != g.gold[l]]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def calibration(rewards: list[np.ndarray], groups: list[PreferenceGroup], n_bins: int = 10) -> dict:
+    """Predicted P(y_i > y_j) = sigma(r_i - r_j) against how often the labeler preferred y_i.
+
+    Every labelled pair enters in both orientations ((i, j) with outcome 1 and (j, i) with 0), so the
+    diagram does not depend on which response is listed first. Returns the bins (mean predicted,
+    observed rate, count) and the expected calibration error ECE = sum_b n_b/n |pred_b - obs_b|.
+    """
+    pred, obs = [], []
+    for r, g in zip(rewards, groups):
+        for w, l in g.pairs:
+            p = 1.0 / (1.0 + math.exp(-(float(r[w]) - float(r[l]))))
+            pred += [p, 1.0 - p]
+            obs += [1.0, 0.0]
+    pred, obs = np.asarray(pred), np.asarray(obs)
+    bins = []
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for b in range(n_bins):
+        lo, hi = edges[b], edges[b + 1]
+        sel = (pred >= lo) & ((pred < hi) if b < n_bins - 1 else (pred <= hi))
+        if sel.sum() == 0:
+            continue
+        bins.append({"predicted": float(pred[sel].mean()), "observed": float(obs[sel].mean()),
+                     "count": int(sel.sum())})
+        ece += sel.sum() / len(pred) * abs(pred[sel].mean() - obs[sel].mean())
+    return {"bins": bins, "ece": float(ece)}
+
+
+def _finite(x: float) -> float | None:
+    """nan -> None, so metrics.json stays valid JSON."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+def evaluate_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], device,
+                          encoded: list[_Encoded] | None = None) -> dict:
+    """Held-out metrics of a reward model (module docstring).
+
+    Accuracies and correlations do not depend on the normalisation; calibration uses the raw
+    (trained) scale, on which sigma(r_i - r_j) is the model's predicted probability; the reward
+    mean and std are reported normalised (the units PPO sees).
+    """
+    encoded = encoded if encoded is not None else encode_groups(tok, groups,
+                                                                model.trunk.config.block_size)
+    kept = [e.group for e in encoded]
+    r = rewards_of(model, encoded, tok.pad_id, device, normalized=False)
+    m = {"accuracy_vs_annotators": _finite(pairwise_accuracy(r, kept)),
+         "accuracy_vs_oracle": _finite(oracle_accuracy(r, kept)),   # None without gold rewards
+         "n_eval_prompts": len(kept),
+         "n_eval_pairs": sum(len(g.pairs) for g in kept)}
+    with_gold = [(ri, g) for ri, g in zip(r, kept) if g.gold is not None]
+    if with_gold:
+        flat_r = np.concatenate([ri for ri, _ in with_gold])
+        flat_g = np.concatenate([np.asarray(g.gold, dtype=np.float64) for _, g in with_gold])
+        m["pearson_vs_gold"] = pearson(flat_r, flat_g)
+        m["spearman_vs_gold"] = spearman(flat_r, flat_g)
+        m["annotators_vs_oracle"] = label_agreement_with_oracle(kept)
+    m["calibration"] = calibration(r, kept)          # on the trained (raw) scale: BT's own P(y_i > y_j)
+    flat = np.concatenate(r) * float(model.gain) + float(model.bias) if r else np.array([np.nan])
+    m["heldout_reward_mean"], m["heldout_reward_std"] = float(flat.mean()), float(flat.std())
+    return m
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+def lr_at(step: int, total_steps: int, lr: float) -> float:
+    """Linear decay from `lr` at step 0 to 0 after the last step (OpenAI books: "linearly annealed")."""
+    return lr * (1.0 - step / max(1, total_steps))
+
+
+def batches_of(encoded: list[_Encoded], batch_prompts: int, epochs: int, seed: int):
+    """The training batches, in a fixed order drawn from `seed`: a list of lists of groups.
+
+    The groups of one prompt are never split across batches (ALGORITHMS.md 3.5 #3). Each epoch is
+    a fresh permutation; the order depends only on `seed`, so a resumed run replays it exactly.
+    """
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        order = torch.randperm(len(encoded), generator=g).tolist()
+        for i in range(0, len(order), batch_prompts):
+            out.append([encoded[j] for j in order[i:i + batch_prompts]])
+    return out
+
+
+def batch_loss(model: RewardModel, chunk: list[_Encoded], pad_id: int, device, cfg: RMConfig,
+               objective: str, rating_stats: tuple[float, float] = (0.0, 1.0)):
+    """The loss of one batch: every response of its groups forwarded once, then BT or MSE.
+
+    Returns (loss, accuracy of the batch's pairs or nan).
+    """
+    ids, mask = make_batch(chunk, pad_id)
+    with autocast(device):
+        r = model(ids.to(device), mask.to(device), normalized=False)                # (N,)
+    if objective == "bt":
+        winners, losers, weights = pair_indices([e.group for e in chunk])
+        winners, losers, weights = winners.to(device), losers.to(device), weights.to(device)
+        loss = preference_loss(r, winners, losers, weights, margin=cfg.margin,
+                               center_coef=cfg.center_coef)
+        acc = (r[winners] > r[losers]).float().mean().item() if len(winners) else float("nan")
+        return loss, acc
+    # ratings: standardised targets (see `training_set`)
+    mean, std = rating_stats
+    target = torch.tensor([(x - mean) / std for e in chunk for x in e.group.ratings],
+                          dtype=torch.float32, device=device)
+    return rating_loss(r, target), float("nan")
+
+
+def training_set(tok, groups: list[PreferenceGroup], objective: str, max_len: int):
+    """The usable groups, rendered, and (mean, std) of the ratings for the "mse" objective.
+
+    Ratings are regressed standardised (a positive linear map leaves every ordering unchanged, and
+    a 1..7 scale would otherwise take the head's bias many steps to reach).
+    """
+    if objective not in ("bt", "mse"):
+        raise ValueError(f"objective must be 'bt' or 'mse', not {objective!r}")
+    encoded = [e for e in encode_groups(tok, groups, max_len)
+               if (e.group.pairs if objective == "bt" else e.group.ratings)]
+    if not encoded:
+        raise ValueError(f"no usable training groups for objective {objective!r} (no pairs / "
+                         f"ratings, or every response longer than the context of {max_len})")
+    rating_stats = (0.0, 1.0)
+    if objective == "mse":
+        all_r = np.array([x for e in encoded for x in e.group.ratings], dtype=np.float64)
+        rating_stats = (float(all_r.mean()), float(all_r.std()) or 1.0)
+    return encoded, rating_stats
+
+
+def resume(ckpt_path: str | None, model: RewardModel, opt, desc: str) -> tuple[int, dict]:
+    """(step, history) of a partial checkpoint at `ckpt_path` (loading model and optimizer), or a
+    fresh start."""
+    hist = {"step": [], "loss": [], "batch_accuracy": [], "eval_step": [],
+            "eval_accuracy_vs_annotators": [], "eval_accuracy_vs_oracle": []}
+    if ckpt_path and os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path)
+        if not state.get("done") and "optimizer" in state:
+            model.trunk.load_state_dict(state["model"])
+            model.head.load_state_dict(state["head"])
+            opt.load_state_dict(state["optimizer"])
+            print(f"[{desc}] resuming from step {state['step']} ({ckpt_path})")
+            return state["step"], state["history"]
+    return 0, hist
+
+
+def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], cfg: RMConfig, *,
+                       device, eval_groups: list[PreferenceGroup] | None = None,
+                       objective: str = "bt", seed: int = 0, ckpt_path: str | None = None,
+                       extra_state: dict | None = None, desc: str = "rm",
+                       max_steps: int | None = None) -> dict:
+    """Train r_phi on labelled groups; returns the training history.
+
+    objective: "bt"  - Bradley-Terry on each group's pairs (the slide's loss; groups without pairs
+                       are skipped);
+               "mse" - regression onto each response's absolute rating (`group.ratings`), the
+                       ratings variant of lesson 07.
+    The loop, per step:
+      1. the next batch of `cfg.batch_prompts` prompts, all responses of each (order fixed by seed);
+      2. r_phi of every response, forwarded once (raw, unnormalised);
+      3. the loss (`preference_loss` or `rating_loss`), AdamW step with a clipped gradient norm and
+         a linearly decaying learning rate;
+      4. every `eval_every` steps: accuracy on `eval_groups` vs the annotators and the oracle;
+         every `ckpt_every` steps (when `ckpt_path` is given): a checkpoint to resume from.
+    `max_steps` stops early, leaving a resumable checkpoint (to simulate an interruption in tests).
+    """
+    from .pretrain import make_optimizer
+
+    device = torch.device(device)
+    max_len = model.trunk.config.block_size
+    encoded, rating_stats = training_set(tok, groups, objective, max_len)
+    eval_enc = encode_groups(tok, eval_groups, max_len) if eval_groups else []
+    batches = batches_of(encoded, cfg.batch_prompts, cfg.epochs, seed)
+    total = len(batches)
+    model.to(device).eval()   # eval mode: no dropout anywhere; gradients still flow
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, hist = resume(ckpt_path, model, opt, desc)
+
+    def evaluate_now():
+        r = rewards_of(model, eval_enc, tok.pad_id, device, normalized=False)
+        kept = [e.group for e in eval_enc]
+        hist["eval_step"].append(step)
+        hist["eval_accuracy_vs_annotators"].append(pairwise_accuracy(r, kept))
+        hist["eval_accuracy_vs_oracle"].append(oracle_accuracy(r, kept))
+
+    def checkpoint():
+        save_checkpoint(ckpt_path, model=model.trunk.state_dict(), head=model.head.state_dict(),
+                        optimizer=opt.state_dict(), step=step, history=hist, done=False,
+                        model_config=model.trunk.config.to_dict(), rm_config=asdict(cfg),
+                        **(extra_state or {}))
+
+    if eval_enc and step == 0:
+        evaluate_now()
+    stop_at = total if max_steps is None else min(total, max_steps)
+    bar = tqdm(range(step, stop_at), initial=step, total=total, desc=desc, unit="step")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, cfg.lr)
+        loss, acc = batch_loss(model, batches[step], tok.pad_id, device, cfg, objective, rating_stats)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        hist["step"].append(step)
+        hist["loss"].append(loss.item())
+        hist["batch_accuracy"].append(acc)
+        step += 1
+        if eval_enc and (step % cfg.eval_every == 0 or step == total):
+            evaluate_now()
+        post = {"loss": f"{np.mean(hist['loss'][-20:]):.3f}"}
+        if hist["eval_step"]:
+            post["acc_oracle"] = f"{hist['eval_accuracy_vs_oracle'][-1]:.3f}"
+        bar.set_postfix(post)
+        if ckpt_path and step % cfg.ckpt_every == 0 and step < total:
+            checkpoint()
+    bar.close()
+    if ckpt_path and step < total:      # stopped early on purpose: leave a resumable checkpoint
+        checkpoint()
+    return hist
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalisation: responses from the SFT policy score mean 0, std 1
+def normalization_from_rewards(raw: np.ndarray) -> tuple[float, float]:
+    """(gain, bias) with gain * raw + bias of mean 0 and std 1 (population std, ddof=0)."""
+    raw = np.asarray(raw, dtype=np.float64)
+    std = float(raw.std())
+    gain = 1.0 / std if std > 0 else 1.0
+    return gain, -float(raw.mean()) * gain
+
+
+@torch.no_grad()
+def sample_policy(policy: GPT, tok, prompts: list[str], *, max_new_tokens: int, seed: int,
+                  batch_size: int = 64):
+    """Sample one response per prompt from `policy` at temperature 1: a list of Generations."""
+    from .chat import end_id, prompt_ids
+    from .generate import generate
+
+    policy.eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch_size):
+        ids = [prompt_ids(tok, p) for p in prompts[i:i + batch_size]]
+        out.append(generate(policy, ids, max_new_tokens=max_new_tokens, stop_ids=[end_id(tok)],
+                            pad_id=tok.pad_id, temperature=1.0, generator=gen))
+    return out
+
+
+@torch.no_grad()
+def fit_normalization(model: RewardModel, policy: GPT, tok, prompts: list[str], *,
+                      max_new_tokens: int, seed: int = 0) -> dict:
+    """Set the RM's gain and bias so that responses sampled from `policy` score mean 0, std 1.
+
+    The samples are scored as token ids straight from the generator (prompt left-padded, response
+    right-padded): exactly the form PPO's rollouts will have. Returns the raw mean and std.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    raw = []
+    for g in sample_policy(policy, tok, prompts, max_new_tokens=max_new_tokens, seed=seed):
+        with autocast(device):
+            raw.append(model(g.tokens.to(device), g.attention_mask.to(device),
+                             normalized=False).float().cpu().numpy())
+    raw = np.concatenate(raw)
+    gain, bias = normalization_from_rewards(raw)
+    model.set_normalization(gain, bias)
+    return {"raw_mean": float(raw.mean()), "raw_std": float(raw.std()), "gain": gain, "bias": bias,
+            "n_samples": int(len(raw))}
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and loading
+def save_reward_model(path: str, model: RewardModel, **extra) -> None:
+    """Atomic checkpoint: `model` holds the trunk's GPT weights (so `pipeline.load_model` reads the
+    trunk as a plain GPT, e.g. to initialise PPO's value model), `head` the scalar head, and
+    `reward_gain` / `reward_bias` the normalisation."""
+    save_checkpoint(path, model=model.trunk.state_dict(), head=model.head.state_dict(),
+                    reward_gain=float(model.gain), reward_bias=float(model.bias),
+                    model_config=model.trunk.config.to_dict(), **extra)
+
+
+def load_reward_model(path: str, device="cpu") -> RewardModel:
+    """A RewardModel from a checkpoint written by `save_reward_model` / `ensure_rm`, in eval mode."""
+    state = load_checkpoint(path)
+    if "head" not in state:
+        from .checkpoint import CheckpointError
+        raise CheckpointError(f"checkpoint {path} has no reward head: it is not a reward model "
+                              f"(written by `python train.py rm`)")
+    model = RewardModel(GPT(GPTConfig(**state["model_config"])))
+    model.trunk.load_state_dict(state["model"])
+    model.head.load_state_dict(state["head"])
+    model.set_normalization(state.get("reward_gain", 1.0), state.get("reward_bias", 0.0))
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+def plot_training(path: str, hist: dict, ceiling: float | None = None) -> str:
+    """Left: the BT loss per step. Right: held-out pairwise accuracy vs annotators and vs oracle."""
+    from .plotting import new_figure, save_figure, smooth
+
+    fig, axes = new_figure(ncols=2)
+    ax = axes[0][0]
+    ax.plot(hist["step"], hist["loss"], alpha=0.3, color="C0")
+    ax.plot(hist["step"], smooth(hist["loss"], 20), color="C0")
+    ax.axhline(math.log(2), color="gray", ls=":", label="log 2 (chance)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("-log sigma(r_w - r_l)")
+    ax.set_title("reward model loss")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_annotators"], marker="o", label="vs annotators")
+    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_oracle"], marker="s", label="vs oracle (gold)")
+    if ceiling is not None and not math.isnan(ceiling):
+        ax.axhline(ceiling, color="gray", ls="--", label="annotators vs oracle")
+    ax.axhline(0.5, color="gray", ls=":")
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out pairwise accuracy")
+    ax.set_title("accuracy on held-out comparisons")
+    ax.legend(fontsize=8)
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_calibration(path: str, cal: dict, title: str = "reward model calibration") -> str:
+    """Reliability diagram: predicted sigma(r_i - r_j) against the observed preference rate."""
+    from .plotting import new_figure, save_figure
+
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", label="perfectly calibrated")
+    xs = [b["predicted"] for b in cal["bins"]]
+    ys = [b["observed"] for b in cal["bins"]]
+    sizes = [10 + 200 * b["count"] / max(1, max(c["count"] for c in cal["bins"])) for b in cal["bins"]]
+    ax.plot(xs, ys, color="C0")
+    ax.scatter(xs, ys, s=sizes, color="C0", label=f"reward model (ECE {cal['ece']:.3f})")
+    ax.set_xlabel("predicted P(y_i > y_j) = sigma(r_i - r_j)")
+    ax.set_ylabel("observed rate the labeler preferred y_i")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_reward_vs_gold(path: str, rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> str:
+    """Scatter of r_phi against the oracle's gold reward on held-out responses."""
+    from .plotting import new_figure, save_figure
+
+    r = np.concatenate([ri for ri, g in zip(rewards, groups) if g.gold is not None])
+    gold = np.concatenate([np.asarray(g.gold) for g in groups if g.gold is not None])
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.scatter(gold, r, s=6, alpha=0.4)
+    ax.set_xlabel("gold reward (oracle)")
+    ax.set_ylabel("r_phi(x, y) (normalised)")
+    ax.set_title(f"held-out responses: Pearson {pearson(r, gold):.2f}, "
+                 f"Spearman {spearman(r, gold):.2f}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline stage
+def world_groups(rankings) -> list[PreferenceGroup]:
+    """Rankings (`minialign.world.preference_data` or `loaders.load_preferences`: responses best
+    first, gold rewards in the same order when known) as PreferenceGroups with all C(K, 2) pairs.
+    A (chosen, rejected) record is a ranking of 2."""
+    return [group_from_ranking(r.prompt, list(r.responses), list(range(len(r.responses))),
+                               gold=list(r.gold) if r.gold is not None else None)
+            for r in rankings]
+
+
+def rating_groups(ratings, k: int | None = None) -> list[PreferenceGroup]:
+    """The world's absolute ratings (`minialign.world.rating_data`: one per response, each by one of
+    several miscalibrated annotators, the K responses of a prompt in a row) as one group per
+    prompt (a new group also starts after `k` responses), for the ratings-regression variant."""
+    groups: list[PreferenceGroup] = []
+    for r in ratings:
+        if not groups or groups[-1].prompt != r.prompt or len(groups[-1].responses) == k:
+            groups.append(PreferenceGroup(r.prompt, [], ratings=[], gold=[]))
+        groups[-1].responses.append(r.response)
+        groups[-1].ratings.append(float(r.rating))
+        groups[-1].gold.append(r.gold)
+    return groups
+
+
+def world_noise(cfg: RMConfig) -> float:
+    """The annotators' Bradley-Terry temperature T: cfg.annotator_noise, or the world's default."""
+    from .world import DEFAULT_NOISE
+    return DEFAULT_NOISE if cfg.annotator_noise < 0 else cfg.annotator_noise
+
+
+def noise_ceiling(groups: list[PreferenceGroup], noise: float) -> dict:
+    """How often noisy annotators agree with the gold ordering, measured and predicted.
+
+    Bradley-Terry annotators label a pair with gold rewards g_a > g_b correctly with probability
+    sigma((g_a - g_b) / T), so over a set of pairs the expected agreement is
+        E[ sigma(|g_a - g_b| / T) ]                                  (the "noise ceiling")
+    A reward model that knew the gold exactly would score this accuracy against held-out annotator
+    labels, no more. Against the oracle an RM can do better than its annotators: it averages
+    their noise away over many comparisons.
+    """
+    diffs = [abs(g.gold[w] - g.gold[l]) for g in groups if g.gold is not None for w, l in g.pairs]
+    if not diffs:
+        return {}
+    expected = float(np.mean([1.0 / (1.0 + math.exp(-d / noise)) for d in diffs])) if noise > 0 else 1.0
+    return {"annotator_noise": noise, "noise_ceiling_expected": expected,
+            "annotators_vs_oracle": label_agreement_with_oracle(groups)}
+
+
+def preference_groups(run, cfg: RMConfig) -> tuple[list[PreferenceGroup], list[PreferenceGroup], str]:
+    """(train, held-out, description): a preference JSONL (cfg.data) or the world's rankings."""
+    if cfg.data:
+        from .loaders import load_preferences
+        groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
+        n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
+        if len(groups) < 2:
+            raise ValueError(f"{cfg.data}: {len(groups)} prompt(s); need at least 2 to hold one out")
+        return groups[:-n_eval], groups[-n_eval:], cfg.data
+    from .world import preference_data
+    noise = world_noise(cfg)
+    train = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
+                                         noise=noise, split="train"))
+    held = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
+                                        noise=noise, split="test"))
+    return train, held, "world"
+
+
+def normalization_prompts(run, cfg: RMConfig, held: list[PreferenceGroup]) -> list[str]:
+    """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
+    instruction prompts of the train split), else the held-out preference prompts (for a file)."""
+    if not cfg.data:
+        from .world import rl_prompts
+        return [ex.prompt for ex in rl_prompts("instruction", n=cfg.normalize_samples, seed=run.seed,
+                                                split="train")]
+    prompts = [g.prompt for g in held]
+    return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
+
+
+def ensure_rm(run, cfg: RMConfig | None = None):
+    """The reward model: `<out>/rm/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
+
+    Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (sft.ensure_sft); 2. the comparisons;
+    3. train r_phi (1 epoch of BT); 4. normalise on SFT samples; 5. held-out metrics, figures,
+    metrics.json and the final checkpoint.
+    """
+    from .checkpoint import check_compatible
+    from .config import config_text, write_json
+    from .sft import ensure_sft
+
+    cfg = cfg or RMConfig(**(QUICK if run.quick else {}))
+    out_dir = run.stage_dir("rm")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    if os.path.exists(ckpt):
+        state = load_checkpoint(ckpt)
+        if state.get("done"):
+            return load_reward_model(ckpt, run.device), tok
+        check_compatible(ckpt, state.get("rm_config", {}), asdict(cfg),
+                         ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise"])
+    t0 = time.perf_counter()
+    # 1-2. the SFT model and the comparisons
+    train, held, source = preference_groups(run, cfg)
+    print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
+          f"{len(held)} held out, from {source}\n{config_text(cfg)}")
+    # 3. r_phi from pi^SFT, trained on every pair
+    torch.manual_seed(run.seed)
+    model = RewardModel.from_sft(sft_model).to(run.device)
+    hist = train_reward_model(model, tok, train, cfg, device=run.device, eval_groups=held,
+                              seed=run.seed, ckpt_path=ckpt, desc="rm")
+    t_train = time.perf_counter() - t0
+    # 4. normalisation on responses sampled from pi^SFT
+    norm = fit_normalization(model, sft_model, tok, normalization_prompts(run, cfg, held),
+                             max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+    # 5. metrics and figures
+    enc = encode_groups(tok, held, model.trunk.config.block_size)
+    metrics = evaluate_reward_model(model, tok, held, run.device, encoded=enc)
+    metrics.update(normalization=norm, n_train_prompts=len(train), data=source,
+                   n_train_comparisons=sum(len(g.pairs) for g in train),
+                   train_seconds=round(t_train, 1), total_seconds=round(time.perf_counter() - t0, 1),
+                   final_train_loss=float(np.mean(hist["loss"][-20:])))
+    if not cfg.data:
+        metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
+    plot_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
+    plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
+    kept = [e.group for e in enc]
+    r = rewards_of(model, enc, tok.pad_id, run.device)
+    if any(g.gold is not None for g in kept):
+        plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    save_reward_model(ckpt, model, done=True, metrics=metrics, history=hist, rm_config=asdict(cfg))
+
+    def pct(key):
+        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.3f}"
+    print(f"[rm] held-out accuracy: {pct('accuracy_vs_annotators')} vs annotators, "
+          f"{pct('accuracy_vs_oracle')} vs the oracle (the annotators' own labels agree with the "
+          f"oracle on {pct('annotators_vs_oracle')}); {metrics['total_seconds']:.0f}s -> {out_dir}")
+    return load_reward_model(ckpt, run.device), tok

@@ -1,0 +1,646 @@
+"""Instruction tuning (SFT): slides 000/002 "Instruction Tuning", InstructGPT "Step 1".
+
+"Continue training the model on the instructions using the same language modeling objective used
+to train the original model: next-word prediction" (slide 000 "Finetuning an LLM to follow
+instructions") -- but only the *response* is supervised:
+
+    L_SFT(theta) = - sum_{b,t} m[b,t] * log pi_theta(x[b,t+1] | x[b,<=t])  /  sum_{b,t} m[b,t]
+
+with m[b,t] = 1 exactly when token t+1 is a response token or the closing <|end|> of the answer.
+
+The steps, in the order the code runs them (`ensure_sft` -> `train_sft` -> `evaluate_sft`):
+1. Data (slide "Instruction Tuning: fine-tune on many tasks at once"): a multi-task mixture from
+   the embedded world, `n_per_family` examples of every seen task family, each phrased with one of
+   the family's T0-style templates (slide "Adding Diversity via Task Prompts"), a fraction
+   `ni_fraction` written in the Natural Instructions schema instead (definition, emphasis, things
+   to avoid, a positive and a negative example; slide "Proposed Data Schema"). Or an Alpaca-style
+   file (`--data`), instruction + optional input -> prompt, output -> response.
+2. Render each (prompt, response) with the chat template (`chat.render`, the one place that also
+   builds the loss mask): <|user|> prompt <|end|> <|assistant|> response <|end|>, mask 1 on the
+   response and its <|end|> (trained: the model must learn to stop), 0 on the user turn and the
+   assistant header. Examples longer than the context are dropped (and counted), never cut.
+3. Batch by padding: right-pad (`batching.pad_batch`) with IGNORE_INDEX targets off the mask. To
+   spend less compute on pads, each epoch is shuffled, then cut into chunks of `bucket_batches`
+   batches that are sorted by length before slicing ("bucketing"): neighbours in a batch have
+   similar lengths, the batch order stays random.
+4. Loss through the shared kernel (`batching.sequence_token_logprobs`: the one place that
+   shifts), AdamW with linear warmup + cosine decay and a clipped gradient norm.
+5. Evaluate by greedy generation, stopping at <|end|>, on held-out instances of the seen
+   families ("test"), on held-out templates of seen families ("unseen_template") and on families
+   never trained on ("unseen_family": the slide's "generalize to unseen tasks"). An answer is
+   scored by exact match when the example has reference answers (normalized: lower case, no
+   punctuation; equal to an accepted answer or to the reference response), and otherwise (open
+   tasks: stories, reviews, explanations) by the world's oracle (`world.gold_reward`, the hidden
+   "human" grader): its "correct" grade in [0, 1]. The oracle's total gold reward (correct,
+   harmless, on topic, concise, well formed) is reported for every answer too. Scores are
+   reported per family and per split.
+
+How the loss is averaged (ALGORITHMS.md §2, pitfall 2). The default (`loss_average="token"`) is
+the formula above: a mean over all response tokens of the batch, as in TRL and Hugging Face. Every
+trained token weighs the same, so the loss is the per-token NLL that pretraining reports too, and
+a long answer is not worth the same as a one-word label. `loss_average="sequence"` (the DPO
+repository's SFT) first averages within each response, then over the batch: every *example*
+weighs the same, which favours short answers. The two give different gradients whenever
+responses differ in length.
+
+The base model as a baseline ("before SFT"). A pretrained model has never seen the chat tokens, so
+it is asked the way one asks a base model: the prompt as plain text plus a newline, and the
+continuation is its answer. We give it the benefit of the doubt and score only the first line it
+writes (its full continuation is kept for display). Deviation from InstructGPT, said plainly: their
+SFT ran 16 epochs with dropout 0.2 and picked the checkpoint by reward-model score; we train a
+dropout-free tiny model for a few epochs and report the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .batching import Batch, pad_batch, sequence_token_logprobs
+from .chat import Rendered, end_id, parse_response, prompt_ids, render
+from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
+from .config import autocast, config_text, write_json
+from .generate import generate
+from .loaders import load_alpaca
+from .logprobs import IGNORE_INDEX
+from .model import GPT
+from .plotting import new_figure, save_figure, smooth
+from .pretrain import lr_at, make_optimizer
+from .world import gold_reward, instruction_data
+from .world.text import normalize
+
+EVAL_SPLITS = ("test", "unseen_template", "unseen_family")
+SPLIT_LABELS = {"test": "seen families\n(new inputs)", "unseen_template": "seen families\n(new templates)",
+                "unseen_family": "unseen families", "custom": "held out"}
+
+
+@dataclass
+class SFTConfig:
+    """Instruction tuning: the data mixture, the optimisation and the evaluation."""
+
+    # --- 1. data -------------------------------------------------------------------------------
+    n_per_family: int = 200
+    """Training examples per seen task family (the mixture is balanced across families)."""
+    families: str = ""
+    """Training families: "" = all seen families, "k" = the first k of world.SEEN_ORDER (a diverse
+    set for every k), or a comma-separated list of names."""
+    n_templates: int = 0
+    """Prompt templates per family used for training (0 = all of its training templates); fewer
+    templates = less prompt diversity (T0)."""
+    ni_fraction: float = 0.2
+    """Fraction of each family's training examples written in the Natural Instructions schema
+    instead of a one-line T0 template."""
+    data: str = ""
+    """An Alpaca-style JSON/JSONL file (instruction, input, output) to train on instead of the world."""
+    # --- 2-4. optimisation ---------------------------------------------------------------------
+    epochs: int = 3
+    """Passes over the training mixture (used when `steps` is 0)."""
+    steps: int = 0
+    """Optimizer steps; 0 = `epochs` passes over the data."""
+    batch_size: int = 32
+    """Examples per batch (B)."""
+    lr: float = 1e-3
+    """Peak learning rate (the tiny model tolerates large rates; GPT-2 scale wants ~2e-5)."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio."""
+    warmup_steps: int = 20
+    """Linear warmup from 0 to lr."""
+    weight_decay: float = 0.0
+    """AdamW decoupled weight decay on weight matrices (0: fine-tuning stays near the base model)."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 disables)."""
+    loss_average: str = "token"
+    """"token": mean over all response tokens of the batch (TRL/HF); "sequence": mean per response,
+    then over the batch (each example weighs the same). See the module docstring."""
+    bucket_batches: int = 8
+    """Bucketing: sort chunks of this many batches by length before cutting batches (1 = off)."""
+    ckpt_every: int = 100
+    """Checkpoint every this many steps (and at the end)."""
+    eval_loss_every: int = 50
+    """Held-out loss (teacher forced, response tokens) per split every this many steps (0 = off)."""
+    # --- 5. evaluation -------------------------------------------------------------------------
+    eval_per_family: int = 12
+    """Evaluation examples per family and split (test, unseen_template, unseen_family)."""
+    eval_batch_size: int = 64
+    """Prompts per generation batch."""
+    max_new_tokens: int = 40
+    """Generation budget per answer (answers in the world are one or two sentences)."""
+
+
+# --quick: seconds. The model is too small and too briefly trained to show the effect.
+QUICK = dict(n_per_family=8, epochs=1, batch_size=16, warmup_steps=2, eval_per_family=2,
+             max_new_tokens=12, ckpt_every=10, eval_loss_every=5)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Data
+def example_pair(ex) -> tuple[str, str]:
+    """(prompt, response) of an example: a world Example, an object/dict with those fields, or a pair."""
+    if isinstance(ex, (tuple, list)):
+        return ex[0], ex[1]
+    if isinstance(ex, dict):
+        return ex["prompt"], ex["response"]
+    return ex.prompt, ex.response
+
+
+def _field(ex, name: str, default=None):
+    if isinstance(ex, dict):
+        return ex.get(name, default)
+    return getattr(ex, name, default)
+
+
+def parse_families(spec: str):
+    """The `families` knob as world.instruction_data takes it: None, an int k, or a list of names."""
+    spec = (spec or "").strip()
+    if not spec:
+        return None
+    if spec.isdigit():
+        return int(spec)
+    return [name.strip() for name in spec.split(",") if name.strip()]
+
+
+def world_mixture(cfg: SFTConfig, seed: int) -> list:
+    """The training mixture: per seen family, T0-template examples plus Natural Instructions ones."""
+    families = parse_families(cfg.families)
+    n_templates = cfg.n_templates or None
+    n_ni = round(cfg.n_per_family * cfg.ni_fraction)
+    examples = instruction_data(seed=seed, n_per_family=cfg.n_per_family - n_ni, splits="train",
+                                families=families, n_templates=n_templates)
+    if n_ni:
+        # another seed for the NI part, so that its instances are not the template part's again
+        examples += instruction_data(seed=seed + 1, n_per_family=n_ni, splits="train",
+                                     families=families, natural_instructions=True)
+    return examples
+
+
+def world_eval_set(cfg: SFTConfig, seed: int) -> list:
+    """Held-out examples: new inputs, new templates, and new families (see EVAL_SPLITS)."""
+    return instruction_data(seed=seed, n_per_family=cfg.eval_per_family, splits=EVAL_SPLITS,
+                            families=parse_families(cfg.families))
+
+
+def alpaca_data(path: str, seed: int, n_eval: int) -> tuple[list, list]:
+    """Examples of an Alpaca-style file, split into (train, held-out eval) with a seeded shuffle."""
+    examples = list(load_alpaca(path))
+    order = np.random.default_rng(seed).permutation(len(examples))
+    n_eval = min(n_eval, len(examples) // 10)
+    held = []
+    for i in order[:n_eval]:
+        prompt, response = example_pair(examples[i])
+        held.append({"prompt": prompt, "response": response, "answers": [response],
+                     "family": "alpaca", "split": "custom"})
+    return [examples[i] for i in order[n_eval:]], held
+
+
+def sft_data(cfg: SFTConfig, seed: int) -> tuple[list, list]:
+    """(training examples, evaluation examples) for the config: the world's, or a file's."""
+    if cfg.data:
+        return alpaca_data(cfg.data, seed, n_eval=8 * cfg.eval_per_family)
+    return world_mixture(cfg, seed), world_eval_set(cfg, seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# 2-3. Render with the chat template, batch by padding
+def render_examples(tok, examples, max_len: int) -> tuple[list[Rendered], int]:
+    """Render every example with the chat template; drop (and count) those longer than `max_len`."""
+    rendered, dropped = [], 0
+    for ex in examples:
+        r = render(tok, *example_pair(ex))
+        if len(r.ids) > max_len:
+            dropped += 1
+            continue
+        rendered.append(r)
+    return rendered, dropped
+
+
+def epoch_batches(lengths: list[int], batch_size: int, bucket_batches: int,
+                  generator: torch.Generator) -> list[list[int]]:
+    """One epoch's batches (lists of example indices): shuffle, sort chunks by length, shuffle batches.
+
+    Every example appears exactly once; with `bucket_batches` = 1 this is a plain shuffle.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    chunk = batch_size * max(1, bucket_batches)
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])  # similar lengths together
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def collate(rendered: list[Rendered], pad_id: int) -> Batch:
+    """Right-padded Batch of rendered examples (ids, attention mask, loss mask, shifted targets)."""
+    return pad_batch([r.ids for r in rendered], [r.loss_mask for r in rendered], pad_id)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The loss
+def sft_loss(model: GPT, batch: Batch, average: str = "token") -> torch.Tensor:
+    """Negative log-likelihood of the response tokens (and <|end|>) of a right-padded batch.
+
+    average="token":    -sum_{b,t} logp[b,t] / #trained tokens in the batch       (the default)
+    average="sequence": -mean_b ( sum_t logp[b,t] / #trained tokens of row b )
+    logp[b, t] = log pi_theta(ids[b, t+1] | ids[b, <=t]) on trained positions, 0 elsewhere.
+    """
+    logp = sequence_token_logprobs(model, batch.ids, batch.attention_mask, batch.loss_mask)  # (B, T)
+    trained = (batch.targets != IGNORE_INDEX).float()                                          # (B, T)
+    if average == "token":
+        return -logp.sum() / trained.sum().clamp(min=1)
+    if average == "sequence":
+        return -(logp.sum(-1) / trained.sum(-1).clamp(min=1)).mean()
+    raise ValueError(f"loss_average must be 'token' or 'sequence', not {average!r}")
+
+
+@torch.no_grad()
+def heldout_loss(model: GPT, tok, rendered: list[Rendered], cfg: SFTConfig, device) -> float:
+    """Per-token response NLL of held-out examples (teacher forcing), in batches."""
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(rendered), cfg.eval_batch_size):
+        batch = collate(rendered[start:start + cfg.eval_batch_size], tok.pad_id).to(device)
+        with autocast(device):
+            logp = sequence_token_logprobs(model, batch.ids, batch.attention_mask, batch.loss_mask)
+        total += -logp.sum().item()
+        n += int((batch.targets != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return total / max(n, 1)
+
+
+def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, device) -> float:
+    """One AdamW step on the SFT loss of a batch, gradient norm clipped; returns the loss."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    with autocast(device):
+        loss = sft_loss(model, batch, cfg.loss_average)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.item()
+
+
+def record_heldout_loss(model, tok, heldout: dict, cfg: SFTConfig, device, history: dict,
+                        step: int) -> None:
+    history["eval_step"].append(step)
+    for split, rendered in heldout.items():
+        history["eval_loss"][split].append(heldout_loss(model, tok, rendered, cfg, device))
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. The training loop
+def total_steps(cfg: SFTConfig, n_examples: int) -> int:
+    return cfg.steps or cfg.epochs * math.ceil(n_examples / cfg.batch_size)
+
+
+def batch_for_step(step: int, lengths: list[int], cfg: SFTConfig, seed: int) -> list[int]:
+    """The example indices of optimizer step `step`: a function of (seed, epoch) only, so resuming
+    replays exactly the batches an uninterrupted run would have seen."""
+    per_epoch = math.ceil(len(lengths) / cfg.batch_size)
+    epoch, i = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return epoch_batches(lengths, cfg.batch_size, cfg.bucket_batches, g)[i]
+
+
+def _heldout_sets(tok, eval_examples, max_len: int) -> dict[str, list[Rendered]]:
+    """Rendered held-out examples per split (for the held-out loss curves): at most 64 per split,
+    taken at an even stride so that every family is represented."""
+    by_split: dict[str, list] = {}
+    for ex in eval_examples or []:
+        by_split.setdefault(_field(ex, "split", "custom"), []).append(ex)
+    return {s: render_examples(tok, exs[::max(1, len(exs) // 64)][:64], max_len)[0]
+            for s, exs in by_split.items()}
+
+
+def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None = None,
+              device=None, eval_examples=None, base_eval: dict | None = None, seed: int = 0,
+              extra_state: dict | None = None, max_steps: int | None = None,
+              desc: str = "sft") -> tuple[GPT, dict]:
+    """Fine-tune `model` in place on (prompt, response) examples; returns (model, metrics).
+
+    examples: world Examples, {"prompt", "response"} dicts or (prompt, response) pairs.
+    eval_examples: held out (world Examples, or dicts with prompt, response, answers, family,
+      split); after training they are answered greedily and scored (`evaluate_sft`), and their
+      teacher-forced loss is tracked during training.
+    base_eval: `evaluate_sft` of the model before training, drawn beside the result in scores.png.
+    out_dir: where ckpt.pt (atomic, resumable), metrics.json, loss.png and scores.png go; None
+      writes nothing. A finished checkpoint there is loaded instead of training again.
+    max_steps: stop early and leave a resumable checkpoint (to simulate an interruption).
+    """
+    device = torch.device(device) if device is not None else model.output_weight.device
+    ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
+    model.to(device).train()
+    rendered, dropped = render_examples(tok, examples, model.config.block_size)
+    if not rendered:
+        raise ValueError(f"no training example fits the context of {model.config.block_size} tokens")
+    lengths = [len(r.ids) for r in rendered]
+    cfg = replace(cfg, steps=total_steps(cfg, len(rendered)))   # resolved, for lr_at and the logs
+    heldout = _heldout_sets(tok, eval_examples, model.config.block_size)
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    step, history = 0, {"step": [], "loss": [], "lr": [], "eval_step": [],
+                        "eval_loss": {s: [] for s in heldout}}
+    if ckpt_path and os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        if state.get("done"):
+            return model, state["metrics"]
+        opt.load_state_dict(state["optimizer"])
+        step, history = state["step"], state["history"]
+        print(f"[{desc}] resuming from step {step} ({ckpt_path})")
+
+    def checkpoint(done: bool, metrics=None):
+        if ckpt_path:
+            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
+                            step=step, history=history, done=done, metrics=metrics,
+                            model_config=model.config.to_dict(), sft_config=asdict(cfg),
+                            **(extra_state or {}))
+
+    print(f"[{desc}] {len(rendered)} examples ({dropped} longer than the context dropped), "
+          f"{cfg.steps} steps of {cfg.batch_size}")
+    if step == 0 and heldout and cfg.eval_loss_every:      # the starting point of the curves
+        record_heldout_loss(model, tok, heldout, cfg, device, history, 0)
+    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
+    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc=desc, unit="step")
+    for step in bar:
+        # 1. this step's batch (bucketed by length), right-padded, targets off the mask ignored
+        batch = collate([rendered[i] for i in batch_for_step(step, lengths, cfg, seed)],
+                        tok.pad_id).to(device)
+        # 2-3. response-only NLL through the shared kernel; AdamW step, clipped gradient norm
+        lr = lr_at(step, cfg)
+        loss = optimizer_step(model, opt, batch, lr, cfg, device)
+        history["step"].append(step)
+        history["loss"].append(loss)
+        history["lr"].append(lr)
+        # 4. now and then: held-out loss per split, checkpoint
+        if heldout and cfg.eval_loss_every and ((step + 1) % cfg.eval_loss_every == 0
+                                                or step + 1 == cfg.steps):
+            record_heldout_loss(model, tok, heldout, cfg, device, history, step + 1)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
+        step += 1
+        if step % cfg.ckpt_every == 0 and step < cfg.steps:
+            checkpoint(done=False)
+    bar.close()
+    if step < cfg.steps:  # stopped early on purpose: leave a resumable checkpoint
+        checkpoint(done=False)
+        return model, {}
+    metrics = finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device,
+                     n_examples=len(rendered), n_dropped=dropped)
+    checkpoint(done=True, metrics=metrics)
+    return model, metrics
+
+
+def finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device, *,
+           n_examples: int, n_dropped: int) -> dict:
+    """After the last step: evaluate by generation, draw the figures, write metrics.json."""
+    metrics = {"config": asdict(cfg), "final_train_loss": float(np.mean(history["loss"][-20:])),
+               "steps": cfg.steps, "n_examples": n_examples, "n_dropped_too_long": n_dropped,
+               "heldout_loss": {s: v[-1] for s, v in history["eval_loss"].items() if v},
+               "heldout_loss_curve": {"step": history["eval_step"], **history["eval_loss"]}}
+    if eval_examples:
+        t0 = time.perf_counter()
+        metrics["eval"] = evaluate_sft(model, tok, eval_examples, device=device,
+                                       max_new_tokens=cfg.max_new_tokens,
+                                       batch_size=cfg.eval_batch_size)
+        metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    if base_eval is not None:
+        metrics["base_eval"] = base_eval
+    if out_dir:
+        plot_loss(os.path.join(out_dir, "loss.png"), history)
+        if "eval" in metrics:
+            plot_scores(os.path.join(out_dir, "scores.png"), metrics["eval"], base_eval)
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Evaluation: greedy answers, exact match or the oracle, per family and per split
+@torch.no_grad()
+def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
+                     max_new_tokens: int = 40, batch_size: int = 64, device=None) -> list[dict]:
+    """Greedy answers to plain-text prompts: [{"text", "ended", "full"}] in prompt order.
+
+    chat=True: the chat template, stopping at <|end|> (an SFT model). chat=False: the prompt as
+    plain text + newline, stopping at end-of-text (a base model); "text" is then the first line
+    of the continuation and "full" all of it.
+    """
+    device = device or model.output_weight.device
+    if chat:
+        encoded = [prompt_ids(tok, p) for p in prompts]
+        stop = [end_id(tok)]
+    else:
+        encoded = [tok.encode(p + "\n") for p in prompts]
+        stop = [tok.eot_id]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))   # less left padding
+    out: list[dict] = [{}] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        with autocast(device):
+            gen = generate(model, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
+                           stop_ids=stop, pad_id=tok.pad_id, greedy=True)
+        for i, ids in zip(idx, gen.response_ids):
+            if chat:
+                text, ended = parse_response(tok, ids)
+                out[i] = {"text": text.strip(), "ended": ended, "full": text}
+            else:
+                full = tok.decode([t for t in ids if t != tok.eot_id])
+                out[i] = {"text": full.strip().split("\n")[0].strip(), "ended": tok.eot_id in ids,
+                          "full": full}
+    return out
+
+
+def exact_match(response: str, answers, reference: str | None = None) -> bool:
+    """Normalized response equals an accepted answer (or the reference response)."""
+    targets = {normalize(a) for a in answers}
+    if reference:
+        targets.add(normalize(reference))
+    return normalize(response) in targets
+
+
+def score_answer(ex, response: str) -> dict:
+    """One answer's scores: exact match (examples with answers), the oracle's gold reward and its
+    correctness grade, and the task score: exact match where there are answers, else the oracle's
+    correctness grade (its total where it does not recognize the task)."""
+    prompt, reference = example_pair(ex)
+    answers = list(_field(ex, "answers", []) or [])
+    gold = gold_reward(prompt, response)
+    correct = gold.components.get("correct")
+    em = exact_match(response, answers, reference) if answers else None
+    score = float(em) if answers else float(correct if correct is not None else gold.total)
+    return {"exact_match": em, "gold": float(gold.total), "correct": correct, "score": score,
+            "components": dict(gold.components)}
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize_scores(rows: list[dict]) -> dict:
+    """Means of a group of scored answers (components: the oracle's parts of the gold reward)."""
+    parts = sorted({k for r in rows for k in r["components"]})
+    return {"n": len(rows), "score": _mean(r["score"] for r in rows),
+            "exact_match": _mean(r["exact_match"] for r in rows),
+            "n_exact": sum(r["exact_match"] is not None for r in rows),
+            "gold": _mean(r["gold"] for r in rows), "correct": _mean(r["correct"] for r in rows),
+            "ended": _mean(r["ended"] for r in rows),
+            "components": {k: _mean(r["components"].get(k) for r in rows) for k in parts}}
+
+
+def evaluate_sft(model: GPT, tok, eval_examples, *, chat: bool = True, max_new_tokens: int = 40,
+                 batch_size: int = 64, device=None, n_samples: int = 3) -> dict:
+    """Answer held-out examples greedily and score them; per split and per family.
+
+    eval_examples: world Examples (or dicts with prompt, response, answers, family, split).
+    chat: True for an SFT model (chat template), False for a base model (plain text, see
+    `generate_answers`). Returns {"splits": {split: summary}, "families": {split: {family:
+    summary}}, "samples": {split: [a few answers]}}; a summary has n, score, exact_match (over
+    examples with answers; n_exact of them), gold and ended.
+    """
+    prompts = [example_pair(ex)[0] for ex in eval_examples]
+    answers = generate_answers(model, tok, prompts, chat=chat, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, device=device)
+    groups: dict[str, dict[str, list]] = {}
+    samples: dict[str, list] = {}
+    for ex, ans in zip(eval_examples, answers):
+        split, family = _field(ex, "split", "custom"), _field(ex, "family", "custom")
+        row = {**score_answer(ex, ans["text"]), "ended": ans["ended"]}
+        groups.setdefault(split, {}).setdefault(family, []).append(row)
+        if len(samples.setdefault(split, [])) < n_samples and family not in \
+                {s["family"] for s in samples[split]}:
+            samples[split].append({"family": family, "prompt": example_pair(ex)[0], "response": ans["text"],
+                                   "full": ans["full"], "reference": example_pair(ex)[1], **row})
+    return {"splits": {s: summarize_scores([r for rows in fams.values() for r in rows])
+                       for s, fams in groups.items()},
+            "families": {s: {f: summarize_scores(rows) for f, rows in sorted(fams.items())}
+                         for s, fams in groups.items()},
+            "samples": samples}
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+def plot_loss(path: str, history: dict) -> str:
+    """Training loss (raw and smoothed) and the held-out loss of each split."""
+    fig, axes = new_figure(ncols=2)
+    ax = axes[0][0]
+    ax.plot(history["step"], history["loss"], alpha=0.3, color="C0")
+    ax.plot(history["step"], smooth(history["loss"], 20), color="C0")
+    ax.set(xlabel="step", ylabel="NLL per response token", title="SFT training loss")
+    ax = axes[0][1]
+    for i, (split, values) in enumerate(history["eval_loss"].items()):
+        if values:
+            ax.plot(history["eval_step"][-len(values):], values, marker="o", color=f"C{i}",
+                    label=SPLIT_LABELS.get(split, split).replace("\n", " "))
+    ax.set(xlabel="step", ylabel="NLL per response token", title="held-out loss")
+    if history["eval_loss"]:
+        ax.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
+                labels=("base model", "after SFT")) -> str:
+    """Left: task score per split, before vs after SFT. Right: per family, colored by split."""
+    splits = [s for s in (*EVAL_SPLITS, "custom") if s in sft_eval["splits"]]
+    fig, axes = new_figure(ncols=2, width=6.5, height=5.5)
+    ax = axes[0][0]
+    x = np.arange(len(splits))
+    runs = ([(labels[0], base_eval)] if base_eval else []) + [(labels[1], sft_eval)]
+    w = 0.8 / len(runs)
+    for k, (label, ev) in enumerate(runs):
+        vals = [ev["splits"].get(s, {}).get("score") or 0.0 for s in splits]
+        bars = ax.bar(x + (k - (len(runs) - 1) / 2) * w, vals, w, label=label, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, [SPLIT_LABELS.get(s, s) for s in splits], fontsize=8)
+    ax.set(ylabel="task score (exact match / oracle)", ylim=(0, 1.05), title="seen vs unseen tasks")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    names, vals, base_vals, colors = [], [], [], []
+    for i, s in enumerate(s for s in splits if s != "unseen_template"):
+        for fam, summary in sft_eval["families"][s].items():
+            names.append(fam)
+            vals.append(summary["score"] or 0.0)
+            base = (base_eval or {}).get("families", {}).get(s, {}).get(fam, {})
+            base_vals.append(base.get("score") or 0.0)
+            colors.append("C2" if s == "unseen_family" else "C1")
+    y = np.arange(len(names))
+    ax.barh(y, vals, color=colors, label="after SFT")
+    if base_eval:
+        ax.scatter(base_vals, y, color="black", marker="|", s=80, label="base model", zorder=3)
+    ax.set_yticks(y, names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline stage
+def sft_config(run) -> SFTConfig:
+    return SFTConfig(**QUICK) if run.quick else SFTConfig()
+
+
+def ensure_sft(run, cfg: SFTConfig | None = None):
+    """The SFT model: `<out>/sft/ckpt.pt`, trained (or resumed) from the base model if not finished.
+
+    Returns (GPT, Tokenizer), like `pipeline.ensure_pretrained`. Also writes metrics.json (base
+    and SFT scores per split and family), loss.png and scores.png into `<out>/sft/`.
+    """
+    from .pipeline import ensure_pretrained, load_model  # the stage cache (imported here: no cycle)
+    base, tok = ensure_pretrained(run)
+    out_dir = run.stage_dir("sft")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    if os.path.exists(ckpt):
+        state = load_checkpoint(ckpt)
+        check_compatible(ckpt, state["model_config"], base.config.to_dict(),
+                         base.config.to_dict().keys())
+        if state.get("done"):
+            return load_model(ckpt, run.device), tok
+    cfg = cfg or sft_config(run)
+    print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
+    train, held_out = sft_data(cfg, run.seed)
+    base_eval = load_base_eval(ckpt) or evaluate_sft(
+        base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.eval_batch_size, device=run.device)
+    torch.manual_seed(run.seed)
+    model, metrics = train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
+                               eval_examples=held_out, base_eval=base_eval, seed=run.seed,
+                               extra_state={"base_eval": base_eval})
+    print_summary(metrics)
+    return model.eval(), tok
+
+
+def load_base_eval(ckpt: str) -> dict | None:
+    """The base model's scores saved in a partial SFT checkpoint (so a resume does not redo them)."""
+    if os.path.exists(ckpt):
+        return load_checkpoint(ckpt).get("base_eval")
+    return None
+
+
+def print_summary(metrics: dict) -> None:
+    """Base vs SFT scores per split, in words."""
+    ev, base = metrics.get("eval"), metrics.get("base_eval")
+    if not ev:
+        return
+    print("[sft] task score (exact match where the task has answers, else the oracle's correctness grade):")
+    for split, s in ev["splits"].items():
+        b = (base or {}).get("splits", {}).get(split, {})
+        print(f"  {SPLIT_LABELS.get(split, split).replace(chr(10), ' '):32s} "
+              f"base {_fmt(b.get('score'))}  ->  SFT {_fmt(s['score'])}   "
+              f"(exact match {_fmt(b.get('exact_match'))} -> {_fmt(s['exact_match'])}, "
+              f"gold {_fmt(b.get('gold'))} -> {_fmt(s['gold'])})")
+    for split, samples in ev["samples"].items():
+        for x in samples[:2]:
+            print(f"  [{split} / {x['family']}] {x['prompt']!r} -> {x['response']!r}")
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None else f"{v:.3f}"

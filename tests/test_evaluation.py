@@ -1,0 +1,95 @@
+"""Evaluation: the sequence KL estimate, win rates with ties counting half, and sampled KL against a
+log-prob loop over each unpadded sample."""
+
+import pytest
+import torch
+
+from minialign.chat import end_id, prompt_ids
+from minialign.evaluation import compare, evaluate_policy, sample_and_score, sequence_kl, win_rate
+from minialign.model import GPT, GPTConfig
+from minialign.tokenizer import Tokenizer
+
+TOK = Tokenizer([])
+CFG = GPTConfig(vocab_size=TOK.vocab_size, block_size=96, n_layer=1, n_head=2, n_embd=16)
+
+
+def test_sequence_kl_is_the_summed_token_k1():
+    logp = torch.tensor([[-1.0, -2.0, 0.0, -0.5], [-0.25, -3.0, -1.0, 0.0]])
+    logp_ref = torch.tensor([[-1.5, -1.0, -9.0, -0.5], [-0.75, -2.0, -2.0, -7.0]])
+    mask = torch.tensor([[1, 1, 0, 1], [1, 1, 1, 0]])
+    want = [(-1.0 + 1.5) + (-2.0 + 1.0) + (-0.5 + 0.5),
+            (-0.25 + 0.75) + (-3.0 + 2.0) + (-1.0 + 2.0)]
+    got = sequence_kl(logp, logp_ref, mask)
+    assert got.tolist() == pytest.approx(want)
+    assert want[0] < 0                                    # a single sample's k1 can be negative
+    assert sequence_kl(logp * mask, logp_ref * mask).tolist() == pytest.approx(want)
+
+
+def test_win_rate_counts_ties_as_half():
+    a = [3.0, 1.0, 2.0, 0.5, 0.0, 5.0]
+    b = [1.0, 1.0, 4.0, 0.5, -1.0, 2.0]
+    r = win_rate(a, b, n_boot=500)
+    assert (r.wins, r.ties, r.losses, r.n) == (3, 2, 1, 6)
+    assert r.win_rate == pytest.approx((3 + 0.5 * 2) / 6)
+    assert r.ci_low <= r.win_rate <= r.ci_high
+    allwin = win_rate([1, 2, 3], [0, 0, 0])
+    assert (allwin.win_rate, allwin.ci_low, allwin.ci_high) == (1.0, 1.0, 1.0)
+    assert win_rate([1, 1], [1, 1]).win_rate == 0.5
+    with pytest.raises(ValueError):
+        win_rate([1, 2], [1])
+
+
+def test_bootstrap_over_groups_resamples_whole_prompts():
+    # two prompts, each with all-win or all-loss samples: a bootstrap over prompts sees only
+    # 0, 0.5 or 1, never the in-between values a sample-level bootstrap would produce.
+    r = win_rate([1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1], groups=[0, 0, 0, 1, 1, 1], n_boot=400)
+    assert r.win_rate == 0.5 and r.ci_low == 0.0 and r.ci_high == 1.0
+
+
+def model(seed):
+    torch.manual_seed(seed)
+    return GPT(CFG).eval()
+
+
+PROMPTS = ["hi", "tell me a story", "2+2?"]
+
+
+def length_judge(prompt, response):
+    return float(len(response)), {"length": float(len(response))}
+
+
+def test_sampled_kl_equals_a_loop_over_each_unpadded_sample():
+    pi, ref = model(0), model(1)
+    s = sample_and_score(pi, ref, TOK, PROMPTS, judge=length_judge, n_samples=2,
+                         max_new_tokens=12, seed=3, batch_size=4)
+    assert s.prompt_index == [0, 0, 1, 1, 2, 2]
+    # re-sample the same responses (same seed) to read their ids
+    from minialign.generate import generate
+    gen_ids = []
+    g = torch.Generator().manual_seed(3)
+    jobs = [p for p in PROMPTS for _ in range(2)]
+    for start in (0, 4):
+        chunk = [prompt_ids(TOK, p) for p in jobs[start:start + 4]]
+        gen_ids += generate(pi, chunk, max_new_tokens=12, stop_ids=[end_id(TOK)],
+                            pad_id=TOK.pad_id, generator=g).response_ids
+    for k, (p, resp) in enumerate(zip(jobs, gen_ids)):
+        ids = prompt_ids(TOK, p) + resp
+        total = 0.0
+        with torch.no_grad():
+            lp = torch.log_softmax(pi.logits(pi(torch.tensor([ids])))[0].double(), -1)
+            lr = torch.log_softmax(ref.logits(ref(torch.tensor([ids])))[0].double(), -1)
+        for j in range(len(ids) - len(resp), len(ids)):
+            total += (lp[j - 1, ids[j]] - lr[j - 1, ids[j]]).item()
+        assert s.kl[k] == pytest.approx(total, abs=1e-4)
+        assert s.lengths[k] == len(resp)
+
+
+def test_evaluate_policy_kl_zero_against_itself_and_win_rate_of_paired_samples():
+    pi = model(0)
+    e = evaluate_policy(pi, pi, TOK, PROMPTS, judge=length_judge, n_samples=2, max_new_tokens=10)
+    assert e["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert e["gold_reward"] == pytest.approx(sum(e["scores"]) / len(e["scores"]))
+    assert e["components"]["length"] == pytest.approx(e["gold_reward"])
+    same = evaluate_policy(pi, None, TOK, PROMPTS, judge=length_judge, n_samples=2, max_new_tokens=10)
+    assert same["scores"] == e["scores"]                   # same seed: the same samples
+    assert compare(e, same)["win_rate"] == 0.5             # all ties
