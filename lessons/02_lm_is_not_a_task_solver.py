@@ -16,9 +16,11 @@ What it shows, in our world: the same instructions go to
   the text. Its corpus has lists of questions and tasks without answers (like the web), so the
   most likely continuation of an instruction is... another instruction;
 - the SFT model (`<out>/sft`), in the chat template: it answers.
-Both answer greedily; the world's oracle grades every answer (gold reward in [0, 1]). Besides the
-slide's two prompts, one held-out instance of every task family is asked, and we count how often
-the base model's answer is itself a task prompt of the world (the oracle can parse it as one):
+Both answer greedily (the base model's answer: the first line it writes). The world's oracle
+grades every answer: "task solved" is its correctness grade in [0, 1], "gold reward" its overall
+score (correct, harmless, on topic, fluent, concise, well formed). Besides the slide's two
+prompts, held-out instances of every task family are asked, and we count how often a model's
+continuation contains another task prompt of the world (a line the oracle parses as a task):
 "it wrote another question instead of answering".
 
 Outputs in <out>/lessons/02_lm_is_not_a_task_solver/: base_vs_sft.png, metrics.json.
@@ -74,11 +76,12 @@ def ask_both(base, sft, tok, prompts, max_new_tokens: int) -> list[dict]:
     sft_ans = generate_answers(sft, tok, prompts, chat=True, max_new_tokens=max_new_tokens)
     rows = []
     for prompt, b, s in zip(prompts, base_ans, sft_ans):
-        rows.append({"prompt": prompt,
-                     "base_continuation": b["full"], "base_answer": b["text"],
-                     "base_gold": gold_reward(prompt, b["text"]).total,
+        gb, gs = gold_reward(prompt, b["text"]), gold_reward(prompt, s["text"])
+        rows.append({"prompt": prompt, "base_continuation": b["full"], "base_answer": b["text"],
+                     "base_gold": gb.total, "base_correct": gb.components.get("correct", 0.0),
                      "base_writes_a_task": writes_a_task(b["full"]),
-                     "sft_answer": s["text"], "sft_gold": gold_reward(prompt, s["text"]).total,
+                     "sft_answer": s["text"], "sft_gold": gs.total,
+                     "sft_correct": gs.components.get("correct", 0.0),
                      "sft_writes_a_task": writes_a_task(s["text"]), "sft_ended": s["ended"]})
     return rows
 
@@ -88,19 +91,19 @@ def show(rows: list[dict]) -> None:
         cont = r["base_continuation"].strip().replace("\n", "\n" + " " * 22)
         print(f"\nPrompt: {r['prompt']!r}")
         print(f"  base model (text) -> {cont}")
-        print(f"      gold {r['base_gold']:.2f}"
+        print(f"      solved {r['base_correct']:.2f}, gold reward {r['base_gold']:.2f}"
               + ("   <- it wrote another task, not an answer" if r["base_writes_a_task"] else ""))
         print(f"  SFT model (chat)  -> {r['sft_answer']}")
-        print(f"      gold {r['sft_gold']:.2f}")
+        print(f"      solved {r['sft_correct']:.2f}, gold reward {r['sft_gold']:.2f}")
 
 
 def plot(path: str, slide_rows: list[dict], summary: dict) -> str:
     fig, axes = new_figure(ncols=2, width=5.5, height=4.0)
     ax = axes[0][0]
-    labels = ["gold reward\n(mean)", "answer is another\ntask prompt"]
-    base = [summary["base_gold"], summary["base_writes_a_task"]]
-    sft = [summary["sft_gold"], summary["sft_writes_a_task"]]
-    x = np.arange(2)
+    labels = ["task solved\n(oracle)", "gold reward\n(all criteria)", "writes another\ntask"]
+    base = [summary["base_correct"], summary["base_gold"], summary["base_writes_a_task"]]
+    sft = [summary["sft_correct"], summary["sft_gold"], summary["sft_writes_a_task"]]
+    x = np.arange(3)
     for k, (name, vals) in enumerate([("base model (text)", base), ("SFT model (chat)", sft)]):
         bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=name, color=f"C{k}")
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
@@ -109,11 +112,11 @@ def plot(path: str, slide_rows: list[dict], summary: dict) -> str:
     ax.legend(fontsize=8)
     ax = axes[0][1]
     y = np.arange(len(slide_rows))
-    ax.barh(y - 0.2, [r["base_gold"] for r in slide_rows], 0.4, label="base model", color="C0")
-    ax.barh(y + 0.2, [r["sft_gold"] for r in slide_rows], 0.4, label="SFT model", color="C1")
+    ax.barh(y - 0.2, [r["base_correct"] for r in slide_rows], 0.4, label="base model", color="C0")
+    ax.barh(y + 0.2, [r["sft_correct"] for r in slide_rows], 0.4, label="SFT model", color="C1")
     ax.set_yticks(y, [r["prompt"][:38] for r in slide_rows], fontsize=8)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1.05), xlabel="gold reward", title="the slide's prompts, in our world")
+    ax.set(xlim=(0, 1.05), xlabel="task solved (oracle)", title="the slide's prompts, in our world")
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
 
@@ -137,17 +140,17 @@ def main(argv=None) -> int:
     held = instruction_data(seed=run.seed, n_per_family=per_family,
                             splits=("test", "unseen_family"))
     rows = ask_both(base, sft, tok, [ex.prompt for ex in held], args.max_new_tokens)
-    summary = {"n": len(rows),
-               "base_gold": float(np.mean([r["base_gold"] for r in rows])),
-               "sft_gold": float(np.mean([r["sft_gold"] for r in rows])),
-               "base_writes_a_task": float(np.mean([r["base_writes_a_task"] for r in rows])),
-               "sft_writes_a_task": float(np.mean([r["sft_writes_a_task"] for r in rows])),
-               "sft_ended": float(np.mean([r["sft_ended"] for r in rows]))}
+    summary = {"n": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in (
+        "base_correct", "sft_correct", "base_gold", "sft_gold", "base_writes_a_task",
+        "sft_writes_a_task", "sft_ended")}}
     print(f"\n== 2. {len(rows)} held-out instructions ({per_family} per task family, seen and "
           f"unseen) ==")
     show(rows[:4])
-    print(f"\n  mean gold reward:     base {summary['base_gold']:.2f}   SFT {summary['sft_gold']:.2f}")
-    print(f"  answer is a new task: base {summary['base_writes_a_task']:.0%}   "
+    print(f"\n  task solved (oracle's grade):    base {summary['base_correct']:.2f}   "
+          f"SFT {summary['sft_correct']:.2f}")
+    print(f"  gold reward (all its criteria): base {summary['base_gold']:.2f}   "
+          f"SFT {summary['sft_gold']:.2f}")
+    print(f"  writes another task instead:    base {summary['base_writes_a_task']:.0%}    "
           f"SFT {summary['sft_writes_a_task']:.0%}")
 
     fig = plot(os.path.join(out_dir, "base_vs_sft.png"), slide_rows, summary)
@@ -157,10 +160,12 @@ def main(argv=None) -> int:
     print("\nWhat this shows: next-token prediction learned to continue text like its corpus. "
           "Asked a question as plain text, the base model continues it -- often with another "
           "question or task, as the web-like lists in its corpus do -- instead of answering "
-          f"({summary['base_writes_a_task']:.0%} of its answers are themselves task prompts). "
-          "After instruction tuning, the same weights plus a few minutes of supervised "
-          "(prompt, response) pairs answer in the assistant's turn and stop, and the oracle's "
-          f"gold reward rises from {summary['base_gold']:.2f} to {summary['sft_gold']:.2f}.")
+          f"({summary['base_writes_a_task']:.0%} of its continuations contain another task). "
+          "After instruction tuning -- the same weights, a few minutes of supervised (prompt, "
+          "response) pairs -- the model answers in the assistant's turn and stops: the oracle "
+          f"grades {summary['sft_correct']:.0%} of the tasks solved instead of "
+          f"{summary['base_correct']:.0%}, and its overall gold reward rises from "
+          f"{summary['base_gold']:.2f} to {summary['sft_gold']:.2f}.")
     print(f"Figure: {fig}")
     return 0
 

@@ -38,6 +38,12 @@ reports two graded measures:
   exactly right, like the likelihood-based (rank classification) scoring T0 used for its
   held-out tasks.
 
+Deviations, said plainly: the arms train on one-line T0 templates only (`--ni-fraction` adds
+Natural Instructions prompts, as the NI paper trained on, at about twice the compute); every arm
+is a short run (120 steps at a learning rate of 4e-3, higher than the SFT stage's, so that it
+learns something in seconds); the "weaker base" is a fresh pretraining run of the same model
+for 100 steps, standing in for the slide's Pythia/OPT vs LLaMA.
+
 Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtures.png,
 base_model.png, metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
 <out>/lessons/04_task_diversity/early_base_<steps>/.
@@ -83,7 +89,7 @@ def parse_args(argv=None):
                    help="optimizer steps of EVERY arm (default 120; --quick: 3)")
     p.add_argument("--examples", type=int, default=None,
                    help="training examples of every arm, split evenly over its families "
-                        "(default 2400; --quick: 48)")
+                        "(default 2400; --quick: 52)")
     p.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
     p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate of every arm")
     p.add_argument("--eval-per-family", type=int, default=None,
@@ -95,6 +101,10 @@ def parse_args(argv=None):
                    help="numbers of prompt templates per family to sweep (4 = all training templates)")
     p.add_argument("--early-steps", type=int, default=None,
                    help="pretraining steps of the weaker base model (default 100; --quick: 4)")
+    p.add_argument("--ni-fraction", type=float, default=0.0,
+                   help="fraction of each arm's examples in the Natural Instructions schema (the "
+                        "NI paper trained on it; default 0: its prompts are ~2x longer, so ~2x "
+                        "the compute)")
     p.add_argument("--parts", default="families,templates,mixtures,base",
                    help="which comparisons to run (comma-separated subset)")
     return p.parse_args(argv)
@@ -108,11 +118,18 @@ def sft_recipe(args, quick: bool) -> SFTConfig:
                      eval_batch_size=128)
 
 
-def mixture(families: list[str], n_templates: int | None, total: int, seed: int) -> list:
-    """`total` training examples spread evenly over `families` (T0-style templates)."""
+def mixture(families: list[str], n_templates: int | None, total: int, seed: int,
+            ni_fraction: float = 0.0) -> list:
+    """`total` training examples spread evenly over `families`: T0-style templates, and a fraction
+    `ni_fraction` in the Natural Instructions schema (definition, emphasis, examples)."""
     per_family = max(1, total // len(families))
-    return instruction_data(seed=seed, n_per_family=per_family, splits="train",
-                            families=families, n_templates=n_templates)
+    n_ni = round(per_family * ni_fraction)
+    examples = instruction_data(seed=seed, n_per_family=per_family - n_ni, splits="train",
+                                families=families, n_templates=n_templates)
+    if n_ni:   # another seed, so that the NI instances are not the template ones again
+        examples += instruction_data(seed=seed + 1, n_per_family=n_ni, splits="train",
+                                     families=families, natural_instructions=True)
+    return examples
 
 
 # ----------------------------------------------------------------------------------------------
@@ -156,7 +173,7 @@ def by_category(result: dict, split: str = "test") -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # One arm: copy the base, fine-tune, evaluate
-def run_arm(name: str, base: GPT, tok, examples: list, cfg: SFTConfig, eval_set: list, args,
+def run_arm(name: str, base: GPT, tok, examples: list, cfg: SFTConfig, eval_set: list,
             run) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     model = copy.deepcopy(base)     # every arm starts from the same weights
@@ -255,12 +272,77 @@ def plot_base(path: str, early: dict, full: dict, labels: tuple[str, str]) -> st
 
 
 # ----------------------------------------------------------------------------------------------
+# The four comparisons. `arm(name, families, n_templates=None, model=None)` trains and scores one
+# arm (cached: the all-families arm serves three comparisons).
+def sweep_families(arm, seen: list[str], args, out_dir: str):
+    """1. More training tasks (T0 "more datasets", NI "number of training tasks")."""
+    counts = [min(int(k), len(seen)) for k in args.family_counts.split(",")]
+    print(f"\n== 1. number of training families: {counts} ==")
+    arms = [arm(f"{k} families", seen[:k]) for k in counts]
+    part = {"counts": counts, "arms": arms,
+            "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
+    fig = plot_sweep(os.path.join(out_dir, "families.png"), counts, arms, ["unseen_family"],
+                     "training task families", "More training tasks -> the answers to unseen "
+                     "tasks become more likely (T0, Natural Instructions)")
+    return part, fig
+
+
+def sweep_templates(arm, seen: list[str], args, out_dir: str):
+    """2. More prompt templates per family (T0 "effect of prompt variations")."""
+    counts = [int(k) for k in args.template_counts.split(",")]
+    print(f"\n== 2. prompt templates per family: {counts} ==")
+    n_all = min(len(f.seen_templates) for f in task_families() if f.seen)
+    arms = [arm(f"{k} templates" if k < n_all else f"{len(seen)} families", seen,
+                k if k < n_all else None) for k in counts]
+    part = {"counts": counts, "arms": arms,
+            "unseen_template": {k: a["splits"]["unseen_template"] for k, a in zip(counts, arms)},
+            "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
+    fig = plot_sweep(os.path.join(out_dir, "templates.png"), counts, arms,
+                     ["unseen_template", "unseen_family"], "prompt templates per family",
+                     "More prompt variations -> better on new phrasings (T0)")
+    return part, fig
+
+
+def compare_mixtures(arm, out_dir: str):
+    """3. Mixtures by category: no single best, the combination does well everywhere."""
+    print(f"\n== 3. mixtures by category: {', '.join(MIXTURES)}, combined ==")
+    groups = {c: [f.name for f in task_families() if f.seen and f.category == c] for c in MIXTURES}
+    arms = [arm(f"{c} only", groups[c]) for c in MIXTURES]
+    arms.append(arm("combined", [f for c in MIXTURES for f in groups[c]]))
+    for a in arms:
+        a["categories"] = by_category(a)
+    part = {"categories": list(MIXTURES), "arms": arms,
+            "table": {a["name"]: a["categories"] for a in arms}}
+    return part, plot_mixtures(os.path.join(out_dir, "mixtures.png"), arms, list(MIXTURES))
+
+
+def compare_bases(arm, seen: list[str], run, tok, args, out_dir: str):
+    """4. The base model: weaker (fewer pretraining tokens) vs the full base, the same SFT."""
+    steps = args.early_steps or (4 if run.quick else 100)
+    early, early_pre = ensure_early_base(run, tok, steps, os.path.join(out_dir, f"early_base_{steps}"))
+    full_path = os.path.join(run.stage_dir("pretrain"), "metrics.json")
+    full_pre = read_json(full_path) if os.path.exists(full_path) else {"steps": None,
+                                                                        "final_val_loss": None}
+    print(f"\n== 4. base model: pretrained {early_pre['steps']} steps (val loss "
+          f"{early_pre['final_val_loss']:.2f}) vs the full base ({full_pre['steps']} steps, val "
+          f"loss {full_pre['final_val_loss'] or float('nan'):.2f}) ==")
+    weak = arm(f"early base ({early_pre['steps']} steps)", seen, model=early)
+    strong = arm(f"{len(seen)} families", seen)
+    part = {"early": {"pretrain_steps": early_pre["steps"], "val_loss": early_pre["final_val_loss"],
+                      "sft": weak},
+            "full": {"pretrain_steps": full_pre["steps"], "val_loss": full_pre["final_val_loss"],
+                     "sft": strong}}
+    labels = tuple(f"base after {p['steps']} steps\n(val loss {p['final_val_loss'] or float('nan'):.2f})"
+                   for p in (early_pre, full_pre))
+    return part, plot_base(os.path.join(out_dir, "base_model.png"), weak, strong, labels)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
     parts = set(args.parts.split(","))
-    total = args.examples or (48 if run.quick else 2400)
+    total = args.examples or (52 if run.quick else 2400)
     per_family_eval = args.eval_per_family or (1 if run.quick else 6)
     t_start = time.perf_counter()
     print("Lesson 04 -- slides 002 T0 'Adding Diversity via Task Prompts', 'Effect of Prompt "
@@ -271,76 +353,30 @@ def main(argv=None) -> int:
     base, tok = ensure_pretrained(run)
     cfg = sft_recipe(args, run.quick)
     print(f"Every arm: {cfg.steps} optimizer steps of {cfg.batch_size} examples, lr {cfg.lr}, "
-          f"{total} training examples split evenly over its families.")
+          f"{total} training examples split evenly over its families "
+          f"({args.ni_fraction:.0%} in the Natural Instructions schema).")
     eval_set = instruction_data(seed=run.seed, n_per_family=per_family_eval, splits=SPLITS)
     seen = [f.name for f in task_families() if f.seen]
     metrics: dict = {"config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                "examples_per_arm": total, "eval_per_family": per_family_eval}}
+                                "examples_per_arm": total, "ni_fraction": args.ni_fraction,
+                                "eval_per_family": per_family_eval}}
     figures, cache = [], {}
 
     def arm(name, families, n_templates=None, model=None):
         key = (tuple(families), n_templates, id(model or base))
-        if key not in cache:     # the all-families, all-templates arm serves several comparisons
-            cache[key] = run_arm(name, model or base, tok,
-                                 mixture(families, n_templates, total, run.seed), cfg, eval_set,
-                                 args, run)
+        if key not in cache:
+            examples = mixture(families, n_templates, total, run.seed, args.ni_fraction)
+            cache[key] = run_arm(name, model or base, tok, examples, cfg, eval_set, run)
         return cache[key]
 
-    # 1. more training tasks (T0 "more datasets", NI "number of training tasks")
-    if "families" in parts:
-        counts = [min(int(k), len(seen)) for k in args.family_counts.split(",")]
-        print(f"\n== 1. number of training families: {counts} ==")
-        arms = [arm(f"{k} families", seen[:k]) for k in counts]
-        metrics["families"] = {"counts": counts, "arms": arms,
-                               "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
-        figures.append(plot_sweep(os.path.join(out_dir, "families.png"), counts, arms,
-                                  ["unseen_family"], "training task families",
-                                  "More training tasks -> the answers to unseen tasks become more likely (T0, Natural Instructions)"))
-
-    # 2. more prompt templates per family (T0 "effect of prompt variations")
-    if "templates" in parts:
-        counts = [int(k) for k in args.template_counts.split(",")]
-        print(f"\n== 2. prompt templates per family: {counts} ==")
-        arms = [arm(f"{k} templates" if k < 4 else f"{len(seen)} families", seen,
-                    k if k < 4 else None) for k in counts]
-        metrics["templates"] = {"counts": counts, "arms": arms,
-                                "unseen_template": {k: a["splits"]["unseen_template"] for k, a in zip(counts, arms)},
-                                "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
-        figures.append(plot_sweep(os.path.join(out_dir, "templates.png"), counts, arms,
-                                  ["unseen_template", "unseen_family"], "prompt templates per family",
-                                  "More prompt variations -> better on new phrasings (T0)"))
-
-    # 3. mixtures by category: no single best, the combination does well everywhere
-    if "mixtures" in parts:
-        print(f"\n== 3. mixtures by category: {', '.join(MIXTURES)}, combined ==")
-        groups = {c: [f.name for f in task_families() if f.seen and f.category == c] for c in MIXTURES}
-        arms = [arm(f"{c} only", groups[c]) for c in MIXTURES]
-        arms.append(arm("combined", [f for c in MIXTURES for f in groups[c]]))
-        for a in arms:
-            a["categories"] = by_category(a)
-        metrics["mixtures"] = {"categories": list(MIXTURES), "arms": arms,
-                               "table": {a["name"]: a["categories"] for a in arms}}
-        figures.append(plot_mixtures(os.path.join(out_dir, "mixtures.png"), arms, list(MIXTURES)))
-
-    # 4. the base model: weaker (fewer pretraining tokens) vs the full base, same SFT
-    if "base" in parts:
-        steps = args.early_steps or (4 if run.quick else 100)
-        early, early_pre = ensure_early_base(run, tok, steps, os.path.join(out_dir, f"early_base_{steps}"))
-        full_pre = read_json(os.path.join(run.stage_dir("pretrain"), "metrics.json"))
-        print(f"\n== 4. base model: pretrained {early_pre['steps']} steps (val loss "
-              f"{early_pre['final_val_loss']:.2f}) vs {full_pre['steps']} steps (val loss "
-              f"{full_pre['final_val_loss']:.2f}) ==")
-        weak = arm(f"early base ({early_pre['steps']} steps)", seen, model=early)
-        strong = arm(f"{len(seen)} families", seen)
-        metrics["base_model"] = {
-            "early": {"pretrain_steps": early_pre["steps"], "val_loss": early_pre["final_val_loss"],
-                      "sft": weak},
-            "full": {"pretrain_steps": full_pre["steps"], "val_loss": full_pre["final_val_loss"],
-                     "sft": strong}}
-        labels = (f"base after {early_pre['steps']} steps\n(val loss {early_pre['final_val_loss']:.2f})",
-                  f"base after {full_pre['steps']} steps\n(val loss {full_pre['final_val_loss']:.2f})")
-        figures.append(plot_base(os.path.join(out_dir, "base_model.png"), weak, strong, labels))
-
+    steps = {"families": lambda: sweep_families(arm, seen, args, out_dir),
+             "templates": lambda: sweep_templates(arm, seen, args, out_dir),
+             "mixtures": lambda: compare_mixtures(arm, out_dir),
+             "base": lambda: compare_bases(arm, seen, run, tok, args, out_dir)}
+    for name, step in steps.items():
+        if name in parts:
+            metrics["base_model" if name == "base" else name], fig = step()
+            figures.append(fig)
     metrics["seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     explain(metrics)

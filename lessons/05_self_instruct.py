@@ -55,12 +55,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from random import Random
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
@@ -282,6 +283,7 @@ def grade(prompt: str, response: str) -> str:
     return "B" if correct >= 0.5 else "C"
 
 
+@functools.lru_cache(maxsize=None)
 def _instruction_heads() -> dict:
     """Instructions of the world that take their input on the next line ("Is this review positive
     or negative?"): a valid task even before an input is attached. {instruction: family name}."""
@@ -485,7 +487,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="SFT examples per step")
     p.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
     p.add_argument("--eval-per-family", type=int, default=None,
-                   help="held-out prompts per family (default 6; --quick 1)")
+                   help="held-out prompts per family (default 10; --quick 1)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="answer budget in evaluation")
     return p.parse_args(argv)
 
@@ -499,7 +501,7 @@ def main(argv=None) -> int:
     args.iterations = args.iterations or (1 if q else 4)
     args.per_iteration = args.per_iteration or (8 if q else 128)
     steps = args.steps or (2 if q else 100)
-    per_family = args.eval_per_family or (1 if q else 6)
+    per_family = args.eval_per_family or (1 if q else 10)
     t0 = time.perf_counter()
     print("Lesson 05 -- slides 002 'Using LLMs to generate Instructions', 'Self-Instruct "
           "Framework', 'Self-Instruct Evaluation'.")

@@ -67,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--n-large", type=int, default=None,
                    help="size of the noisy and low-diversity sets (default 2000; --quick: 64)")
     p.add_argument("--eval-per-family", type=int, default=None,
-                   help="held-out prompts per family (default 6; --quick: 1)")
+                   help="held-out prompts per family (default 10; --quick: 1)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="answer budget in evaluation")
     p.add_argument("--no-subset", action="store_true", help="skip the same-size noisy control")
     return p.parse_args(argv)
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     q = run.quick
     steps = args.steps or (2 if q else 300)
     n_large = args.n_large or (64 if q else 2000)
-    per_family = args.eval_per_family or (1 if q else 6)
+    per_family = args.eval_per_family or (1 if q else 10)
     t0 = time.perf_counter()
     print("Lesson 06 -- slides 002 'LIMA: Less is More for Alignment', 'Important Factors', "
           "'Quality vs. Quantity vs. Diversity'.")

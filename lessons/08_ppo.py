@@ -176,47 +176,36 @@ def verdict(hist: dict, sft_eval: dict, hack_eval: dict) -> tuple[bool, str]:
     return hacked, text
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    run = make_run(args)
-    out_dir = os.path.join(run.out, "lessons", LESSON)
-    os.makedirs(out_dir, exist_ok=True)
-    t_start = time.perf_counter()
-    sft, rm, tok = build(run)
-    from minialign.world import rl_prompts
-    base_cfg = PPOConfig(**(QUICK if run.quick else {}))
-    prompts = rl_prompts(base_cfg.prompt_kind, n=base_cfg.n_prompts, seed=run.seed, split="train")
-    held_out = rl_prompts(base_cfg.prompt_kind, n=args.n_eval, seed=run.seed + 1, split="test")
-    print(f"\n[08] PPO from the SFT model on {len(prompts)} RL prompts; evaluation on {len(held_out)} held-out prompts")
-
-    # The proxy reward's scale: r_phi normalised on SFT samples at the PPO temperature, shared by every run
-    from minialign.chat import end_id, prompt_ids
-    norm = measure_score_norm(sft, rm, [prompt_ids(tok, prompt_text(p)) for p in prompts], base_cfg,
-                              end_id=end_id(tok), pad_id=tok.pad_id, seed=run.seed)
-    runs = [(f"beta={b:g}", b, args.iterations) for b in args.betas] + [("beta=0", 0.0, args.hack_iterations)]
-    histories, evals, policies, seconds = {}, {}, {}, {}
+def train_and_evaluate(runs, sft, rm, tok, prompts, held_out, base_cfg, norm, out_dir, run):
+    """Each PPO run of the sweep, then every policy (and the SFT model) answers the held-out prompts."""
+    histories, evals, seconds = {}, {}, {}
     evals["SFT"] = evaluate(sft, sft, rm, tok, held_out, base_cfg, norm, run.seed)
     for name, beta, iters in runs:
         folder = f"beta_{beta:g}_it{iters}"        # a new folder per setting: finished runs are reused
-        policies[name], m, seconds[name] = run_ppo(folder, beta, iters, sft, rm, tok, prompts, base_cfg, norm,
-                                                   out_dir, run)
+        policy, m, seconds[name] = run_ppo(folder, beta, iters, sft, rm, tok, prompts, base_cfg, norm, out_dir, run)
         histories[name] = m["history"]
-        evals[name] = evaluate(policies[name], sft, rm, tok, held_out, base_cfg, norm, run.seed)
+        evals[name] = evaluate(policy, sft, rm, tok, held_out, base_cfg, norm, run.seed)
+    return histories, evals, seconds
 
-    # 1. The same prompts, before and after
+
+def print_answers(evals: dict, held_out, n_shown: int) -> None:
     print("\n=== 1. The same held-out prompts, answered by the SFT model and after PPO ===")
-    for j in range(min(args.n_shown, len(held_out))):
+    for j in range(min(n_shown, len(held_out))):
         print(f"\nprompt: {prompt_text(held_out[j])!r}")
         for name, e in evals.items():
-            print(f"  {name:>10}: {e['responses'][j]!r}")
+            text = e["responses"][j]
+            print(f"  {name:>10}: {text!r}" + ("   (empty: <|end|> at once)" if not text.strip() else ""))
 
-    # 2-3. The table
+
+def print_table(evals: dict, iters_of: dict) -> None:
     print("\n=== 2. Proxy reward, gold reward and KL on held-out prompts (slide: r = r_theta - beta KL) ===")
     print(f"{'policy':>10} {'iters':>5} {'proxy r_phi':>11} {'gold':>13} {'KL (nats)':>11} {'tokens':>7} {'ended':>6}")
-    iters_of = {name: it for name, _, it in runs}
     for name, e in evals.items():
         print(f"{name:>10} {iters_of.get(name, 0):>5} {e['proxy_reward']:>+11.2f} {e['gold_reward']:>7.3f}"
               f"+-{e['gold_se']:.3f} {e['kl']:>11.2f} {e['response_tokens']:>7.1f} {e['ended']:>6.2f}")
+
+
+def print_hacking(histories: dict, evals: dict, args) -> bool:
     hacked, text = verdict(histories["beta=0"], evals["SFT"], evals["beta=0"])
     print("\n=== 3. Reward hacking with beta = 0 (slide 000 'Limitations of RL + reward modeling') ===")
     print("  " + text)
@@ -227,19 +216,21 @@ def main(argv=None) -> int:
     else:
         print("  No reward hacking showed in this run: the gold reward did not fall below the SFT model's while\n"
               "  the proxy rose. At this scale it needs more iterations (--hack-iterations) or a weaker reward model.")
-
     print(f"  (The beta = 0 run is trained for {args.hack_iterations} iterations, the sweep for {args.iterations}: "
           f"longer training at beta = 0\n  makes the hacking plain; training_curves.png compares the runs "
           f"iteration by iteration.)")
+    return hacked
 
-    # 4. Why the proxy and the gold part ways: does r_phi rank the policy's own answers like the oracle?
+
+def print_correlation(evals: dict) -> dict:
+    """Why the proxy and the gold part ways: does r_phi rank the policy's own answers like the oracle?"""
     corr = {name: float(np.corrcoef(e["proxy_per_sample"], e["gold_per_sample"])[0, 1])
             if np.std(e["proxy_per_sample"]) > 0 and np.std(e["gold_per_sample"]) > 0 else float("nan")
             for name, e in evals.items()}
     print("\n=== 4. Does the proxy track the gold on the policy's own answers? ===")
     print("  Pearson correlation of r_phi and the gold reward over held-out samples: "
           + ", ".join(f"{k} {v:+.2f}" for k, v in corr.items()))
-    if corr["SFT"] < 0.1:
+    if not corr["SFT"] >= 0.1:
         print("  On the SFT model's own answers r_phi hardly tracks the gold (or tracks it backwards): it learned the\n"
               "  flaws of its preference data, not the mistakes this policy makes (a right and a wrong answer of the\n"
               "  same form score alike). Pushing r_phi up then cannot raise the gold reward; the KL penalty limits\n"
@@ -247,18 +238,44 @@ def main(argv=None) -> int:
     else:
         print("  r_phi ranks the SFT model's answers roughly like the oracle, so a small move along r_phi can raise\n"
               "  the gold; far from pi_ref the correlation breaks down (over-optimisation, Gao et al. 2022).")
+    return corr
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    run = make_run(args)
+    out_dir = os.path.join(run.out, "lessons", LESSON)
+    os.makedirs(out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    sft, rm, tok = build(run)
+    from minialign.chat import end_id, prompt_ids
+    from minialign.world import rl_prompts
+    base_cfg = PPOConfig(**(QUICK if run.quick else {}))
+    prompts = rl_prompts(base_cfg.prompt_kind, n=base_cfg.n_prompts, seed=run.seed, split="train")
+    held_out = rl_prompts(base_cfg.prompt_kind, n=args.n_eval, seed=run.seed + 1, split="test")
+    print(f"\n[08] PPO from the SFT model on {len(prompts)} RL prompts; evaluation on {len(held_out)} held-out prompts")
+    # The proxy reward's scale: r_phi normalised on SFT samples at the PPO temperature, shared by every run
+    norm = measure_score_norm(sft, rm, [prompt_ids(tok, prompt_text(p)) for p in prompts], base_cfg,
+                              end_id=end_id(tok), pad_id=tok.pad_id, seed=run.seed)
+    runs = [(f"beta={b:g}", b, args.iterations) for b in args.betas] + [("beta=0", 0.0, args.hack_iterations)]
+    histories, evals, seconds = train_and_evaluate(runs, sft, rm, tok, prompts, held_out, base_cfg, norm, out_dir,
+                                                   run)
+    iters_of = {name: it for name, _, it in runs}
+    print_answers(evals, held_out, args.n_shown)
+    print_table(evals, iters_of)
+    hacked = print_hacking(histories, evals, args)
+    corr = print_correlation(evals)
 
     paths = [plot_curves(histories, os.path.join(out_dir, "training_curves.png")),
              plot_reward_vs_kl(histories, evals, os.path.join(out_dir, "reward_vs_kl.png")),
-             plot_components({k: v for k, v in evals.items()}, os.path.join(out_dir, "gold_components.png"))]
+             plot_components(evals, os.path.join(out_dir, "gold_components.png"))]
     per_sample = ("responses", "proxy_per_sample", "gold_per_sample")
     metrics = {"runs": {name: {k: v for k, v in e.items() if k not in per_sample} for name, e in evals.items()},
-               "proxy_gold_correlation": corr,
-               "iterations": iters_of, "score_norm": list(norm), "reward_hacking": hacked,
+               "proxy_gold_correlation": corr, "iterations": iters_of, "score_norm": list(norm),
+               "reward_hacking": hacked, "samples": {name: e["responses"][:args.n_shown] for name, e in evals.items()},
                "seconds": {**{k: round(v, 1) for k, v in seconds.items()},
                            "total": round(time.perf_counter() - t_start, 1)},
-               "seconds_per_iteration": {name: time_split(h) for name, h in histories.items()},
-               "samples": {name: e["responses"][:args.n_shown] for name, e in evals.items()}}
+               "seconds_per_iteration": {name: time_split(h) for name, h in histories.items()}}
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(f"\nfigures: {', '.join(paths)}\nlesson done in {time.perf_counter() - t_start:.0f}s")
     return 0

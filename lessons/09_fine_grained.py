@@ -128,7 +128,7 @@ def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, args, s
 
 def mean_tables(tables: list[dict]) -> dict:
     """The mean of each number over seeds (and the spread of toxicity and perplexity when there are several)."""
-    keys = [k for k, v in tables[0].items() if isinstance(v, float)]
+    keys = [k for k, v in tables[0].items() if isinstance(v, float)]   # the per-prompt lists stay out
     out = {k: float(np.mean([t[k] for t in tables])) for k in keys}
     if len(tables) > 1:
         out.update({f"{k}_sd": float(np.std([t[k] for t in tables])) for k in ("toxicity_avg_max", "ppl")})
@@ -156,16 +156,26 @@ def detoxification(run, args) -> dict:
             histories[mode].append(h)
             tables[mode].append(t)
     table = {name: mean_tables(ts) for name, ts in tables.items()}
-    return {"table": table, "histories": histories, "held_out_prompts": held_text[:3], "ppo": cfg.__dict__}
+    paired = paired_difference([x for t in tables["fine-grained"] for x in t["max_toxicity_per_prompt"]],
+                               [x for t in tables["holistic"] for x in t["max_toxicity_per_prompt"]])
+    return {"table": table, "histories": histories, "paired": paired, "held_out_prompts": held_text[:3],
+            "ppo": cfg.__dict__}
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """Mean of a - b over paired prompts (same held-out prompt, each policy's max over k samples) and its SE."""
+    d = np.asarray(a) - np.asarray(b)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
 
 
 def sample_efficiency(histories: dict) -> dict:
-    """Episodes until the held-out toxicity (mean over seeds) is at most half its starting value (None: never)."""
+    """Training episodes until the rollouts' mean toxicity (mean over seeds) is at most half its value at the
+    start (None: not within the run). Iteration i's rollout is sampled after i updates, i x batch episodes."""
     out = {}
     for mode, hs in histories.items():
-        ev = [h["eval"] for h in hs]
-        tox = np.mean([e["toxicity_avg_max"] for e in ev], axis=0)
-        hit = [i for i, v in zip(ev[0]["iteration"], tox) if v <= tox[0] / 2] if tox[0] > 0 else []
+        tox = np.mean([h["toxicity"] for h in hs], axis=0)
+        hit = [i for i, v in enumerate(tox) if v <= tox[0] / 2] if tox[0] > 0 else []
         out[mode] = int(hit[0] * hs[0]["episodes_per_iteration"]) if hit else None
     return out
 
@@ -180,18 +190,23 @@ def print_detox(result: dict, args) -> dict:
               f"{r['length']:>7.1f} {r['toxic_fraction']:>14.1%}")
     hol, fg, base = t["holistic"], t["fine-grained"], t[BASE]
     steps = sample_efficiency(result["histories"])
-    wins = fg["toxicity_avg_max"] < hol["toxicity_avg_max"]
+    d = result["paired"]
+    wins = d["mean"] < -2 * d["se"]
+    verdict = ("beat the holistic one" if wins else "lost to the holistic one" if d["mean"] > 2 * d["se"] else
+               "did not clearly beat the holistic one (within 2 standard errors)")
     print(f"\n  At equal steps ({args.iterations} iterations x {args.batch_size} episodes, {args.seeds} seed(s)), the "
-          f"fine-grained reward {'beat' if wins else 'did NOT beat'} the holistic one on toxicity\n"
+          f"fine-grained reward {verdict} on toxicity\n"
           f"  ({fg['toxicity_avg_max']:.3f} vs {hol['toxicity_avg_max']:.3f}; base model "
           f"{base['toxicity_avg_max']:.3f}), "
           f"with perplexity {fg['ppl']:.2f} vs {hol['ppl']:.2f} under the frozen base model\n"
           f"  (base {base['ppl']:.2f}) and continuations of {fg['length']:.1f} vs {hol['length']:.1f} tokens "
-          f"(base {base['length']:.1f}).")
+          f"(base {base['length']:.1f}). Paired over held-out prompts: fine-grained minus holistic max toxicity "
+          f"{d['mean']:+.3f} +- {d['se']:.3f}.")
     if steps["fine-grained"] is not None or steps["holistic"] is not None:
         fmt = lambda v: "not within the run" if v is None else f"after {v} episodes"
-        print(f"  Sample efficiency, held-out toxicity at or below half its starting value: fine-grained "
-              f"{fmt(steps['fine-grained'])}, holistic {fmt(steps['holistic'])} (sample_efficiency.png).")
+        print(f"  Sample efficiency (slide: 'denser fine-grained rewards are more sample efficient'), rollout\n"
+              f"  toxicity at or below half its starting value: fine-grained {fmt(steps['fine-grained'])}, holistic "
+              f"{fmt(steps['holistic'])} (sample_efficiency.png).")
     if hol["length"] < 0.75 * base["length"] <= fg["length"]:
         print("  The holistic reward is one number at the end, and the cheapest way to make it 1 is to say less:\n"
               "  its policy learned to stop early. The sentence-level reward says WHICH sentence was toxic (the\n"
@@ -199,7 +214,8 @@ def print_detox(result: dict, args) -> dict:
               "  and kept talking (slide: 'fine-grained location of toxic content is a stronger training signal').")
     print("  Both rewards give a response the same total up to a constant (the deltas telescope to -Tox(y)); same\n"
           "  PPO, same steps: where the signal lands is the only difference.")
-    return {"fine_grained_beats_holistic_on_toxicity": bool(wins), "episodes_to_half_toxicity": steps}
+    return {"fine_grained_beats_holistic_on_toxicity": bool(wins), "toxicity_difference": d,
+            "episodes_to_half_toxicity": steps}
 
 
 def plot_sample_efficiency(histories: dict, path: str) -> str:
@@ -267,8 +283,10 @@ def customization(run, args) -> dict:
           f"the segment RMs ({', '.join(fixed) or 'none fixed'}) and the preference RM ({base_cfg.w_sequence} on the "
           f"end token), fixed;\n     the relevance weight at {', '.join(map(str, args.weights))}: "
           f"{args.custom_iterations} PPO iterations x {args.custom_batch_size} episodes each")
+    judge = {"relevance": segment_rms["relevance"]}
     ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=base_cfg.max_new_tokens,
-                                               temperature=base_cfg.temperature, seed=run.seed + 3)
+                                               temperature=base_cfg.temperature, seed=run.seed + 3,
+                                               segment_rms=judge, cfg=base_cfg)
     evals = {"SFT": ev(sft)}
     for w in args.weights:
         cfg = FineGrainedConfig(**{**base_cfg.__dict__, "rewards": args.custom_rewards, "w_relevance": w,
@@ -295,12 +313,15 @@ def clear_trend(values: list[float], ses: list[float]) -> int:
 def print_customization(result: dict, args) -> dict:
     ev = result["evals"]
     print("\n=== 2. Customizing behaviour (slide 'Customizing LLM Behavior'): relevance weight, others fixed ===")
-    print(f"{'policy':>10} {'tokens':>12} {'words':>6} {'sentences':>10} {'irrelevant':>11} {'wrong':>6} "
-          f"{'gold':>6} {'KL':>6}")
+    print(f"{'policy':>10} {'tokens':>12} {'words':>6} {'sentences':>10} {'irrelevant:':>12} {'relevance RM':>13} "
+          f"{'RM acc':>7} {'gold':>6} {'KL':>6}")
+    print(f"{'':>10} {'':>12} {'':>6} {'':>10} {'oracle':>12} {'says':>13} {'':>7}")
     for name, e in ev.items():
+        rm = e["segment_rms"]["relevance"]
         print(f"{name:>10} {e['response_tokens']:>6.1f}+-{e['response_tokens_se']:.1f} {e['words_per_response']:>6.1f} "
-              f"{e['sentences_per_response']:>10.2f} {e['irrelevant_sentences']:>11.3f} {e['wrong_sentences']:>6.3f} "
-              f"{e['gold_reward']:>6.3f} {e.get('kl', 0.0):>6.2f}")
+              f"{e['sentences_per_response']:>10.2f} {e['irrelevant_sentences']:>12.3f} "
+              f"{rm['predicted_error_fraction']:>13.3f} {rm['accuracy']:>7.3f} {e['gold_reward']:>6.3f} "
+              f"{e.get('kl', 0.0):>6.2f}")
     ws = sorted(args.weights, reverse=True)                         # largest relevance weight first
     rows = [ev[f"w_rel={w:g}"] for w in ws]
     tokens = [r["response_tokens"] for r in rows]
@@ -317,26 +338,49 @@ def print_customization(result: dict, args) -> dict:
     irr_words = {1: "fewer irrelevant sentences with a larger relevance weight",
                  -1: "MORE irrelevant sentences with a larger relevance weight",
                  0: "no clear trend in irrelevant sentences"}
-    print(f"  Irrelevant sentences (oracle), same order: {' -> '.join(f'{x:.3f}' for x in irr)}: "
-          f"{irr_words[irr_trend]}.")
+    proxy = [r["segment_rms"]["relevance"]["predicted_error_fraction"] for r in rows]
+    print(f"  Irrelevant sentences, same order, by the oracle: {' -> '.join(f'{x:.3f}' for x in irr)}: "
+          f"{irr_words[irr_trend]};\n  by the relevance RM PPO optimised: {' -> '.join(f'{x:.3f}' for x in proxy)}.")
+    sft = ev["SFT"]
+    sft_se = math.sqrt(max(sft["irrelevant_sentences"] * (1 - sft["irrelevant_sentences"]), 1e-9)
+                       / max(1.0, sft["sentences_per_response"] * sft["n_samples"]))
+    hacked = print_proxy_vs_oracle(irr[0], proxy[0], sft["irrelevant_sentences"],
+                                   2 * math.sqrt(irr_se[0] ** 2 + sft_se ** 2))
     print("  The weights w_k are the knobs of the slide: the same reward models and the same data, re-weighted,\n"
           "  ask PPO for a different trade-off. At toy scale and a few hundred episodes the policy moves little, so\n"
           "  read the size of the effect against the +- standard errors above.")
     keys = [f"{w:g}" for w in ws]
     return {"tokens_by_weight": dict(zip(keys, tokens)), "irrelevant_by_weight": dict(zip(keys, irr)),
-            "larger_weight_shorter": length_trend == 1, "larger_weight_fewer_irrelevant": irr_trend == 1}
+            "larger_weight_shorter": length_trend == 1, "larger_weight_fewer_irrelevant": irr_trend == 1,
+            "relevance_rm_exploited": hacked}
+
+
+def print_proxy_vs_oracle(oracle: float, proxy: float, sft_oracle: float, noise: float) -> bool:
+    """With the largest relevance weight: did the oracle's irrelevant share rise (by more than `noise`) above the
+    SFT model's while the RM saw less of it?"""
+    hacked = oracle - sft_oracle > noise and proxy < oracle
+    if hacked:
+        print(f"  The relevance RM calls fewer sentences irrelevant than the oracle does (its accuracy on these\n"
+              f"  answers is in the table): with the largest weight PPO pushed hardest on the RM's opinion, and the\n"
+              f"  oracle's irrelevant share ({oracle:.3f}) rose above the SFT model's ({sft_oracle:.3f}). That is\n"
+              f"  over-optimisation of a learned segment RM (slide 000 'Limitations of RL + reward modeling'):\n"
+              f"  fine-grained rewards are still learned proxies of the labeler.")
+    return hacked
 
 
 def plot_customization(result: dict, path: str) -> str:
     ev = result["evals"]
     names = list(ev)
     keys = [("response_tokens", "tokens per answer"), ("sentences_per_response", "sentences per answer"),
-            ("irrelevant_sentences", "irrelevant sentences (oracle)"), ("gold_reward", "gold reward (oracle)")]
+            ("irrelevant_sentences", "irrelevant sentences: oracle (bars), RM (x)"), ("gold_reward", "gold reward")]
     fig, axes = new_figure(ncols=4, width=3.2)
     for ax, (key, title) in zip(axes[0], keys):
         err = [ev[n].get(f"{key}_se", 0.0) for n in names]
         ax.bar(range(len(names)), [ev[n][key] for n in names], yerr=err,
                color=["gray"] + [f"C{i}" for i in range(len(names))])
+        if key == "irrelevant_sentences":
+            ax.scatter(range(len(names)), [ev[n]["segment_rms"]["relevance"]["predicted_error_fraction"]
+                                           for n in names], marker="x", color="black", zorder=3)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)

@@ -95,9 +95,9 @@ def prompt_sets(kind: str, n_train: int, n_eval: int, seed: int):
 def run_dpo(sft, tok, pairs, beta, S, eval_prompts, sft_eval, folder, seed, device):
     cfg = DPOConfig(beta=beta, lr=S["dpo_lr"], max_steps=S["dpo_steps"], epochs=100,
                     batch_size=S["dpo_batch"], warmup_steps=max(1, S["dpo_steps"] // 10),
-                    eval_every=S["dpo_eval_every"],
-                    eval_prompts=S["eval_prompts"], eval_samples=S["eval_samples"],
-                    max_new_tokens=S["max_new_tokens"], ckpt_every=10_000)
+                    eval_every=S["dpo_eval_every"], eval_prompts=S["eval_prompts"],
+                    eval_samples=S["eval_samples"], max_new_tokens=S["max_new_tokens"],
+                    ckpt_every=10_000)
     policy = copy.deepcopy(sft)
     m = train_dpo(policy, sft, tok, pairs, cfg, folder, device, seed=seed, eval_prompts=eval_prompts,
                   reference_eval=sft_eval, quiet=True)
@@ -133,7 +133,10 @@ def run_ppo(sft, tok, train_prompts, kl_coef, S, eval_prompts, sft_eval, folder,
     policy, ref = copy.deepcopy(sft).requires_grad_(True), copy.deepcopy(sft)
     value_model = ValueModel(copy.deepcopy(sft).requires_grad_(True))   # zero head: V = 0 at the start
     reward_fn = gold_reward_fn(tok, texts, cfg, gold_mean, gold_std)
-    gold_fn = lambda p, r: gold_reward(p, r)   # noqa: E731  (logged by PPO; our evaluation is below)
+    # PPO logs the gold reward of its rollouts, which it knows as decoded chat text: map that back
+    # to the prompt text the oracle parses (logged only; the frontier uses evaluate_policy below).
+    plain = {tok.decode(prompt_ids(tok, t)): t for t in texts}
+    gold_fn = lambda p, r: gold_reward(plain.get(p, p), r)   # noqa: E731
     points, seconds, ev = [(0.0, sft_eval["gold_reward"], 0)], [], None
     for stop in range(S["ppo_eval_every"], cfg.iterations + 1, S["ppo_eval_every"]):
         m = train_ppo(policy, ref, None, value_model, tok, texts, cfg, folder, device, reward_fn,
@@ -143,8 +146,9 @@ def run_ppo(sft, tok, train_prompts, kl_coef, S, eval_prompts, sft_eval, folder,
         ev = evaluate_policy(policy, ref, tok, eval_prompts, n_samples=S["eval_samples"],
                              max_new_tokens=S["max_new_tokens"], seed=seed)
         points.append((ev["kl"], ev["gold_reward"], stop))
-    return {"kl_coef": kl_coef, "points": points, "final_gold": ev["gold_reward"], "final_kl": ev["kl"],
-            "win_rate_vs_sft": compare(ev, sft_eval), "seconds_per_iteration": seconds[-1]}
+    return {"kl_coef": kl_coef, "points": points, "final_gold": ev["gold_reward"],
+            "final_kl": ev["kl"], "win_rate_vs_sft": compare(ev, sft_eval),
+            "seconds_per_iteration": seconds[-1]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -174,7 +178,8 @@ def plot_win_rates(rows, path):
     ax = axes[0][0]
     names = [n for n, _ in rows]
     rates = [w["win_rate"] for _, w in rows]
-    err = [[w["win_rate"] - w["ci_low"] for _, w in rows], [w["ci_high"] - w["win_rate"] for _, w in rows]]
+    err = [[w["win_rate"] - w["ci_low"] for _, w in rows],
+           [w["ci_high"] - w["win_rate"] for _, w in rows]]
     colors = ["C0" if n.startswith("DPO") else "C3" for n in names]
     ax.barh(range(len(rows)), rates, xerr=err, color=colors, alpha=0.8, capsize=3)
     ax.set_yticks(range(len(rows)), names, fontsize=8)
@@ -193,7 +198,8 @@ def plot_margins(dpo_runs, path):
         h, beta, c = r["history"], r["beta"], f"C{i}"
         steps = [x["step"] for x in h]
         w = max(1, len(steps) // 15)
-        axes[0][0].plot(steps, smooth([x["rewards/margins"] for x in h], w), color=c, label=f"beta={beta:g}")
+        axes[0][0].plot(steps, smooth([x["rewards/margins"] for x in h], w), color=c,
+                        label=f"beta={beta:g}")
         axes[0][1].plot(steps, smooth([x["rewards/accuracy"] for x in h], w), color=c)
         axes[0][2].plot(steps, smooth([x["rewards/chosen"] / beta for x in h], w), color=c)
         axes[0][2].plot(steps, smooth([x["rewards/rejected"] / beta for x in h], w), color=c, ls="--")

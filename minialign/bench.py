@@ -306,6 +306,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps, or auto (cuda, then mps, then cpu)")
     parser.add_argument("--shapes", default="default", choices=sorted(SHAPES), help="which (B, T, V, d) set")
+    parser.add_argument("--shape", action="append", default=None, metavar="B,T,V,d",
+                        help="a shape of your own (repeatable); replaces --shapes")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant after one warm-up")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + str(VARIANTS))
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -331,7 +333,7 @@ def main(argv=None):
     from minialign.config import pick_device
 
     device = pick_device(args.device)
-    shapes = SHAPES[args.shapes]
+    shapes = [tuple(int(x) for x in s.split(",")) for s in args.shape] if args.shape else SHAPES[args.shapes]
     env = environment(device)
     print(f"log-prob kernel benchmark on {device} ({env['threads']} threads, torch {env['torch']}, {args.dtype}); "
           f"shapes {args.shapes}: {shapes}")

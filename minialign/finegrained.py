@@ -99,6 +99,9 @@ FEEDBACK_TYPES = ("toxicity", "relevance", "factuality")
 ERROR_LABEL = {"toxicity": "toxic", "relevance": "irrelevant", "factuality": "wrong"}
 SEGMENT_KINDS = ("sentence", "subsentence")
 SUBSENTENCE_CUTS = ",;:"
+# The config fields that change the segment RMs' training data: a cached set is retrained when one differs.
+RM_DATA_FIELDS = ("segment", "rm_prompts", "rm_policy_samples", "rm_rl_prompts", "rm_eval_prompts",
+                  "rm_epochs", "rm_batch_size", "rm_lr")
 MIN_SUBSENTENCE_WORDS = 5
 
 
@@ -129,8 +132,11 @@ class FineGrainedConfig:
     """Instruction prompts whose responses (reference, flawed variants, SFT samples) label the segment RMs."""
     rm_policy_samples: int = 1
     """Responses sampled from the SFT policy per prompt, added to the world's K ranked responses."""
+    rm_rl_prompts: int = 800
+    """RL prompts (half instruction, half sentiment) answered once by the SFT policy and labelled by the oracle:
+    feedback on the distribution PPO trains on."""
     rm_eval_prompts: int = 150
-    """Held-out prompts (test split) for the segment RMs' accuracy."""
+    """Held-out prompts (test split) for the segment RMs' accuracy (plus a quarter as many held-out RL prompts)."""
     rm_epochs: int = 1
     """Passes over the labelled responses."""
     rm_batch_size: int = 32
@@ -161,7 +167,7 @@ class FineGrainedConfig:
 
 
 # --quick: seconds (tests and CI); too small to show anything.
-QUICK = dict(rm_prompts=24, rm_eval_prompts=8, rm_batch_size=16, n_eval_prompts=8,
+QUICK = dict(rm_prompts=24, rm_rl_prompts=16, rm_eval_prompts=8, rm_batch_size=16, n_eval_prompts=8,
              **{k: PPO_QUICK[k] for k in ("iterations", "batch_size", "max_new_tokens", "n_prompts", "lr")})
 
 
@@ -420,7 +426,8 @@ def segment_loss(model: SegmentRewardModel, items, name: str, pad_id: int, devic
 
 @torch.no_grad()
 def evaluate_segment_rm(model: SegmentRewardModel, items, name: str, pad_id: int, device, batch_size: int = 64) -> dict:
-    """Accuracy, balanced accuracy and the error class's recall of a segment RM on labelled responses."""
+    """Accuracy, balanced accuracy and the error class's recall of a segment RM on labelled responses; the share
+    of segments it calls errors (its view) beside the share the oracle does (`error_fraction`)."""
     model.eval()
     preds, labels = [], []
     for s in range(0, len(items), batch_size):
@@ -437,7 +444,7 @@ def evaluate_segment_rm(model: SegmentRewardModel, items, name: str, pad_id: int
     both = [r for r in (fine, err) if r is not None]
     return {"accuracy": float((p == y).float().mean()), "balanced_accuracy": float(np.mean(both)),
             "error_recall": err, "fine_recall": fine, "error_fraction": float((y == 0).float().mean()),
-            "n_segments": int(len(y))}
+            "predicted_error_fraction": float((p == 0).float().mean()), "n_segments": int(len(y))}
 
 
 def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], name: str, cfg: FineGrainedConfig,
@@ -469,12 +476,17 @@ def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], n
 
 @torch.no_grad()
 def segment_rm_data(run, sft_model: GPT, tok, cfg: FineGrainedConfig, names: list[str], *, split: str,
-                    n_prompts: int) -> list[LabelledResponse]:
+                    n_prompts: int, n_rl: int) -> list[LabelledResponse]:
     """Labelled responses: the world's K ranked responses per prompt (a reference answer and flawed variants:
-    toxic, off topic, verbose, repetitive, wrong, ...) plus `rm_policy_samples` samples of the SFT policy."""
+    toxic, off topic, verbose, repetitive, wrong, ...), `rm_policy_samples` samples of the SFT policy per prompt,
+    and one SFT sample for each of `n_rl` RL prompts (instruction and sentiment, half each): feedback on the
+    policy's own answers to the prompts PPO will train on, as the paper collects it."""
     rankings = preference_data(seed=run.seed, n_prompts=n_prompts, K=4, split=split)
     pairs = [(r.prompt, resp) for r in rankings for resp in r.responses]
     prompts = [r.prompt for r in rankings for _ in range(cfg.rm_policy_samples)]
+    rl_seed = run.seed if split == "train" else run.seed + 1
+    prompts += [p.prompt for kind in ("instruction", "sentiment")
+                for p in rl_prompts(kind, n=n_rl // 2, seed=rl_seed, split=split)] if n_rl >= 2 else []
     if prompts:
         gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
         texts = [parse_response(tok, ids)[0] for g in gens for ids in g.response_ids]
@@ -496,13 +508,16 @@ def ensure_segment_rms(run, cfg: FineGrainedConfig | None = None, sft_model: GPT
     path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
     if sft_model is None or tok is None:
         sft_model, tok = ensure_sft(run)
+    data_cfg = {k: getattr(cfg, k) for k in RM_DATA_FIELDS}
     if os.path.exists(path):
         state = load_checkpoint(path)
-        if all(n in state["model"] for n in names) and state.get("segment") == cfg.segment:
+        if all(n in state["model"] for n in names) and state.get("rm_data") == data_cfg:
             return _load_segment_rms(state, names, run.device)
     t0 = time.perf_counter()
-    train = segment_rm_data(run, sft_model, tok, cfg, names, split="train", n_prompts=cfg.rm_prompts)
-    held = segment_rm_data(run, sft_model, tok, cfg, names, split="test", n_prompts=cfg.rm_eval_prompts)
+    train = segment_rm_data(run, sft_model, tok, cfg, names, split="train", n_prompts=cfg.rm_prompts,
+                            n_rl=cfg.rm_rl_prompts)
+    held = segment_rm_data(run, sft_model, tok, cfg, names, split="test", n_prompts=cfg.rm_eval_prompts,
+                           n_rl=cfg.rm_rl_prompts // 4)
     print(f"[finegrained] segment RMs {names}: {len(train)} labelled responses, {len(held)} held out")
     models, metrics, hists = {}, {}, {}
     for i, name in enumerate(names):
@@ -516,7 +531,7 @@ def ensure_segment_rms(run, cfg: FineGrainedConfig | None = None, sft_model: GPT
         models[name] = model.eval()
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     save_checkpoint(path, model={n: m.state_dict() for n, m in models.items()},
-                    model_config=sft_model.config.to_dict(), segment=cfg.segment, metrics=metrics, history=hists)
+                    model_config=sft_model.config.to_dict(), rm_data=data_cfg, metrics=metrics, history=hists)
     plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
     return models
 
@@ -706,7 +721,8 @@ def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: in
                temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
     """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
 
-    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol);
+    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol;
+    the per-prompt maxima are in max_toxicity_per_prompt, for paired comparisons);
     toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
     (exp of the mean NLL per generated token, the stop token included, at temperature 1); dist2/dist3 per
     prompt over its k samples, averaged; length in tokens.
@@ -731,7 +747,8 @@ def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: in
             "toxic_fraction": float((tox > 0).mean()), "ppl": float(math.exp(nll / max(1, n_tok))),
             "dist2": float(np.nanmean([distinct_n(t, 2) for t in per_prompt])),
             "dist3": float(np.nanmean([distinct_n(t, 3) for t in per_prompt])),
-            "length": float(np.mean(lengths)), "n_samples": len(texts), "examples": texts[:k * 3:k]}
+            "length": float(np.mean(lengths)), "n_samples": len(texts), "examples": texts[:k * 3:k],
+            "max_toxicity_per_prompt": tox.max(1).tolist()}
 
 
 def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
@@ -747,12 +764,25 @@ def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
 
 
 def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, max_new_tokens: int,
-                                temperature: float, seed: int) -> dict:
-    """Gold reward, KL to the reference, length and the oracle's sentence error rates on held-out prompts."""
+                                temperature: float, seed: int, segment_rms: dict | None = None,
+                                cfg: FineGrainedConfig | None = None) -> dict:
+    """Gold reward, KL to the reference, length and the oracle's sentence error rates on held-out prompts.
+
+    With `segment_rms`, also each segment RM's view of the same answers beside the oracle's ("segment_rms":
+    its predicted error share, the oracle's, and its accuracy on them): does the proxy still agree with the
+    labeler on the policy's own samples, or is PPO exploiting it? (The answers are re-rendered from their text.)
+    """
     s = sample_and_score(policy, ref, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                          seed=seed)
     out = summarize(s, prompts, n_examples=3)
-    out.update(sentence_error_rates([prompt_text(prompts[i]) for i in s.prompt_index], s.responses))
+    texts = [prompt_text(prompts[i]) for i in s.prompt_index]
+    out.update(sentence_error_rates(texts, s.responses))
+    if segment_rms:
+        items = [label_response(tok, p, r, list(segment_rms), cfg or FineGrainedConfig())
+                 for p, r in zip(texts, s.responses)]
+        items = [x for x in items if x is not None and len(x.ids) <= policy.config.block_size]
+        device = policy.output_weight.device
+        out["segment_rms"] = {n: evaluate_segment_rm(m, items, n, tok.pad_id, device) for n, m in segment_rms.items()}
     n_words = [len(r.split()) for r in s.responses]
     se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
     out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),

@@ -61,7 +61,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -153,7 +153,7 @@ class PPOConfig:
     ckpt_every: int = 10
     """Checkpoint every this many iterations (and at the end)."""
     n_samples_shown: int = 4
-    """Prompts answered before and after PPO in samples.json."""
+    """Prompts answered before and after PPO (in metrics.json)."""
 
 
 # --quick: a handful of tiny iterations, for tests and CI.
@@ -752,8 +752,9 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     gold_fn: f(prompt, response text) -> the oracle's score (a float, or an object with `.total` and
       `.components`); default minialign.world.gold_reward. Logged, never optimised.
     Writes ckpt.pt (atomic, resumable; `model` = the policy, so pipeline.load_model reads it), metrics.json
-    (final numbers, answers before/after, the per-iteration history) and ppo_curves.png. Returns the
-    metrics with the history; {} when `max_iterations` stopped it early (tests).
+    (the per-iteration history at every checkpoint; at the end also the final numbers and the answers before
+    and after) and ppo_curves.png. Returns the metrics with the history; {} when `max_iterations` stopped it
+    early (tests).
     """
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -762,69 +763,62 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     all_prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
     gold_fn = gold_fn if gold_fn is not None else _world_gold_fn()
     shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]]
-    state = {"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": score_norm,
-             "samples_before": None}
     optimizer = make_optimizer(policy, value_model, cfg)
-    fresh = not os.path.exists(ckpt_path)
-    if not fresh:
-        state = _resume(ckpt_path, policy, value_model, optimizer, state, cfg)
-        if state.get("done"):
-            return state["metrics"]
-    if fresh:
-        state["samples_before"] = sample_answers(policy, tok, shown, cfg, seed=seed)
+    state = _start_or_resume(ckpt_path, policy, value_model, optimizer, cfg, tok=tok, shown=shown, seed=seed)
+    if state.get("done"):
+        return state["metrics"]
     if reward_fn is None:
-        if fresh:  # the scale of r_phi on the initial policy's samples; the value head (a copy of r_phi's) follows
+        if state["score_norm"] is None:  # the scale of r_phi on the initial policy; the value head (r_phi's) follows
             state["score_norm"] = score_norm or ((0.0, 1.0) if not cfg.normalize_score else measure_score_norm(
                 policy, reward_model, all_prompt_ids, cfg, end_id=end_id, pad_id=pad_id, seed=seed))
             value_model.rescale_(*state["score_norm"])
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    history = state["history"]
 
-    def checkpoint(done: bool, metrics=None):
-        save_checkpoint(ckpt_path, model=policy.state_dict(), model_config=policy.config.to_dict(),
-                        value_model=value_model.state_dict(), value_config=value_model.trunk.config.to_dict(),
-                        optimizer=optimizer.state_dict(), iteration=it, beta=kl_ctl.beta, history=history,
-                        score_norm=state["score_norm"], samples_before=state["samples_before"],
-                        ppo_config=asdict(cfg), done=done, metrics=metrics)
+    def save(done: bool, metrics=None):  # the checkpoint, and the history so far in metrics.json
+        _save(ckpt_path, policy, value_model, optimizer, cfg, {**state, "beta": kl_ctl.beta}, done, metrics)
+        write_json(os.path.join(out_dir, "metrics.json"), {**(metrics or {"iteration": state["iteration"]}),
+                                                           "config": asdict(cfg), "history": state["history"]})
 
-    decode = lambda r: _decode(tok, r)
-    it = state["iteration"]
     stop_at = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
-    bar = tqdm(range(it, stop_at), initial=it, total=cfg.iterations, desc=desc, unit="it")
+    bar = tqdm(range(state["iteration"], stop_at), initial=state["iteration"], total=cfg.iterations, desc=desc,
+               unit="it")
     for it in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)      # resuming replays the same prompts/samples
         pick = torch.randint(len(all_prompt_ids), (cfg.batch_size,), generator=g).tolist()
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
-        rollout, stats, info = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
-                                             cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id,
-                                             generator=g, decode=decode)
+        rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
+                                          cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
+                                          decode=lambda r: _decode(tok, r))
         t0 = time.perf_counter()
         stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
         stats["t_gold"] = time.perf_counter() - t0
         kl_ctl.update(stats["kl"], cfg.batch_size)                      # 8. adapt beta (no-op when fixed)
-        _append(history, it, stats)
+        _append(state["history"], it, stats)
         bar.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", gold=f"{stats['gold_reward']:.2f}",
                         kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}", len=f"{stats['response_length']:.0f}",
                         clip=f"{stats['clipfrac']:.2f}")
-        it += 1
-        if it % cfg.ckpt_every == 0 and it < cfg.iterations:
-            checkpoint(done=False)
+        state["iteration"] = it + 1
+        if state["iteration"] % cfg.ckpt_every == 0 and state["iteration"] < cfg.iterations:
+            save(False)
     bar.close()
-    if it < cfg.iterations:                                             # stopped early on purpose
-        checkpoint(done=False)
+    if state["iteration"] < cfg.iterations:                            # stopped early on purpose
+        save(False)
         return {}
-    metrics = final_metrics(history, cfg)
+    metrics = final_metrics(state["history"], cfg)
     metrics["samples"] = {"before": state["samples_before"],
                           "after": sample_answers(policy, tok, shown, cfg, seed=seed)}
-    write_json(os.path.join(out_dir, "metrics.json"), {**metrics, "config": asdict(cfg), "history": history})
-    plot_history(history, os.path.join(out_dir, "ppo_curves.png"), title=desc)
-    checkpoint(done=True, metrics=metrics)
-    return {**metrics, "history": history}
+    plot_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
+    save(True, metrics)
+    return {**metrics, "history": state["history"]}
 
 
-def _resume(ckpt_path, policy, value_model, optimizer, state, cfg: PPOConfig) -> dict:
+def _start_or_resume(ckpt_path, policy, value_model, optimizer, cfg: PPOConfig, *, tok, shown, seed) -> dict:
+    """A fresh run's state (with the answers before PPO), or the state saved in `ckpt_path`."""
+    if not os.path.exists(ckpt_path):
+        return {"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
+                "samples_before": sample_answers(policy, tok, shown, cfg, seed=seed)}
     saved = load_checkpoint(ckpt_path)
     keys = [k for k in asdict(cfg) if k not in ("ckpt_every", "n_samples_shown")]
     check_compatible(ckpt_path, saved.get("ppo_config", {}), asdict(cfg), keys)
@@ -834,8 +828,15 @@ def _resume(ckpt_path, policy, value_model, optimizer, state, cfg: PPOConfig) ->
         return {"done": True, "metrics": {**saved["metrics"], "history": saved["history"]}}
     optimizer.load_state_dict(saved["optimizer"])
     print(f"resuming PPO from iteration {saved['iteration']} ({ckpt_path})")
-    return {"iteration": saved["iteration"], "history": saved["history"], "beta": saved["beta"],
-            "score_norm": saved["score_norm"], "samples_before": saved["samples_before"]}
+    return {k: saved[k] for k in ("iteration", "history", "beta", "score_norm", "samples_before")}
+
+
+def _save(ckpt_path, policy, value_model, optimizer, cfg: PPOConfig, state: dict, done: bool, metrics=None):
+    """Atomic checkpoint: `model` is the policy (pipeline.load_model reads it), plus all a resume needs."""
+    save_checkpoint(ckpt_path, model=policy.state_dict(), model_config=policy.config.to_dict(),
+                    value_model=value_model.state_dict(), value_config=value_model.trunk.config.to_dict(),
+                    optimizer=optimizer.state_dict(), ppo_config=asdict(cfg), done=done, metrics=metrics,
+                    **{k: state[k] for k in ("iteration", "history", "beta", "score_norm", "samples_before")})
 
 
 def _append(history: dict, it: int, stats: dict) -> None:
@@ -949,7 +950,12 @@ def ensure_ppo(run, cfg: PPOConfig | None = None):
     value_model = ValueModel.from_reward_model(reward_model)
     prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split=cfg.prompt_split)
     print(f"[ppo] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
-    train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
+    m = train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
+    first = m["initial"]
+    print(f"[ppo] training rollouts, first iteration -> mean of the last 5: proxy reward {first['proxy_reward']:+.2f} -> "
+          f"{m['proxy_reward']:+.2f}, gold reward {first['gold_reward']:.3f} -> {m['gold_reward']:.3f}, KL "
+          f"{m['kl']:.2f} nats, {m['response_length']:.1f} tokens; {m['seconds_per_iteration']:.1f}s per iteration "
+          f"-> {out_dir}")
     return load_model(ckpt, run.device), tok
 
 

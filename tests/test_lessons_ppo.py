@@ -20,7 +20,8 @@ def test_lesson_08_ppo_quick(tmp_path):
     metrics = json.loads((lesson / "metrics.json").read_text())
     assert metrics["runs"] and all("gold_reward" in r and "kl" in r and "proxy_reward" in r
                                    for r in metrics["runs"].values())
-    for name in ("reward_vs_kl.png", "training_curves.png"):
+    for name in ("reward_vs_kl.png", "training_curves.png", "gold_components.png"):
         assert (lesson / name).exists(), name
     assert "reward hacking" in proc.stdout.lower()
-    assert (out / "ppo" / "ckpt.pt").exists() or True  # the lesson does not need the pipeline's PPO stage
+    assert (out / "sft" / "ckpt.pt").exists() and (out / "rm" / "ckpt.pt").exists()  # built through the cache
+    assert set(metrics["runs"]) == {"SFT", "beta=0.05", "beta=0"}

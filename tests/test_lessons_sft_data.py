@@ -169,7 +169,9 @@ def pngs_exist(folder, names):
 def test_lesson_04_task_diversity_quick(run_dir):
     m, stdout = run_lesson("04_task_diversity", run_dir)
     assert m["families"]["counts"] == [2, 6, 12, 26]
-    assert [a["n_examples"] for a in m["families"]["arms"]] == [48] * 4    # same data size per arm
+    total = m["config"]["examples_per_arm"]                      # same data size for every arm
+    for k, a in zip(m["families"]["counts"], m["families"]["arms"]):
+        assert total - k < a["n_examples"] <= total
     assert len({a["steps"] for a in m["families"]["arms"] + m["templates"]["arms"]}) == 1
     assert [len(a["train_families"]) for a in m["families"]["arms"]] == [2, 6, 12, 26]
     for arm in m["families"]["arms"] + m["templates"]["arms"]:
