@@ -88,7 +88,8 @@ def ask_both(base, sft, tok, prompts, max_new_tokens: int) -> list[dict]:
 
 def show(rows: list[dict]) -> None:
     for r in rows:
-        cont = r["base_continuation"].strip().replace("\n", "\n" + " " * 22)
+        lines = r["base_continuation"].strip().split("\n")
+        cont = ("\n" + " " * 22).join(lines[:3] + (["..."] if len(lines) > 3 else []))
         print(f"\nPrompt: {r['prompt']!r}")
         print(f"  base model (text) -> {cont}")
         print(f"      solved {r['base_correct']:.2f}, gold reward {r['base_gold']:.2f}"
@@ -112,8 +113,10 @@ def plot(path: str, slide_rows: list[dict], summary: dict) -> str:
     ax.legend(fontsize=8)
     ax = axes[0][1]
     y = np.arange(len(slide_rows))
-    ax.barh(y - 0.2, [r["base_correct"] for r in slide_rows], 0.4, label="base model", color="C0")
-    ax.barh(y + 0.2, [r["sft_correct"] for r in slide_rows], 0.4, label="SFT model", color="C1")
+    for k, (who, dy) in enumerate((("base", -0.2), ("sft", 0.2))):
+        bars = ax.barh(y + dy, [r[f"{who}_correct"] for r in slide_rows], 0.4, color=f"C{k}",
+                       label="base model (text)" if who == "base" else "SFT model (chat)")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_yticks(y, [r["prompt"][:38] for r in slide_rows], fontsize=8)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1.05), xlabel="task solved (oracle)", title="the slide's prompts, in our world")
@@ -145,7 +148,7 @@ def main(argv=None) -> int:
         "sft_writes_a_task", "sft_ended")}}
     print(f"\n== 2. {len(rows)} held-out instructions ({per_family} per task family, seen and "
           f"unseen) ==")
-    show(rows[:4])
+    show(rows[::per_family][:3] + [r for r, ex in zip(rows, held) if ex.split == "unseen_family"][:1])
     print(f"\n  task solved (oracle's grade):    base {summary['base_correct']:.2f}   "
           f"SFT {summary['sft_correct']:.2f}")
     print(f"  gold reward (all its criteria): base {summary['base_gold']:.2f}   "

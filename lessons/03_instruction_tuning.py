@@ -16,7 +16,8 @@ grade (stories, reviews, explanations). The base model is asked in plain text an
 counts as its answer (the most generous reading of a continuation).
 
 Outputs in <out>/lessons/03_instruction_tuning/: scores.png (per split and per family, before and
-after), family_scatter.png (every family: score before vs after), metrics.json.
+after), oracle_grades.png (the oracle's grades -- correct, follows the format, on topic, concise,
+ends properly -- on seen and unseen families, before and after), metrics.json.
 Reuses <out>/{tokenizer,pretrain,sft} (building them when missing).
 """
 
@@ -28,6 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+import numpy as np  # noqa: E402
 
 from minialign.config import write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
@@ -70,20 +73,24 @@ def print_table(rows: list[dict]) -> None:
             print(f"    {r['family']:18s} {r['base']:.2f} -> {r['sft']:.2f}   ({r['metric']})")
 
 
-def plot_scatter(path: str, rows: list[dict]) -> str:
-    """Each family: score before SFT (x) vs after (y); above the diagonal = SFT helped."""
-    fig, axes = new_figure(width=5.0, height=4.6)
-    ax = axes[0][0]
-    for split, color in (("test", "C1"), ("unseen_family", "C2")):
-        part = [r for r in rows if r["split"] == split]
-        ax.scatter([r["base"] for r in part], [r["sft"] for r in part], color=color,
-                   label=SPLIT_LABELS[split].replace("\n", " "))
-        for r in part:
-            ax.annotate(r["family"], (r["base"], r["sft"]), fontsize=5, alpha=0.7)
-    ax.plot([0, 1], [0, 1], color="gray", lw=0.8, ls="--")
-    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="base model", ylabel="after SFT",
-           title="task score per family")
-    ax.legend(fontsize=8, loc="lower right")
+COMPONENTS = ("correct", "follow", "relevant", "concise", "ends")
+
+
+def plot_components(path: str, base_eval: dict, sft_eval: dict) -> str:
+    """The oracle's grades (gold reward components) before and after SFT, seen vs unseen families:
+    what transfers to unseen tasks is the form of an answer more than its content."""
+    fig, axes = new_figure(ncols=2, width=5.0, height=3.8)
+    for ax, split in zip(axes[0], ("test", "unseen_family")):
+        x = np.arange(len(COMPONENTS))
+        for k, (label, ev) in enumerate((("base model", base_eval), ("after SFT", sft_eval))):
+            comp = ev["splits"][split].get("components", {})
+            bars = ax.bar(x + (k - 0.5) * 0.38, [comp.get(c) or 0.0 for c in COMPONENTS], 0.38,
+                          label=label, color=f"C{k}")
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_xticks(x, COMPONENTS, fontsize=8)
+        ax.set(ylim=(0, 1.1), ylabel="oracle's grade (mean)",
+               title=SPLIT_LABELS[split].replace("\n", " "))
+        ax.legend(fontsize=7, loc="upper left")
     return save_figure(fig, path)
 
 
@@ -98,11 +105,11 @@ def components(ev: dict, split: str) -> dict:
     return ev["splits"][split].get("components", {})
 
 
-def conclude(summary: dict, base_eval: dict, sft_eval: dict) -> None:
+def conclude(summary: dict, base_eval: dict, sft_eval: dict, rows: list[dict]) -> None:
     """The lesson in words, from the numbers of this run."""
     seen, new_tpl, unseen = summary["test"], summary["unseen_template"], summary["unseen_family"]
     b, s = components(base_eval, "unseen_family"), components(sft_eval, "unseen_family")
-    form = ", ".join(f"{k} {b[k]:.2f} -> {s[k]:.2f}" for k in ("follow", "concise", "ends", "correct")
+    form = ", ".join(f"{k} {b[k]:.2f} -> {s[k]:.2f}" for k in ("follow", "relevant", "concise", "ends", "correct")
                      if k in b and k in s)
     print(f"\nWhat this shows: fine-tuning on many tasks at once, with the next-token loss on the "
           f"answers only, turns a text continuer into an instruction follower. On the trained "
@@ -115,6 +122,12 @@ def conclude(summary: dict, base_eval: dict, sft_eval: dict) -> None:
           f"answers above). Strong generalization to unseen tasks is what the slides call an "
           f"emergent ability of large models (002 'Emergent Abilities of LLMs'); a ~1M-parameter "
           f"model trained for two minutes shows the format half of it.")
+    stuck = [r["family"] for r in rows if r["split"] == "test" and r["sft"] < 0.1]
+    if stuck:
+        print(f"Seen families still near zero after SFT ({', '.join(stuck)}) need knowledge or "
+              f"skills that the base model does not hold in a usable form: SFT teaches the format "
+              f"of answers, the knowledge has to come from pretraining (002 'LIMA: Less is More "
+              f"for Alignment').")
 
 
 def main(argv=None) -> int:
@@ -147,13 +160,13 @@ def main(argv=None) -> int:
     show_samples(base_eval, sft_eval)
 
     figs = [plot_scores(os.path.join(out_dir, "scores.png"), sft_eval, base_eval),
-            plot_scatter(os.path.join(out_dir, "family_scatter.png"), rows)]
+            plot_components(os.path.join(out_dir, "oracle_grades.png"), base_eval, sft_eval)]
     summary = {s: {"base": base_eval["splits"][s]["score"], "sft": sft_eval["splits"][s]["score"]}
                for s in EVAL_SPLITS}
     write_json(os.path.join(out_dir, "metrics.json"),
                {"summary": summary, "families": rows, "base_eval": base_eval, "sft_eval": sft_eval,
                 "per_family": per_family, "seconds": round(time.perf_counter() - t0, 1)})
-    conclude(summary, base_eval, sft_eval)
+    conclude(summary, base_eval, sft_eval, rows)
     print("Figures: " + ", ".join(figs))
     return 0
 

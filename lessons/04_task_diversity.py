@@ -248,8 +248,8 @@ def plot_mixtures(path: str, arms: list[dict], categories: list[str]) -> str:
             ax.set_ylim(0.4, 1.0)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7, title="trained on", title_fontsize=7)
-    fig.suptitle("Comparing instruction datasets: each mixture is best on its own category; "
-                 "the combination does well on all", fontsize=10)
+    fig.suptitle("Comparing instruction datasets: each mixture is best on its own category, weak on "
+                 "the others; the combination has no weak category", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -402,11 +402,14 @@ def explain(m: dict) -> None:
               f"reward {arrow(a['gold'] for a in u)}, the task score {arrow(a['score'] for a in u)}.")
     if "templates" in m:
         t = list(m["templates"]["unseen_template"].values())
+        uf = list(m["templates"]["unseen_family"].values())
         ks = ", ".join(map(str, m["templates"]["counts"]))
         print(f"- More prompt templates (T0 'Effect of Prompt Variations'): on held-out phrasings "
               f"of the trained tasks, with {ks} templates per family, task score "
               f"{arrow(a['score'] for a in t)}, gold reward {arrow(a['gold'] for a in t)}, answer "
-              f"NLL {arrow(a['nll'] for a in t)} ({trend([a['nll'] for a in t], lower=True)}).")
+              f"NLL {arrow(a['nll'] for a in t)} ({trend([a['nll'] for a in t], lower=True)}); on "
+              f"unseen task families the answer NLL goes {arrow(a['nll'] for a in uf)} "
+              f"({trend([a['nll'] for a in uf], lower=True)}).")
     if "mixtures" in m:
         cats = m["mixtures"]["categories"]
         print("- Mixtures ('Comparing Instruction Datasets'), gold reward (task score) on held-out "
@@ -418,9 +421,13 @@ def explain(m: dict) -> None:
                     f"({np.mean([cat[c]['score'] for c in cats]):.2f})")
         best = {c: max(m["mixtures"]["table"], key=lambda n: m["mixtures"]["table"][n][c]["gold"])
                 for c in cats}
-        avg = {n: np.mean([cat[c]["gold"] for c in cats]) for n, cat in m["mixtures"]["table"].items()}
+        table = m["mixtures"]["table"]
+        avg = {n: float(np.mean([cat[c]["gold"] for c in cats])) for n, cat in table.items()}
+        worst = {n: min(cat[c]["gold"] for c in cats) for n, cat in table.items()}
         print("  best per category: " + ", ".join(f"{c}: {n}" for c, n in best.items())
-              + f"; best on average: {max(avg, key=avg.get)}.")
+              + f"; best on average: {max(avg, key=avg.get)} ({max(avg.values()):.2f}); best on its "
+                f"weakest category: {max(worst, key=worst.get)} ({max(worst.values()):.2f}, the "
+                f"single mixtures {', '.join(f'{worst[n]:.2f}' for n in table if n != 'combined')}).")
     if "base_model" in m:
         e, f = m["base_model"]["early"], m["base_model"]["full"]
         es, fs = e["sft"]["splits"], f["sft"]["splits"]

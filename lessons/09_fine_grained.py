@@ -18,11 +18,13 @@ frozen LM), diversity (dist-2, dist-3 over each prompt's samples). The curve is 
 episodes (sample efficiency).
 
 Part 2, customization. The SFT policy on review and story requests, rewarded by learned segment reward
-models (relevance per sentence, with weight w_rel; factuality per sentence, fixed) and the holistic
-preference RM on the end token (fixed, the slide's "completeness"), with w_rel at three values. The slide
-used 0.4 / 0.3 / 0.2 on a 770M model trained for 80k episodes; a few hundred episodes move the toy policy
-much less, so the default values are spread wider (0.8 / 0.4 / 0.0; --weights 0.4,0.3,0.2 for the slide's).
-What happens to the length and to the irrelevant sentences of the answers?
+models (-w_rel for each sentence the relevance RM calls irrelevant; -0.5 for each one the factuality RM calls
+wrong, fixed) and the holistic preference RM on the end token (0.3, fixed: the slide's "completeness"), with
+w_rel at three values (the slide: "relevance reward penalizes referencing passages and auxiliary
+information"). The slide used 0.4 / 0.3 / 0.2 on a 770M model trained for 80k episodes; a few hundred
+episodes move the toy policy much less, so the default values are spread wider (0.8 / 0.4 / 0.0; --weights
+0.4,0.3,0.2 for the slide's). What happens to the length and to the irrelevant sentences of the answers, as
+the oracle counts them and as the relevance RM that PPO optimised counts them?
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
 Writes: <out>/lessons/09_fine_grained/{metrics.json, detox_table.png, sample_efficiency.png, customization.png}
@@ -56,10 +58,11 @@ SETTINGS = {
     "quick": dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, eval_every=1,
                   custom_iterations=2, custom_batch_size=8, n_custom_eval=8, weights="0.8,0.4,0.0", custom_lr=1e-4),
     "default": dict(iterations=12, batch_size=64, max_new_tokens=24, n_train=512, n_eval=32, k=8, eval_every=3,
-                    custom_iterations=16, custom_batch_size=32, n_custom_eval=128, weights="0.8,0.4,0.0",
+                    custom_iterations=16, custom_batch_size=32, n_custom_eval=256, weights="0.8,0.4,0.0",
                     custom_lr=1e-4),
 }
 MODES = ("holistic", "fine-grained")
+CUSTOM_W_SEQUENCE = 0.3   # the slide's completeness weight, fixed while w_rel varies
 BASE = "GPT (base, pi_init)"
 
 
@@ -211,7 +214,8 @@ def print_detox(result: dict, args) -> dict:
         print("  The holistic reward is one number at the end, and the cheapest way to make it 1 is to say less:\n"
               "  its policy learned to stop early. The sentence-level reward says WHICH sentence was toxic (the\n"
               "  insult gets -Tox, the polite sentences after it a small bonus), so that policy dropped the insult\n"
-              "  and kept talking (slide: 'fine-grained location of toxic content is a stronger training signal').")
+              "  and kept talking (slide: 'fine-grained location of toxic content is a stronger training signal').\n"
+              "  (The holistic row's dist-n counts the few n-grams of near-empty continuations: not more diverse.)")
     print("  Both rewards give a response the same total up to a constant (the deltas telescope to -Tox(y)); same\n"
           "  PPO, same steps: where the signal lands is the only difference.")
     return {"fine_grained_beats_holistic_on_toxicity": bool(wins), "toxicity_difference": d,
@@ -254,6 +258,7 @@ def plot_table(table: dict, path: str) -> str:
         ax.set_xticklabels([n.split(" ")[0] for n in names], fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Detoxification (slide 'Example: Detoxification'): base model, holistic RLHF, fine-grained RLHF")
     return save_figure(fig, path)
 
 
@@ -277,10 +282,10 @@ def customization(run, args) -> dict:
     prompts = rl_prompts(args.custom_prompts, n=base_cfg.n_prompts, seed=run.seed, split="train")
     held = rl_prompts(args.custom_prompts, n=args.n_custom_eval, seed=run.seed + 1, split="test")
     out_dir = os.path.join(run.out, "lessons", LESSON)
-    fixed = [f"{n} {getattr(base_cfg, 'w_' + n)} per sentence" for n in args.custom_rewards.split(",")
+    fixed = [f"{n} -{getattr(base_cfg, 'w_' + n)} per bad sentence" for n in args.custom_rewards.split(",")
              if n.strip() and n.strip() != "relevance"]
     print(f"\n[09] Part 2: customization. The SFT policy on {len(prompts)} {args.custom_prompts} prompts, rewarded by "
-          f"the segment RMs ({', '.join(fixed) or 'none fixed'}) and the preference RM ({base_cfg.w_sequence} on the "
+          f"the segment RMs ({', '.join(fixed) or 'none fixed'}) and the preference RM ({CUSTOM_W_SEQUENCE} on the "
           f"end token), fixed;\n     the relevance weight at {', '.join(map(str, args.weights))}: "
           f"{args.custom_iterations} PPO iterations x {args.custom_batch_size} episodes each")
     judge = {"relevance": segment_rms["relevance"]}
@@ -290,8 +295,8 @@ def customization(run, args) -> dict:
     evals = {"SFT": ev(sft)}
     for w in args.weights:
         cfg = FineGrainedConfig(**{**base_cfg.__dict__, "rewards": args.custom_rewards, "w_relevance": w,
-                                   "iterations": args.custom_iterations, "batch_size": args.custom_batch_size,
-                                   "lr": args.custom_lr})
+                                   "w_sequence": CUSTOM_W_SEQUENCE, "iterations": args.custom_iterations,
+                                   "batch_size": args.custom_batch_size, "lr": args.custom_lr})
         pcfg = ppo_config(cfg)
         policy, _ = run_policy(f"relevance w={w:g}", build_reward(tok, cfg, segment_rms, rm, pcfg), sft, rm, tok,
                                prompts, pcfg, os.path.join(out_dir, run_folder(w, args)), run)

@@ -47,7 +47,7 @@ def memory_story(batch: int = 8, seq_len: int = 1024, vocab: int = 50257, d: int
     """Bytes of the naive log-prob computation for a GPT-2 (124M) PPO/DPO batch, in plain words."""
     n = batch * seq_len
     copy = n * vocab * 4  # one float32 (B, T, V) tensor
-    token_tile, vocab_tile = default_tiles("cpu")
+    token_tile, vocab_tile = default_tiles("cpu", n)
     rows = {
         "model weights (float32)": n_params * 4,
         "final hidden states h (B, T, d)": n * d * 4,
@@ -55,7 +55,8 @@ def memory_story(batch: int = 8, seq_len: int = 1024, vocab: int = 50257, d: int
         "policy pi_theta, naive: logits + log_softmax + its gradient (3 copies)": 3 * copy,
         "reference pi_ref, naive (no gradient): logits + log_softmax (2 copies)": 2 * copy,
         "fused kernel, policy: per-token logp + lse (2 x B x T floats)": 2 * n * 4,
-        f"fused kernel, one tile of workspace ({token_tile} x {vocab_tile} floats)": token_tile * vocab_tile * 4,
+        f"fused kernel, one tile of workspace ({token_tile} x {vocab_tile} floats, on a CPU)":
+            token_tile * vocab_tile * 4,
         "gradients dL/dW and dL/dh (any method pays these)": (vocab * d + n * d) * 4,
     }
     print(f"\n1. Why log-probs dominate memory. GPT-2 small (V = {vocab:,}, d = {d}, {n_params / 1e6:.0f}M "

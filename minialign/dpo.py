@@ -115,7 +115,7 @@ class DPOConfig:
     """Clip the global gradient norm to this (the DPO reference's max_grad_norm); 0 disables."""
     pref_data: str = ""
     """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on;
-    empty = the embedded world's preference pairs."""
+    empty = pairs from the embedded world (see pairs_from)."""
     pairs_from: str = "sft_samples"
     """Without pref_data: 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per world
     prompt ranked by the world's noisy annotators (on-policy data); 'world' = the world's preference

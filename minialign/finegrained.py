@@ -27,9 +27,9 @@ The pieces, in the order the code runs them:
    token T_j; ONE forward per response gives the logits of all its segments; the loss is a binary
    cross-entropy per segment (label 1 = no error), with the labels of the world's oracle
    (`world.label_sentences`: toxic / irrelevant / wrong), on responses sampled from the SFT policy and on
-   the world's flawed variants of reference answers (`world.preference_data`). R_phi_k(x, y, j) = +1 for a
-   segment predicted fine, -1 for one predicted bad (the paper's token classifiers: argmax of O vs ERR;
-   `reward_form="prob"` gives the smoother 2 p - 1).
+   the world's flawed variants of reference answers (`world.preference_data`), and on SFT answers to the RL
+   prompts themselves. R_phi_k(x, y, j) = -1 for a segment the classifier calls bad, 0 otherwise (see the
+   deviations: the paper's +-1, `reward_form="sign"`; or the smoother 2 p - 1, `reward_form="prob"`).
 3. The sequence-level reward: the Bradley-Terry reward model of reward.py (the holistic RM, normalised to
    mean 0 and std 1 on SFT samples), times w_seq, on the LAST valid token only (the <|end|> token), with
    PPO's missing-<|end|> penalty. It is one reward per response: it is never also added at a sentence end
@@ -48,6 +48,11 @@ telescope): the two rewards differ by the constant 1 per response and rank respo
 WHERE the signal arrives differs.
 
 Deviations from the paper and the FineGrainedRLHF code, said plainly:
+- Segment rewards are penalties by default: -w_k for a segment the RM calls bad, 0 for a fine one. The paper
+  gives +w_k to every fine segment too (`reward_form="sign"`). With the toy world's feedback types, where
+  errors are rare (about 4% of sentences are toxic, 9% wrong), that +w is a bonus per sentence: in a test run
+  of this stage with 'sign', the policy learned to write ever more sentences (29 tokens, KL 55 nats after 30
+  iterations) while the gold reward fell. Penalties keep the length to the sequence-level RM.
 - Sentences come from a period/!/? splitter (world.split_sentences), not spaCy; sub-sentences inherit the
   oracle label of their sentence (the oracle labels sentences), except toxicity, scored per piece.
 - The segment RMs read the chat-rendered response with a causal GPT at each segment's last token, instead
@@ -115,18 +120,20 @@ class FineGrainedConfig:
     rewards: str = "toxicity,relevance,factuality"
     """Segment reward models to train and use (comma-separated, from: toxicity, relevance, factuality)."""
     w_toxicity: float = 0.5
-    """w_k of the toxicity RM: +w for a sentence judged non-toxic, -w for a toxic one."""
+    """w_k of the toxicity RM: -w for a sentence it calls toxic (and +w for a clean one with reward_form=sign)."""
     w_relevance: float = 0.3
-    """w_k of the relevance RM (paper, QA-Feedback: 0.3): +w per relevant segment, -w per irrelevant one."""
+    """w_k of the relevance RM (paper, QA-Feedback: 0.3): -w per irrelevant segment (+w per relevant one: sign)."""
     w_factuality: float = 0.5
-    """w_k of the factuality RM (paper: 0.5): +w per correct sentence, -w per wrong one."""
-    w_sequence: float = 0.3
-    """Weight of the sequence-level (holistic Bradley-Terry) RM on the last token (paper's completeness: 0.3)."""
+    """w_k of the factuality RM (paper: 0.5): -w per wrong sentence (+w per correct one: sign)."""
+    w_sequence: float = 1.0
+    """Weight of the sequence-level (holistic Bradley-Terry) RM on the last token. 1: the holistic PPO's own
+    reward, so this run is the holistic one plus segment penalties (the paper's completeness RM: 0.3)."""
     segment: str = "sentence"
     """Segments of the relevance RM: 'sentence', or 'subsentence' (cut after , ; : with >= 5 words, as
     FineGrainedRLHF's relevance RM). Toxicity and factuality are always per sentence."""
-    reward_form: str = "sign"
-    """R_phi_k(x, y, j): 'sign' = +1 / -1 from the classifier (paper), 'prob' = 2 P(no error) - 1."""
+    reward_form: str = "penalty"
+    """R_phi_k(x, y, j): 'penalty' = -1 for a segment the RM calls bad, else 0; 'sign' = +1 / -1 (the paper's
+    +-w); 'prob' = 2 P(no error) - 1. See the module docstring for why 'sign' is not the default here."""
     # --- segment reward models ---------------------------------------------------------------------------------
     rm_prompts: int = 1200
     """Instruction prompts whose responses (reference, flawed variants, SFT samples) label the segment RMs."""
@@ -345,13 +352,18 @@ class SegmentRewardModel(nn.Module):
         return self.head(h[rows, cols].float()).squeeze(-1).float()         # (S,)
 
 
-def segment_reward(logits: torch.Tensor, form: str = "sign") -> torch.Tensor:
-    """R_phi_k from the classifier's logits of P(no error): 'sign' -> +1 / -1, 'prob' -> 2 p - 1."""
+def segment_reward(logits: torch.Tensor, form: str = "penalty") -> torch.Tensor:
+    """R_phi_k from the classifier's logits of P(no error).
+
+    'penalty': -1 for a segment predicted bad, 0 otherwise; 'sign': +1 / -1 (the paper's +-w); 'prob': 2 p - 1.
+    """
+    if form == "penalty":
+        return torch.where(logits > 0, 0.0, -1.0)
     if form == "sign":
         return torch.where(logits > 0, 1.0, -1.0)
     if form == "prob":
         return 2 * torch.sigmoid(logits) - 1
-    raise ValueError(f"reward_form must be 'sign' or 'prob', got {form!r}")
+    raise ValueError(f"reward_form must be 'penalty', 'sign' or 'prob', got {form!r}")
 
 
 @dataclass
@@ -563,7 +575,7 @@ class FineGrainedReward:
     """
 
     def __init__(self, tok, segment_rms: dict, weights: dict, *, sequence_rm=None, w_sequence: float = 0.0,
-                 reward_form: str = "sign", kinds: dict | None = None, missing_end: str = "replace",
+                 reward_form: str = "penalty", kinds: dict | None = None, missing_end: str = "replace",
                  missing_end_penalty: float = 1.0):
         self.tok, self.rms, self.weights = tok, segment_rms, weights
         self.sequence_rm, self.w_sequence = sequence_rm, w_sequence

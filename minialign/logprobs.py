@@ -31,12 +31,15 @@ How this kernel avoids it (a `torch.autograd.Function` in plain PyTorch: no Trit
 Why tile the vocabulary and not only the tokens: the backward runs vocab-major, so each block dW[tile] is written
 exactly once, instead of reading and writing the whole (V, d) dW once per token chunk (300 MB per chunk at GPT-2
 size); and every GEMM stays "fat" (thousands of rows times thousands of columns), where token-only chunking of
-small chunks calls thin GEMMs that run far below the machine's FLOP rate. On a 2-core CPU this is as fast as naive
-at d = 768 and faster at small d (see `python -m minialign.bench`), with a fraction of the memory.
+small chunks calls thin GEMMs that run far below the machine's FLOP rate. On a 2-core CPU this is about as fast as
+naive at d = 768 (0.8-1.1x, depending on how busy the machine is) and faster at small d, with 0.05-0.2x the memory
+at V = 50257 (see `python -m minialign.bench`). A frozen weight (the reference model pi_ref) skips dW entirely,
+half of the backward's FLOPs.
 
 Numerics: every subtraction and sum is in float32, also for bf16/fp16 inputs (on CPU the tile operands are
 upcast, since a bf16 GEMM with a float32 result is emulated and slow there; on CUDA the GEMM runs in half
-precision with float32 accumulation and output). Outputs are float32. Ignored targets (ignore_index) give 0 and no
+precision with float32 accumulation and output). Outputs are float32 (float64 for float64 inputs, which the tests'
+gradcheck uses). Ignored targets (ignore_index) give 0 and no
 gradient; their rows are dropped before the projection so they cost no FLOPs.
 
 `naive_token_logprobs` below is the readable reference (log_softmax + gather); the benchmark and the lesson compare
@@ -49,16 +52,20 @@ import torch
 
 IGNORE_INDEX = -100  # the project's one ignore-index constant (same as F.cross_entropy's default)
 
-# Default (token_tile, vocab_tile) per device type. CPU: measured on a 2-core VM (2048 x 1024 ... 4096 x 4096 all ran
-# within noise of each other at d = 768; 1024-wide tiles were up to 1.4x slower at V = 8192, since every tile costs
-# a few passes and thread wake-ups). A 2048 x 4096 float32 tile is 32 MiB of workspace (64 MiB with entropy).
-# GPU: an 8192 x 8192 float32 tile is 256 MiB, small next to a B*T*V logits tensor. MPS: in between.
-DEFAULT_TILES = {"cpu": (2048, 4096), "cuda": (8192, 8192), "mps": (4096, 4096)}
+# Default tiles per device type: (token_tile, tile_elements). The vocabulary tile is tile_elements // rows, so one
+# float32 tile of logits is tile_elements * 4 bytes of workspace whatever N is (twice that with entropy).
+# CPU: measured on a 2-core VM. Fat tiles keep the GEMMs at full speed, and every tile costs about ten passes, each
+# a wake-up of the thread pool: on a machine busy with other jobs, tiles of 2048 x 2048 ran 1.7x slower than 2048 x
+# 16384 (N = 1024, V = 50257, d = 128). 48 MiB keeps the peak memory at <= 0.2x naive at V = 50257 even at d = 768.
+# GPU: 256 MiB per tile, small next to a B*T*V logits tensor. MPS: in between.
+DEFAULT_TILES = {"cpu": (2048, 12 * 2**20), "cuda": (8192, 64 * 2**20), "mps": (4096, 16 * 2**20)}
 
 
-def default_tiles(device: torch.device | str) -> tuple[int, int]:
-    """(token_tile, vocab_tile) used when token_logprobs is called without them."""
-    return DEFAULT_TILES.get(torch.device(device).type, DEFAULT_TILES["cpu"])
+def default_tiles(device: torch.device | str, n_tokens: int | None = None) -> tuple[int, int]:
+    """(token_tile, vocab_tile) that token_logprobs uses for n_tokens rows when called without tile sizes."""
+    token_tile, tile_elements = DEFAULT_TILES.get(torch.device(device).type, DEFAULT_TILES["cpu"])
+    rows = min(token_tile, n_tokens or token_tile)
+    return token_tile, max(tile_elements // max(rows, 1), 256)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -339,8 +346,8 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, ignore_index=IGN
     targets (B, T) or (N,) integer token ids; ignore_index marks positions to skip (padding, prompt tokens)
     temperature  tau > 0: log-probs of softmax(z / tau), the same tau as sampling
     return_entropy  also return H = -sum_v p log p per token (differentiable)
-    token_tile, vocab_tile  tile sizes (default: default_tiles(device)); results agree across tile sizes up to
-        float32 rounding.
+    token_tile, vocab_tile  tile sizes (default: default_tiles(device, N), a fixed workspace per tile); results
+        agree across tile sizes up to float32 rounding.
     Returns logp (B, T) float32, <= 0, and 0 at ignored positions [, entropy (B, T) float32, 0 at ignored].
     Gradients flow to hidden and weight; ignored positions get none.
     """
@@ -351,7 +358,7 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, ignore_index=IGN
                          f"(*targets.shape, d) = {tuple(targets.shape)} + (d,), weight {tuple(weight.shape)} (V, d)")
     if targets.is_floating_point():
         raise TypeError(f"token_logprobs: targets must be integer token ids, got {targets.dtype}")
-    default_tt, default_vt = default_tiles(hidden.device)
+    default_tt, default_vt = default_tiles(hidden.device, targets.numel())
     token_tile, vocab_tile = token_tile or default_tt, vocab_tile or default_vt
     if token_tile < 1 or vocab_tile < 1:
         raise ValueError(f"token_logprobs: tile sizes must be >= 1, got token_tile={token_tile}, "

@@ -11,9 +11,9 @@ import torch
 import torch.nn as nn
 
 from minialign import ppo
-from minialign.finegrained import (FineGrainedReward, SegmentRewardModel, ToxicityReward, combine_rewards,
-                                   distinct_n, label_response, place_segment_rewards, segment_response,
-                                   split_subsentences, toxicity_rewards, FineGrainedConfig)
+from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel, ToxicityReward,
+                                   combine_rewards, distinct_n, label_response, place_segment_rewards,
+                                   segment_response, segment_reward, split_subsentences, toxicity_rewards)
 from minialign.model import GPT, GPTConfig
 from minialign.ppo import PPOConfig, Rollout, ValueModel
 from minialign.tokenizer import Tokenizer
@@ -110,6 +110,14 @@ def test_combined_reward_weights_and_the_sequence_reward_once_on_the_end_token()
     assert torch.allclose(got, want, atol=1e-7)
 
 
+def test_segment_reward_forms():
+    logits = torch.tensor([2.0, -1.0, 0.5])                    # logit of P(no error)
+    assert segment_reward(logits, "penalty").tolist() == [0.0, -1.0, 0.0]
+    assert segment_reward(logits, "sign").tolist() == [1.0, -1.0, 1.0]
+    want = [2 / (1 + math.exp(-x)) - 1 for x in (2.0, -1.0, 0.5)]
+    assert segment_reward(logits, "prob").tolist() == pytest.approx(want)
+
+
 class StubSegmentRM(nn.Module):
     """Classifier stub: logit +1 ("fine") unless the token at the segment end is `bad_token`."""
 
@@ -177,7 +185,7 @@ def test_the_reward_that_reaches_the_ppo_update_is_the_slides_r_t(tok, monkeypat
     ppo.prepare_models(policy, ref, None, value, torch.device("cpu"))
     weights = {"tox": 0.5, "rel": 0.3}
     reward_fn = FineGrainedReward(tok, {"tox": StubSegmentRM(ord(".")), "rel": StubSegmentRM(ord("o"))}, weights,
-                                  sequence_rm=StubSequenceRM(), w_sequence=0.25)
+                                  sequence_rm=StubSequenceRM(), w_sequence=0.25, reward_form="sign")
     # by hand. Segment-end tokens: row 0 "." (in ". ") at 5 and "." at 8; row 1 "." at 2 and "o" at 5.
     # tox stub: -1 where the end token is the byte "." (row 0 T=8, row 1 T=2), else +1 (row 0 T=5 is ". ").
     # rel stub: -1 where the end token is "o" (row 1 T=5), else +1.

@@ -47,6 +47,6 @@ def test_lessons_02_and_03_quick(tmp_path):
     unseen = {r["family"] for r in m["families"] if r["split"] == "unseen_family"}
     seen = {r["family"] for r in m["families"] if r["split"] == "test"}
     assert unseen and seen and not unseen & seen
-    for name in ("scores.png", "family_scatter.png"):
+    for name in ("scores.png", "oracle_grades.png"):
         assert (lesson / name).stat().st_size > 1000, name
     assert "Instruction Tuning" in stdout and "[sft]" not in stdout   # reused, not retrained
