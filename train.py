@@ -4,8 +4,12 @@
     python train.py tokenizer            # train the BPE tokenizer
     python train.py pretrain [--corpus F]  # next-token pretraining of the GPT
     python train.py sft | rm | ppo | finegrained | dpo   # one post-training stage
+    python train.py evaluate             # every finished policy on held-out prompts, and report.md
+    python train.py report               # rewrite <out>/report.md from what the stages wrote
     python train.py sample --prompt "Mia went to"
     python train.py data                 # look at the embedded world and its oracle
+
+    torchrun --nproc_per_node N train.py pretrain | sft | rm | dpo       # on N GPUs (DDP)
 
 Shared flags: --preset tiny|small|gpt2, --device auto|cpu|cuda|mps, --out DIR, --seed N, --quick.
 Each stage writes into <out>/<stage>/ (checkpoint, metrics.json, figures), resumes from its
@@ -23,8 +27,11 @@ import time
 
 import torch
 
-from minialign.config import add_dataclass_args, from_args, write_json
+from minialign import distributed
+from minialign.checkpoint import CheckpointError
+from minialign.config import add_dataclass_args, from_args, read_json, write_json
 from minialign.generate import generate
+from minialign.loaders import DataError
 from minialign.pipeline import (Run, add_run_args, ensure_pretrained, ensure_tokenizer, make_run,
                                 pretrain_config)
 
@@ -51,6 +58,11 @@ def cmd_sample(run: Run, args) -> None:
 def cmd_data(run: Run, args) -> None:
     from minialign.world import show_world
     show_world(seed=run.seed)
+
+
+def cmd_report(run: Run, args) -> None:
+    from minialign.report import write_report
+    write_report(run)
 
 
 def print_samples(run: Run, model, tok, prompts, n_tokens: int = 40, temperature: float = 0.8):
@@ -86,10 +98,15 @@ STAGES = {
                     "PPO with fine-grained segment rewards", ("minialign.finegrained", "FineGrainedConfig")),
     "dpo": (cmd_stage("minialign.dpo", "DPOConfig", "ensure_dpo"),
             "direct preference optimization from the SFT model", ("minialign.dpo", "DPOConfig")),
+    "evaluate": (cmd_stage("minialign.report", "EvalConfig", "ensure_evaluation"),
+                 "every policy on the same held-out prompts; writes report.md", ("minialign.report", "EvalConfig")),
 }
+# Stages that train with DistributedDataParallel under torchrun (the others run on one process).
+DDP_STAGES = ("tokenizer", "pretrain", "sft", "rm", "dpo")
 EXTRA = {
     "sample": (cmd_sample, "sample from the pretrained model", None),
     "data": (cmd_data, "print examples of the embedded world with the oracle's scores", None),
+    "report": (cmd_report, "rewrite <out>/report.md from the stages' outputs (trains nothing)", None),
 }
 
 
@@ -103,16 +120,23 @@ def available(stages: dict) -> dict:
 
 
 def cmd_all(run: Run, args) -> None:
-    """Run every stage in order, with an overall progress line above each stage's bar."""
-    start, times = time.perf_counter(), {}
+    """Run every stage in order, with an overall progress line above each stage's bar, then the report."""
+    from minialign.report import write_report
+    start = time.perf_counter()
     stages = available(STAGES)
+    times_path = os.path.join(run.out, "stage_times.json")
+    times = read_json(times_path) if os.path.exists(times_path) else {}
     for i, (name, (fn, what, _)) in enumerate(stages.items(), 1):
         print(f"\n=== stage {i}/{len(stages)}: {name} ({what}) — "
               f"{time.perf_counter() - start:.0f}s so far ===", flush=True)
         t0 = time.perf_counter()
         fn(run, args)
-        times[name] = round(time.perf_counter() - t0, 1)
-    write_json(os.path.join(run.out, "stage_times.json"), times)
+        seconds = time.perf_counter() - t0
+        # A stage found finished only loads its checkpoint (a second): keep the time it took to train.
+        if name not in times or seconds > 2:
+            times[name] = round(seconds, 1)
+        write_json(times_path, times)
+    write_report(run)      # again, now with the time of every stage
     print(f"\nall stages done in {time.perf_counter() - start:.0f}s; outputs in {run.out}")
 
 
@@ -137,10 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     run = make_run(args)
+    distributed.setup(run)
+    fn = getattr(args, "fn", None) or cmd_all
+    if distributed.is_distributed() and fn is not cmd_all and args.command not in DDP_STAGES:
+        raise SystemExit(f"train.py {args.command}: only {', '.join(DDP_STAGES)} run under torchrun "
+                         f"(DistributedDataParallel); run it as one process: python train.py {args.command}")
+    if distributed.is_distributed() and fn is cmd_all:
+        raise SystemExit("the whole pipeline runs as one process (PPO, fine-grained PPO and the evaluation are not "
+                         "distributed): run `torchrun ... train.py pretrain|sft|rm|dpo`, then `python train.py`")
     print(f"[minialign] out={run.out} preset={run.preset} device={run.device} seed={run.seed}"
           f"{' (quick)' if run.quick else ''}")
-    fn = getattr(args, "fn", None) or cmd_all
-    fn(run, args)
+    try:
+        fn(run, args)
+    except (CheckpointError, DataError) as e:
+        # What is wrong and what to do, without a traceback: every earlier checkpoint is untouched
+        # (they are written atomically), so fixing the input and re-running goes on from there.
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. The last checkpoint of the running stage is intact (written atomically); "
+              f"run the same command again to resume from it. Outputs: {run.out}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -58,6 +58,12 @@ Choices and deviations, said plainly:
   larger one (see DPOConfig.lr).
 - Dropout is off (pi_theta and pi_ref in eval mode): with dropout, pi_theta != pi_ref at step 0
   and the loss would not start at log 2.
+
+Under torchrun (`minialign.distributed`): rank 0 builds the pairs (sampling pi_ref) and sends them
+to the others; every rank computes the reference log-probs, draws the same batch of pairs and trains
+on its slice of it, through DDP, its mean loss weighted by its share of the batch's pairs, so that
+the averaged gradient is the whole batch's. The logged metrics are the whole batch's. Rank 0 alone
+evaluates, writes checkpoints, metrics and the figure.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import pad_batch, sequence_logprob_sums
 from .chat import render
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -113,17 +120,17 @@ class DPOConfig:
     """Preference pairs per step (B); one forward sees 2B sequences."""
     grad_clip: float = 10.0
     """Clip the global gradient norm to this (the DPO reference's max_grad_norm); 0 disables."""
-    pref_data: str = ""
+    data: str = ""
     """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on;
     empty = pairs from the embedded world (see pairs_from)."""
     pairs_from: str = "sft_samples"
-    """Without pref_data: 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per world
+    """Without data: 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per world
     prompt ranked by the world's noisy annotators (on-policy data); 'world' = the world's preference
     data itself (the reference answer and flawed versions of it, ranked by the same annotators: what
     the reward model learns from). Measured on the tiny preset: 'sft_samples' wins 52% against SFT,
     'world' 44% (off-policy pairs: pi_ref is a poor model of them, ALGORITHMS.md 6.4 #9)."""
     n_prompts: int = 1000
-    """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with pref_data)."""
+    """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with data)."""
     annotator_noise: float = 0.1
     """Bradley-Terry noise of the world's annotators (world.DEFAULT_NOISE; 0 = the oracle's order)."""
     eval_every: int = 50
@@ -315,7 +322,8 @@ def reference_logps(ref, tok, data: RenderedPairs, batch_size: int, device) -> t
     """Step 1: log pi_ref(y_w|x) and log pi_ref(y_l|x) for every pair, once: (N, 2) float32 on CPU."""
     ref.eval()
     out = []
-    for s in tqdm(range(0, len(data), batch_size), desc="reference log-probs", leave=False):
+    for s in tqdm(range(0, len(data), batch_size), desc="reference log-probs", leave=False,
+                  disable=not distributed.is_main()):
         w, l, _, _ = concatenated_logps(ref, tok, data.chosen[s:s + batch_size],
                                         data.rejected[s:s + batch_size], device)
         out.append(torch.stack([w, l], dim=1).float().cpu())
@@ -381,7 +389,8 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     has it. `max_steps` stops early (to simulate an interruption in tests); `quiet` skips printing
     the config. Writes ckpt.pt,
     metrics.json and dpo_training.png into `out_dir`; returns the metrics dict (with the per-step
-    "history").
+    "history"). Under torchrun every rank trains on its slice of each batch (module docstring);
+    rank 0 alone evaluates and writes, and every rank returns its metrics.
     """
     device = torch.device(device)
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -410,22 +419,28 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         return e
 
     def checkpoint(done, metrics=None):
+        if not distributed.is_main():   # one writer: every rank holds the same weights
+            return
         save_checkpoint(ckpt_path, model=policy.state_dict(), optimizer=opt.state_dict(), step=step,
                         history=history, ref_logps=ref_lp, done=done, metrics=metrics,
                         model_config=policy.config.to_dict(), dpo_config=asdict(cfg))
 
-    evaluating = eval_prompts is not None and cfg.eval_every > 0
+    evaluating = eval_prompts is not None and cfg.eval_every > 0 and distributed.is_main()
     if step == 0 and evaluating:
         evaluate(0)
     stop_at = n_steps if max_steps is None else min(n_steps, max_steps)
     bar = tqdm(range(step, stop_at), initial=step, total=n_steps, desc=f"dpo beta={cfg.beta:g}",
-               unit="step")
+               unit="step", disable=not distributed.is_main())
+    loss_of = distributed.wrap(policy, dpo_step)   # dpo_step(policy, ...), DDP under torchrun
     for step in bar:
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        idx = batch_indices(step, len(data), cfg, seed)
-        loss, m = dpo_step(policy, tok, data, ref_lp, idx, cfg, device)     # 2-3. forward, loss
+        # 2-3. forward, loss: this rank's slice of the step's pairs (all of them in one process)
+        idx, weight = distributed.shard(batch_indices(step, len(data), cfg, seed))
+        loss, m = loss_of(tok, data, ref_lp, idx, cfg, device)
+        loss = loss * weight
+        m = global_metrics(m, weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -442,15 +457,26 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     bar.close()
     if step < n_steps:                     # stopped early on purpose: leave a resumable checkpoint
         checkpoint(done=False)
+        distributed.barrier()
         return {}
-    metrics = summarize_run(history, cfg, len(data), data.dropped, n_steps)
-    if eval_prompts is not None:
-        metrics.update(final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge,
-                                        reference_eval, seed))
-    plot_training(history, os.path.join(out_dir, "dpo_training.png"))
-    write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    checkpoint(done=True, metrics=metrics)
-    return metrics
+    metrics = None
+    if distributed.is_main():              # final evaluation, figure, metrics, checkpoint
+        metrics = summarize_run(history, cfg, len(data), data.dropped, n_steps)
+        if eval_prompts is not None:
+            metrics.update(final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge,
+                                            reference_eval, seed))
+        plot_training(history, os.path.join(out_dir, "dpo_training.png"))
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        checkpoint(done=True, metrics=metrics)
+    distributed.barrier()                  # the other ranks wait for the checkpoint
+    return distributed.broadcast_object(metrics)
+
+
+def global_metrics(m: dict, weight: float) -> dict:
+    """The whole batch's means from this rank's means `m` over its slice (one process: `m`)."""
+    if distributed.world_size() == 1:
+        return m
+    return distributed.all_reduce_mean({k: v * weight for k, v in m.items()})
 
 
 def resume(ckpt_path: str, policy, opt, n_pairs: int) -> dict:
@@ -528,11 +554,11 @@ def plot_training(history: dict, path: str) -> str:
 # ----------------------------------------------------------------------------------------------
 # The pipeline stage
 def preference_pairs(run, cfg: DPOConfig, sft_model=None, tok=None) -> list[PreferencePair]:
-    """The training pairs: a preference JSONL (cfg.pref_data), the world's preference data, or
+    """The training pairs: a preference JSONL (cfg.data), the world's preference data, or
     samples of the SFT model ranked by the world's annotators (cfg.pairs_from)."""
-    if cfg.pref_data:
+    if cfg.data:
         from .loaders import load_preferences
-        return as_pairs(load_preferences(cfg.pref_data))
+        return as_pairs(load_preferences(cfg.data))
     from .world import preference_data
     rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
     if cfg.pairs_from == "world":
@@ -568,7 +594,9 @@ def ensure_dpo(run, cfg: DPOConfig | None = None):
         return load_model(ckpt, run.device), tok
     policy = copy.deepcopy(sft_model)
     ref = sft_model.eval().requires_grad_(False)
-    pairs = preference_pairs(run, cfg, sft_model, tok)
+    # rank 0 builds the pairs (sampling pi_ref) and sends them: every rank needs the same list
+    pairs = distributed.broadcast_object(preference_pairs(run, cfg, sft_model, tok)
+                                         if distributed.is_main() else None)
     metrics = train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
                         eval_prompts=held_out_prompts(run, cfg.eval_prompts))
     print_summary(metrics)

@@ -100,12 +100,15 @@ def ensure_tokenizer(run: Run) -> Tokenizer:
     path = os.path.join(run.stage_dir("tokenizer"), "tokenizer.json")
     if os.path.exists(path):
         return Tokenizer.load(path)
-    vocab = QUICK_VOCAB_SIZE if run.quick else VOCAB_SIZE[run.preset]
-    print(f"[tokenizer] training a byte-level BPE with {vocab} tokens -> {path}")
-    tok = train_bpe(corpus(run), vocab_size=vocab)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tok.save(path)
-    return tok
+    from . import distributed
+    if distributed.is_main():       # under torchrun, rank 0 trains it and the others read its file
+        vocab = QUICK_VOCAB_SIZE if run.quick else VOCAB_SIZE[run.preset]
+        print(f"[tokenizer] training a byte-level BPE with {vocab} tokens -> {path}")
+        tok = train_bpe(corpus(run), vocab_size=vocab)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tok.save(path)
+    distributed.barrier()
+    return Tokenizer.load(path)
 
 
 # ----------------------------------------------------------------------------------------------

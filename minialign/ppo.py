@@ -790,7 +790,7 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
             group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
         rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
                                           cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
-                                          decode=lambda r: _decode(tok, r))
+                                          decode=lambda r: _decode(tok, r, [prompt_text(prompts[i]) for i in pick]))
         t0 = time.perf_counter()
         stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
         stats["t_gold"] = time.perf_counter() - t0
@@ -845,8 +845,10 @@ def _append(history: dict, it: int, stats: dict) -> None:
         history.setdefault(k, []).append(float(v))
 
 
-def _decode(tok, rollout: Rollout) -> None:
-    rollout.prompts = [tok.decode(p) for p in rollout.prompt_ids]
+def _decode(tok, rollout: Rollout, prompt_texts: list[str]) -> None:
+    """The rollout's texts: the plain prompts (no chat tokens, as the oracle and text rewards expect) and the
+    responses up to <|end|>."""
+    rollout.prompts = list(prompt_texts)
     rollout.responses = [parse_response(tok, r)[0] for r in rollout.response_ids]
 
 

@@ -15,6 +15,10 @@ The loop, per step:
    atomic checkpoint (model, optimizer, step) from which a killed run resumes exactly.
 
 bf16 autocast is used on GPUs only (`config.autocast`); on CPU everything is float32.
+
+Under torchrun (`minialign.distributed`): every rank draws the same B windows and trains on its
+slice of them, through DDP, with its loss weighted so that the averaged gradient is the one of the
+whole batch; rank 0 alone evaluates, writes the checkpoint, metrics.json and loss.png.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import autocast, write_json
 from .logprobs import IGNORE_INDEX, token_logprobs
@@ -135,7 +140,8 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
     """Train `model` on the token stream, resuming from `out_dir/ckpt.pt` if it exists.
 
     Writes ckpt.pt (atomically), metrics.json and loss.png in `out_dir`. `max_steps` stops early
-    (to simulate an interruption in tests). Returns the metrics dict.
+    (to simulate an interruption in tests). Returns the metrics dict. Under torchrun: the same on
+    every rank, and returns once rank 0 has written the checkpoint.
     """
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -155,42 +161,49 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
         print(f"resuming pretraining from step {step} ({ckpt_path})")
 
     def checkpoint(done: bool, metrics=None):
+        if not distributed.is_main():   # one writer: every rank holds the same weights
+            return
         save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
                         history=history, torch_rng=torch.get_rng_state(), done=done,
                         metrics=metrics, model_config=model.config.to_dict(),
                         pretrain_config=asdict(cfg), **(extra_state or {}))
 
     stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc="pretrain", unit="step")
+    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc="pretrain", unit="step",
+               disable=not distributed.is_main())
+    loss_of = distributed.wrap(model, lm_loss)   # lm_loss(model, x, y), through DDP under torchrun
     t_last, tokens_since = time.perf_counter(), 0
     for step in bar:
-        # 1. a batch whose offsets depend only on (seed, step): resuming replays the same data
+        # 1. a batch whose offsets depend only on (seed, step): resuming replays the same data;
+        #    under torchrun every rank draws the same batch and keeps its rows (all windows hold T
+        #    targets, so the rows' share is the tokens' share)
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         x, y = get_batch(train_stream, cfg.batch_size, cfg.seq_len, g)
-        x, y = x.to(device), y.to(device)
+        tokens_since += x.numel()
+        rows, weight = distributed.shard(range(len(x)))
+        x, y = x[rows].to(device), y[rows].to(device)
         # 2. next-token loss through the shared log-prob kernel
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         with autocast(device):
-            loss = lm_loss(model, x, y)
+            loss = loss_of(x, y) * weight
         # 3. AdamW step with a clipped gradient norm
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        tokens_since += x.numel()
         history["step"].append(step)
-        history["loss"].append(loss.item())
-        # 4. evaluate and checkpoint now and then
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+        history["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
+        # 4. evaluate (rank 0) and checkpoint now and then
+        if distributed.is_main() and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             history["val_step"].append(step + 1)
             history["val_loss"].append(evaluate(model, val_stream, cfg, device))
         now = time.perf_counter()
         if now - t_last > 1.0:
             history["tokens_per_s"].append(tokens_since / (now - t_last))
             t_last, tokens_since = now, 0
-        bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr_at(step, cfg):.1e}",
+        bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{lr_at(step, cfg):.1e}",
                         tok_s=f"{history['tokens_per_s'][-1]:.0f}" if history["tokens_per_s"] else "-")
         step += 1
         if step % cfg.ckpt_every == 0 and step < cfg.steps:
@@ -198,14 +211,26 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
     bar.close()
     if step < cfg.steps:  # stopped early on purpose (max_steps): leave a resumable checkpoint
         checkpoint(done=False)
+        distributed.barrier()
         return {}
+    metrics = None
+    if distributed.is_main():
+        metrics = finish(model, history, cfg, out_dir, len(train_stream), len(val_stream))
+        checkpoint(done=True, metrics=metrics)
+    distributed.barrier()   # the other ranks wait for the checkpoint, which the caller loads next
+    return distributed.broadcast_object(metrics)
+
+
+def finish(model: GPT, history: dict, cfg: PretrainConfig, out_dir: str, n_train: int,
+           n_val: int) -> dict:
+    """After the last step: the final metrics, loss.png and metrics.json."""
     metrics = {
         "final_train_loss": float(np.mean(history["loss"][-20:])),
         "final_val_loss": history["val_loss"][-1] if history["val_loss"] else None,
         "val_perplexity": math.exp(history["val_loss"][-1]) if history["val_loss"] else None,
         "tokens_per_s_median": float(np.median(history["tokens_per_s"])) if history["tokens_per_s"] else None,
         "steps": cfg.steps, "tokens_seen": cfg.steps * cfg.batch_size * cfg.seq_len,
-        "train_tokens": int(len(train_stream)), "val_tokens": int(len(val_stream)),
+        "train_tokens": int(n_train), "val_tokens": int(n_val),
         "n_params": model.num_params(),
     }
     plot_curves(os.path.join(out_dir, "loss.png"),
@@ -213,5 +238,4 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
                  "validation loss": (history["val_step"], history["val_loss"])},
                 smooth_window=0)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    checkpoint(done=True, metrics=metrics)
     return metrics

@@ -43,6 +43,12 @@ Deviations from the references, and why:
   answer and systematically flawed versions of it (rude, verbose, repetitive, wrong, a needless
   refusal, ...; world/flaws.py): a ~1M-parameter SFT model's own samples are too often all bad for
   a ranking to teach much. A preference file (`--data`) can hold any responses, e.g. real samples.
+  The price, measured (tiny preset, seed 0): 81% accuracy vs the oracle on held-out world pairs, but
+  ~50% and a Pearson correlation near 0 on the SFT policy's own samples of held-out prompts, which
+  differ mostly in whether the answer is right; the RM learned the flaws, not the facts. That number
+  is reported as metrics["sft_samples"], and it is why PPO against this RM does not raise the gold
+  reward (lesson 08 shows it). Training on ranked SFT samples instead raised that correlation only to
+  about 0.2 at this model size.
 
 Metrics (evaluation on held-out prompts; numpy, no scipy):
 - accuracy vs annotators: mean(r_w > r_l) over the held-out annotator labels (strict: ties count wrong);
@@ -64,6 +70,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import pad_batch
 from .chat import render
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -112,11 +119,16 @@ class RMConfig:
     instead of the world's preference data. Its last `eval_fraction` is held out."""
     eval_fraction: float = 0.1
     """With `data`: the fraction of prompts held out for evaluation."""
+    sft_sample_prompts: int = 200
+    """Held-out world prompts whose K samples from the SFT policy (at PPO's temperature, ranked by the
+    annotators) test the RM on what PPO will show it (metrics["sft_samples"]); 0 skips it."""
+    sft_sample_temperature: float = 0.7
+    """Sampling temperature of those samples (PPOConfig.temperature)."""
 
 
 # --quick: a handful of steps on a few prompts, seconds on a CPU.
 QUICK: dict = dict(n_train_prompts=64, n_eval_prompts=32, batch_prompts=8, normalize_samples=32,
-                   max_new_tokens=16, eval_every=4, ckpt_every=4)
+                   max_new_tokens=16, eval_every=4, ckpt_every=4, sft_sample_prompts=16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,6 +563,11 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
       4. every `eval_every` steps: accuracy on `eval_groups` vs the annotators and the oracle;
          every `ckpt_every` steps (when `ckpt_path` is given): a checkpoint to resume from.
     `max_steps` stops early, leaving a resumable checkpoint (to simulate an interruption in tests).
+    Under torchrun (`minialign.distributed`): every rank builds the same batches of prompts and
+    trains on its slice of each, through DDP, its loss weighted by its share of the batch's prompts
+    ("bt": each prompt weighs the same) or responses ("mse"), so that the averaged gradient is the
+    whole batch's; rank 0 alone evaluates and writes checkpoints. Every rank returns rank 0's
+    history.
     """
     from .pretrain import make_optimizer
 
@@ -572,27 +589,36 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
         hist["eval_accuracy_vs_oracle"].append(oracle_accuracy(r, kept))
 
     def checkpoint():
+        if not distributed.is_main():   # one writer: every rank holds the same weights
+            return
         save_checkpoint(ckpt_path, model=model.trunk.state_dict(), head=model.head.state_dict(),
                         optimizer=opt.state_dict(), step=step, history=hist, done=False,
                         model_config=model.trunk.config.to_dict(), rm_config=asdict(cfg),
                         **(extra_state or {}))
 
+    eval_enc = eval_enc if distributed.is_main() else []   # rank 0 evaluates
     if eval_enc and step == 0:
         evaluate_now()
     stop_at = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=total, desc=desc, unit="step")
+    bar = tqdm(range(step, stop_at), initial=step, total=total, desc=desc, unit="step",
+               disable=not distributed.is_main())
+    loss_of = distributed.wrap(model, batch_loss)   # batch_loss(model, ...), DDP under torchrun
+    # what the loss averages over: prompts with pairs ("bt"), responses ("mse")
+    count = (lambda e: 1 if e.group.pairs else 0) if objective == "bt" else (lambda e: len(e.ids))
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg.lr)
-        loss, acc = batch_loss(model, batches[step], tok.pad_id, device, cfg, objective, rating_stats)
+        mine, weight = distributed.shard(batches[step], count)   # all of it in one process
+        loss, acc = loss_of(mine, tok.pad_id, device, cfg, objective, rating_stats)
+        loss = loss * weight
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         hist["step"].append(step)
-        hist["loss"].append(loss.item())
-        hist["batch_accuracy"].append(acc)
+        hist["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
+        hist["batch_accuracy"].append(batch_accuracy(acc, mine, batches[step], weight))
         step += 1
         if eval_enc and (step % cfg.eval_every == 0 or step == total):
             evaluate_now()
@@ -605,7 +631,21 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
     bar.close()
     if ckpt_path and step < total:      # stopped early on purpose: leave a resumable checkpoint
         checkpoint()
-    return hist
+    distributed.barrier()               # the other ranks wait for that checkpoint
+    return distributed.broadcast_object(hist)
+
+
+def batch_accuracy(acc: float, mine: list[_Encoded], batch: list[_Encoded], weight: float) -> float:
+    """The fraction of the whole batch's pairs that r_phi orders right, from this rank's `acc` over
+    the pairs of its slice `mine` (one process: `acc` itself)."""
+    if distributed.world_size() == 1:
+        return acc
+    n_mine = sum(len(e.group.pairs) for e in mine) if weight else 0   # weight 0: a stand-in slice
+    n_all = sum(len(e.group.pairs) for e in batch)
+    if n_all == 0:
+        return float("nan")
+    share = distributed.mean_weight(n_mine, n_all)
+    return distributed.all_reduce_mean(acc * share if n_mine else 0.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -818,6 +858,33 @@ def preference_groups(run, cfg: RMConfig) -> tuple[list[PreferenceGroup], list[P
     return train, held, "world"
 
 
+def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, max_new_tokens: int,
+                      noise: float, seed: int = 0) -> list[PreferenceGroup]:
+    """k samples of `policy` per prompt, ranked by the world's annotators: the slide's own data recipe,
+    and the distribution a reward model must judge during PPO. Identical samples are kept once; a
+    prompt with fewer than two distinct samples gives no pairs and is left out. Evaluation only here.
+
+    Why test on these: the world's training comparisons pit a reference answer against systematically
+    flawed copies of it. An RM can learn to spot those flaws and still not tell a right answer from a
+    wrong one in the form the policy writes them; then PPO climbs the RM without improving the gold.
+    """
+    from random import Random
+
+    from .evaluation import sample_and_score
+    from .world import rank_responses
+    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
+                         temperature=temperature, seed=seed)
+    rng = Random(f"rm-sft-samples|{seed}")
+    groups = []
+    for i, example in enumerate(prompts):
+        distinct = list(dict.fromkeys(r for r, j in zip(s.responses, s.prompt_index) if j == i))
+        if len(distinct) >= 2:
+            ranking = rank_responses(example.prompt, distinct, rng, noise)
+            groups.append(group_from_ranking(example.prompt, ranking.responses, list(range(len(distinct))),
+                                             gold=list(ranking.gold)))
+    return groups
+
+
 def normalization_prompts(run, cfg: RMConfig, held: list[PreferenceGroup]) -> list[str]:
     """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
     instruction prompts of the train split), else the held-out preference prompts (for a file)."""
@@ -861,6 +928,9 @@ def ensure_rm(run, cfg: RMConfig | None = None):
     hist = train_reward_model(model, tok, train, cfg, device=run.device, eval_groups=held,
                               seed=run.seed, ckpt_path=ckpt, desc="rm")
     t_train = time.perf_counter() - t0
+    if not distributed.is_main():   # steps 4-5 are rank 0's; the others wait for its checkpoint
+        distributed.barrier()
+        return load_reward_model(ckpt, run.device), tok
     # 4. normalisation on responses sampled from pi^SFT
     norm = fit_normalization(model, sft_model, tok, normalization_prompts(run, cfg, held),
                              max_new_tokens=cfg.max_new_tokens, seed=run.seed)
@@ -873,6 +943,17 @@ def ensure_rm(run, cfg: RMConfig | None = None):
                    final_train_loss=float(np.mean(hist["loss"][-20:])))
     if not cfg.data:
         metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
+        if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
+            from .world import rl_prompts
+            groups = sft_sample_groups(sft_model, tok, rl_prompts("instruction", cfg.sft_sample_prompts, run.seed,
+                                                                  split="test"),
+                                       k=cfg.k, temperature=cfg.sft_sample_temperature,
+                                       max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed)
+            if groups:
+                m = evaluate_reward_model(model, tok, groups, run.device)
+                metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
+                                                             "pearson_vs_gold", "spearman_vs_gold",
+                                                             "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
     plot_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
     plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
     kept = [e.group for e in enc]
@@ -887,4 +968,10 @@ def ensure_rm(run, cfg: RMConfig | None = None):
     print(f"[rm] held-out accuracy: {pct('accuracy_vs_annotators')} vs annotators, "
           f"{pct('accuracy_vs_oracle')} vs the oracle (the annotators' own labels agree with the "
           f"oracle on {pct('annotators_vs_oracle')}); {metrics['total_seconds']:.0f}s -> {out_dir}")
+    if metrics.get("sft_samples"):
+        ss = metrics["sft_samples"]
+        print(f"[rm] on samples of the SFT policy (held-out prompts): accuracy vs the oracle "
+              f"{ss['accuracy_vs_oracle']:.3f}, Pearson with gold {ss['pearson_vs_gold']:.3f} "
+              f"({ss['n_eval_pairs']} pairs; 0.5 and 0 = no signal)")
+    distributed.barrier()
     return load_reward_model(ckpt, run.device), tok

@@ -60,6 +60,11 @@ continuation is its answer. We give it the benefit of the doubt and score only t
 writes (its full continuation is kept for display). Deviation from InstructGPT, said plainly: their
 SFT ran 16 epochs with dropout 0.2 and picked the checkpoint by reward-model score; we train a
 dropout-free tiny model for a few epochs and report the final checkpoint.
+
+Under torchrun (`minialign.distributed`): every rank builds the same batch of example indices and
+trains on its slice, through DDP, its loss weighted by its share of the batch's examples
+("sequence") or of the batch's response tokens ("token"), so that the averaged gradient is the
+whole batch's. Rank 0 alone evaluates, writes checkpoints, metrics and figures.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import Batch, pad_batch, sequence_token_logprobs
 from .chat import Rendered, end_id, parse_response, prompt_ids, render
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
@@ -285,18 +291,25 @@ def heldout_loss(model: GPT, tok, rendered: list[Rendered], cfg: SFTConfig, devi
     return total / max(n, 1)
 
 
-def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, device) -> float:
-    """One AdamW step on the SFT loss of a batch, gradient norm clipped; returns the loss."""
+def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, device, *,
+                   loss_of=None, weight: float = 1.0) -> float:
+    """One AdamW step on the SFT loss of a batch, gradient norm clipped; returns the batch's loss.
+
+    Under torchrun `batch` is this rank's slice of the global batch, `loss_of` is
+    `distributed.wrap(model, sft_loss)` (DDP) and `weight` the slice's share from
+    `distributed.shard`; the returned loss is then the global batch's.
+    """
+    loss_of = loss_of or distributed.wrap(model, sft_loss)
     for group in opt.param_groups:
         group["lr"] = lr
     with autocast(device):
-        loss = sft_loss(model, batch, cfg.loss_average)
+        loss = loss_of(batch, cfg.loss_average) * weight
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
-    return loss.item()
+    return distributed.all_reduce_mean(loss.item())
 
 
 def record_heldout_loss(model, tok, heldout: dict, cfg: SFTConfig, device, history: dict,
@@ -319,6 +332,12 @@ def batch_for_step(step: int, lengths: list[int], cfg: SFTConfig, seed: int) -> 
     epoch, i = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return epoch_batches(lengths, cfg.batch_size, cfg.bucket_batches, g)[i]
+
+
+def trained_tokens(r: Rendered) -> int:
+    """Positions of a rendered example that `sft_loss` trains on: those whose next token is on
+    the loss mask (the count of its targets that are not IGNORE_INDEX)."""
+    return sum(r.loss_mask[1:])
 
 
 def _heldout_sets(tok, eval_examples, max_len: int) -> dict[str, list[Rendered]]:
@@ -368,7 +387,7 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
         print(f"[{desc}] resuming from step {step} ({ckpt_path})")
 
     def checkpoint(done: bool, metrics=None):
-        if ckpt_path:
+        if ckpt_path and distributed.is_main():   # one writer: every rank holds the same weights
             save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
                             step=step, history=history, done=done, metrics=metrics,
                             model_config=model.config.to_dict(), sft_config=asdict(cfg),
@@ -376,23 +395,27 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
 
     print(f"[{desc}] {len(rendered)} examples ({dropped} longer than the context dropped), "
           f"{cfg.steps} steps of {cfg.batch_size}")
-    if step == 0 and heldout and cfg.eval_loss_every:      # the starting point of the curves
+    evaluating = bool(heldout and cfg.eval_loss_every and distributed.is_main())
+    if step == 0 and evaluating:                            # the starting point of the curves
         record_heldout_loss(model, tok, heldout, cfg, device, history, 0)
     stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc=desc, unit="step")
+    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc=desc, unit="step",
+               disable=not distributed.is_main())
+    loss_of = distributed.wrap(model, sft_loss)   # sft_loss(model, ...), through DDP under torchrun
+    count = (lambda i: trained_tokens(rendered[i])) if cfg.loss_average == "token" else None
     for step in bar:
-        # 1. this step's batch (bucketed by length), right-padded, targets off the mask ignored
-        batch = collate([rendered[i] for i in batch_for_step(step, lengths, cfg, seed)],
-                        tok.pad_id).to(device)
+        # 1. this step's batch (bucketed by length), right-padded, targets off the mask ignored;
+        #    under torchrun every rank draws the same indices and keeps its slice of them
+        mine, weight = distributed.shard(batch_for_step(step, lengths, cfg, seed), count)
+        batch = collate([rendered[i] for i in mine], tok.pad_id).to(device)
         # 2-3. response-only NLL through the shared kernel; AdamW step, clipped gradient norm
         lr = lr_at(step, cfg)
-        loss = optimizer_step(model, opt, batch, lr, cfg, device)
+        loss = optimizer_step(model, opt, batch, lr, cfg, device, loss_of=loss_of, weight=weight)
         history["step"].append(step)
         history["loss"].append(loss)
         history["lr"].append(lr)
-        # 4. now and then: held-out loss per split, checkpoint
-        if heldout and cfg.eval_loss_every and ((step + 1) % cfg.eval_loss_every == 0
-                                                or step + 1 == cfg.steps):
+        # 4. now and then: held-out loss per split (rank 0), checkpoint
+        if evaluating and ((step + 1) % cfg.eval_loss_every == 0 or step + 1 == cfg.steps):
             record_heldout_loss(model, tok, heldout, cfg, device, history, step + 1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
         step += 1
@@ -401,11 +424,15 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
     bar.close()
     if step < cfg.steps:  # stopped early on purpose: leave a resumable checkpoint
         checkpoint(done=False)
+        distributed.barrier()
         return model, {}
-    metrics = finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device,
-                     n_examples=len(rendered), n_dropped=dropped)
-    checkpoint(done=True, metrics=metrics)
-    return model, metrics
+    metrics = None
+    if distributed.is_main():   # evaluation by generation, figures, the final checkpoint
+        metrics = finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device,
+                         n_examples=len(rendered), n_dropped=dropped)
+        checkpoint(done=True, metrics=metrics)
+    distributed.barrier()       # the other ranks wait for the checkpoint, which later stages load
+    return model, distributed.broadcast_object(metrics)
 
 
 def finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device, *,
@@ -618,9 +645,10 @@ def ensure_sft(run, cfg: SFTConfig | None = None):
     cfg = cfg or sft_config(run)
     print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
     train, held_out = sft_data(cfg, run.seed)
-    base_eval = load_base_eval(ckpt) or evaluate_sft(
-        base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.eval_batch_size, device=run.device)
+    base_eval = load_base_eval(ckpt)
+    if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
+        base_eval = evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
+                                 batch_size=cfg.eval_batch_size, device=run.device)
     torch.manual_seed(run.seed)
     model, metrics = train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
                                eval_examples=held_out, base_eval=base_eval, seed=run.seed,

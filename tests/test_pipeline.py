@@ -1,0 +1,136 @@
+"""The whole pipeline as a user meets it: `train.py --quick` end to end with its report, an interrupted stage
+that resumes, and bad inputs that each give a message naming what is wrong (subprocesses, like a user)."""
+
+import errno
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train(*args, timeout=300):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=ENV)
+
+
+def test_quick_pipeline_end_to_end_with_report(tmp_path):
+    out = str(tmp_path / "run")
+    proc = train("--quick", "--out", out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "=== stage 8/8: evaluate" in proc.stdout
+    report = open(os.path.join(out, "report.md")).read()
+    for title in ("## Final comparison", "## Pretraining", "## Instruction tuning (SFT)", "## Reward model",
+                  "## PPO with a per-token KL penalty", "## Fine-grained rewards", "## DPO", "## Time per stage",
+                  "## Versions"):
+        assert title in report, title
+    # the final table has one row per policy, each with a gold reward and a KL
+    for policy in ("base", "SFT", "PPO", "fine-grained PPO", "DPO"):
+        row = re.search(rf"^\| {re.escape(policy)} \| (\d\.\d+) ± \d\.\d+ \|.*\| (-?\d+\.\d+) \| \d\.\d\d \[", report,
+                        re.MULTILINE)
+        assert row, policy
+    assert re.search(r"held-out pairwise accuracy: \d\.\d+ vs the annotators", report)
+    assert re.search(r"on responses sampled from the SFT model .* accuracy vs the oracle \d\.\d+", report)
+    assert "could not read" not in report
+    for figure in re.findall(r"\]\(([^)]+\.png)\)", report):      # every linked figure exists
+        assert os.path.getsize(os.path.join(out, figure)) > 1000, figure
+    times = json.load(open(os.path.join(out, "stage_times.json")))
+    assert set(times) == {"tokenizer", "pretrain", "sft", "rm", "ppo", "finegrained", "dpo", "evaluate"}
+    ev = json.load(open(os.path.join(out, "evaluate", "metrics.json")))
+    assert ev["policies"]["SFT"]["kl"] == 0.0 and ev["policies"]["SFT"]["win_rate_vs_sft"]["win_rate"] == 0.5
+    # a second run finds every stage finished and trains nothing
+    again = train("--quick", "--out", out)
+    assert again.returncode == 0 and "resuming" not in again.stdout
+    assert "[pretrain] " not in again.stdout and "[sft] " not in again.stdout
+
+
+def test_interrupted_stage_resumes_and_finishes(tmp_path):
+    out = str(tmp_path / "run")
+    args = ["pretrain", "--quick", "--out", out, "--steps", "400", "--ckpt-every", "10"]
+    proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    ckpt = os.path.join(out, "pretrain", "ckpt.pt")
+    deadline = time.time() + 120
+    while not os.path.exists(ckpt) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)                                      # Ctrl-C
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "interrupted" in stderr and "resume" in stderr
+    saved = torch.load(ckpt, weights_only=False)
+    assert not saved["done"] and 10 <= saved["step"] < 400
+    again = train(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming pretraining from step {saved['step']}" in again.stdout
+    final = torch.load(ckpt, weights_only=False)
+    assert final["done"] and final["step"] == 400
+
+
+def test_missing_data_file_is_named(tmp_path):
+    proc = train("sft", "--quick", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "nope.jsonl"))
+    assert proc.returncode == 2
+    assert f"error: {tmp_path / 'nope.jsonl'}: no such file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_malformed_data_file_names_file_line_and_field(tmp_path):
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text('{"prompt": "Hi", "chosen": "Hello.", "rejected": "Go away."}\n'
+                   '{"prompt": "Hi", "chosen": "Hello."}\n')
+    proc = train("dpo", "--quick", "--out", str(tmp_path / "run"), "--data", str(bad))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{bad}, line 2, field 'rejected'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_preset_names_the_choices():
+    proc = train("--preset", "huge", "sft")
+    assert proc.returncode != 0 and "invalid choice: 'huge'" in proc.stderr and "tiny" in proc.stderr
+
+
+def test_checkpoint_from_another_config_is_refused_and_kept(tmp_path):
+    out = str(tmp_path / "run")
+    assert train("pretrain", "--quick", "--out", out).returncode == 0
+    ckpt = os.path.join(out, "pretrain", "ckpt.pt")
+    state = torch.load(ckpt, weights_only=False)
+    state["model_config"]["n_embd"] = 128                       # as if written by another model size
+    torch.save(state, ckpt)
+    before = os.path.getmtime(ckpt)
+    proc = train("sft", "--quick", "--out", out)
+    assert proc.returncode == 2
+    assert "was written with a different configuration" in proc.stderr and "n_embd" in proc.stderr
+    assert os.path.getmtime(ckpt) == before                       # nothing overwritten
+
+
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch, capsys):
+    """ENOSPC on the second save: a clear message, and the first checkpoint still loads."""
+    sys.path.insert(0, ROOT)
+    import train as train_module
+    from minialign import checkpoint
+
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", save)
+    out = str(tmp_path / "run")
+    code = train_module.main(["pretrain", "--quick", "--out", out, "--ckpt-every", "10"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "could not write checkpoint" in err and "No space left on device" in err and "unchanged" in err
+    state = checkpoint.load_checkpoint(os.path.join(out, "pretrain", "ckpt.pt"))
+    assert state["step"] == 10 and not state["done"]
+    assert [f for f in os.listdir(os.path.join(out, "pretrain")) if f.startswith(".tmp")] == []
