@@ -258,6 +258,22 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             block.attn.use_sdpa = use_sdpa
 
+    @torch.no_grad()
+    def resize_vocab(self, vocab_size: int) -> "GPT":
+        """Grow the (tied) token embedding to `vocab_size` rows, e.g. for special tokens added to a
+        pretrained tokenizer. New rows start at the mean of the old ones: a new token then looks like
+        an average token rather than a random direction, and its logit starts near the average logit.
+        Existing rows, and so every existing token's logits, are unchanged."""
+        old = self.transformer.wte.weight
+        if vocab_size < old.size(0):
+            raise ValueError(f"resize_vocab: cannot shrink {old.size(0)} rows to {vocab_size}")
+        new = nn.Embedding(vocab_size, old.size(1)).to(old.device, old.dtype)
+        new.weight[:old.size(0)] = old
+        new.weight[old.size(0):] = old.mean(0)
+        self.transformer.wte = new
+        self.config.vocab_size = vocab_size
+        return self
+
     # ------------------------------------------------------------------------------------------
     # Loading OpenAI's GPT-2 weights from a Hugging Face checkpoint, with plain torch.
     @classmethod

@@ -49,6 +49,9 @@ class Run:
     quick: bool
     corpus: str | None = None
     """Plain-text pretraining corpus; None = the embedded world."""
+    init_from: str | None = None
+    """A Hugging Face GPT-2 folder (weights + vocab.json): its model and tokenizer replace the
+    tokenizer and pretraining stages; None = train both here."""
 
     def stage_dir(self, stage: str) -> str:
         return os.path.join(self.out, stage)
@@ -73,13 +76,18 @@ def add_run_args(parser: argparse.ArgumentParser, suppress: bool = False) -> Non
     parser.add_argument("--corpus", default=d(None),
                         help="a plain-text file (documents separated by blank lines) to train the "
                              "tokenizer and pretrain on, instead of the embedded world")
+    parser.add_argument("--init-from", default=d(None), metavar="DIR",
+                        help="start from real GPT-2 weights: a Hugging Face GPT-2 folder (pytorch_model.bin "
+                             "or model.safetensors, and vocab.json) on disk; replaces the tokenizer and "
+                             "pretraining stages")
 
 
 def make_run(args: argparse.Namespace, default_out: str = "runs/default") -> Run:
     out = args.out or ("runs/quick" if args.quick else default_out)
     seed_everything(args.seed)
     return Run(out=out, preset=args.preset, device=pick_device(args.device), seed=args.seed,
-               quick=args.quick, corpus=getattr(args, "corpus", None))
+               quick=args.quick, corpus=getattr(args, "corpus", None),
+               init_from=getattr(args, "init_from", None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -101,7 +109,11 @@ def ensure_tokenizer(run: Run) -> Tokenizer:
     if os.path.exists(path):
         return Tokenizer.load(path)
     from . import distributed
-    if distributed.is_main():       # under torchrun, rank 0 trains it and the others read its file
+    if distributed.is_main() and run.init_from:     # GPT-2's own BPE, so its weights fit
+        from .tokenizer import tokenizer_from_hf_gpt2
+        print(f"[tokenizer] GPT-2's tokenizer from {run.init_from}/vocab.json -> {path}")
+        tokenizer_from_hf_gpt2(run.init_from).save(path)
+    elif distributed.is_main():     # under torchrun, rank 0 trains it and the others read its file
         vocab = QUICK_VOCAB_SIZE if run.quick else VOCAB_SIZE[run.preset]
         print(f"[tokenizer] training a byte-level BPE with {vocab} tokens -> {path}")
         tok = train_bpe(corpus(run), vocab_size=vocab)
@@ -137,6 +149,8 @@ def ensure_pretrained(run: Run, cfg: PretrainConfig | None = None) -> tuple[GPT,
     tok = ensure_tokenizer(run)
     out_dir = run.stage_dir("pretrain")
     ckpt = os.path.join(out_dir, "ckpt.pt")
+    if run.init_from:
+        return gpt2_as_base_model(run, tok, ckpt), tok
     mcfg = model_config(run, tok)
     if os.path.exists(ckpt):
         state = load_checkpoint(ckpt)
@@ -153,3 +167,24 @@ def ensure_pretrained(run: Run, cfg: PretrainConfig | None = None) -> tuple[GPT,
              extra_state={"tokenizer": os.path.abspath(
                  os.path.join(run.stage_dir("tokenizer"), "tokenizer.json"))})
     return load_model(ckpt, run.device), tok
+
+
+def gpt2_as_base_model(run: Run, tok: Tokenizer, ckpt: str) -> GPT:
+    """The base model from real GPT-2 weights (`--init-from`), saved as the pretraining stage's output
+    so that every later stage loads it as usual. The embedding grows by our special tokens' rows."""
+    from . import distributed
+    from .checkpoint import save_checkpoint
+    if not os.path.exists(ckpt):
+        if distributed.is_main():
+            model = GPT.from_hf_gpt2(run.init_from).resize_vocab(tok.vocab_size)
+            print(f"[pretrain] GPT-2 weights from {run.init_from}: {model.num_params() / 1e6:.1f}M parameters, "
+                  f"{model.config.n_layer} layers, vocabulary {tok.vocab_size} (with our special tokens)")
+            save_checkpoint(ckpt, model=model.state_dict(), model_config=model.config.to_dict(), done=True,
+                            init_from=os.path.abspath(run.init_from), step=0)
+        distributed.barrier()
+    state = load_checkpoint(ckpt)
+    if state.get("init_from") != os.path.abspath(run.init_from):
+        from .checkpoint import CheckpointError
+        raise CheckpointError(f"checkpoint {ckpt} was not made from {run.init_from} (it has "
+                              f"init_from={state.get('init_from')!r}). Use another --out folder.")
+    return load_model(ckpt, run.device)

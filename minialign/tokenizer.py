@@ -380,6 +380,47 @@ class Tokenizer:
                    byte_order=[t[0] for t in by_rank[:256]], name=enc.name)
 
 
+def gpt2_byte_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-in for every byte, as its vocab.json spells tokens: the printable
+    Latin-1 bytes stand for themselves, the other 68 bytes are shifted to chr(256 + k) in order."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    out, k = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[b] = chr(b)
+        else:
+            out[b] = chr(256 + k)
+            k += 1
+    return out
+
+
+def tokenizer_from_hf_gpt2(folder: str) -> "Tokenizer":
+    """GPT-2's own tokenizer from a Hugging Face folder's `vocab.json` (offline; nothing is fetched).
+
+    vocab.json maps each token, spelled with `gpt2_byte_to_unicode`'s characters, to its id; in GPT-2
+    the id is the BPE rank (the first 256 ids are the single bytes, then the 50,000 merges in order),
+    so {token bytes: id} are tiktoken's mergeable ranks and `Tokenizer.from_encoding` recovers the
+    merges. Ids 0..50255 and <|endoftext|> = 50256 stay GPT-2's, so its weights fit; our other special
+    tokens (<|pad|>, the chat roles, <|end|>) follow at 50257.. and need new embedding rows
+    (`GPT.resize_vocab`).
+    """
+    path = os.path.join(folder, "vocab.json")
+    if not os.path.exists(path):
+        raise TokenizerFileError(f"{path}: no such file (a Hugging Face GPT-2 folder holds vocab.json "
+                                 f"and merges.txt beside the weights)")
+    with open(path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    to_byte = {c: b for b, c in gpt2_byte_to_unicode().items()}
+    try:
+        ranks = {bytes(to_byte[c] for c in tok): i for tok, i in vocab.items() if tok != "<|endoftext|>"}
+    except KeyError as e:
+        raise TokenizerFileError(f"{path}: token with character {e} is not in GPT-2's byte alphabet") from None
+    enc = tiktoken.Encoding("gpt2-hf", pat_str=_R50K_PATTERN, mergeable_ranks=ranks,
+                            special_tokens={"<|endoftext|>": len(ranks)})
+    return Tokenizer.from_encoding(enc)
+
+
 def _bpe_bytes(token: bytes, ranks: dict[bytes, int], max_rank: int) -> list[bytes]:
     """tiktoken's merge rule on raw bytes: merge the adjacent parts whose concatenation has the
     lowest rank (below `max_rank`), until none is left. Returns the parts."""
