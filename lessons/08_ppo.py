@@ -169,11 +169,13 @@ def verdict(hist: dict, sft_eval: dict, hack_eval: dict) -> tuple[bool, str]:
     gold_peak, gold_end = max(gold_curve), gold_curve[-1]
     hacked = (hack_eval["proxy_reward"] > sft_eval["proxy_reward"] and hack_eval["gold_reward"] < sft_eval["gold_reward"]
               and proxy_end > proxy_start)
+    # The milder form (Gao et al. 2022): the proxy keeps rising after the gold has peaked.
+    text_over = gold_peak - gold_end > 0.02 and proxy_end > proxy_start
     text = (f"beta = 0, during training: proxy {proxy_start:+.2f} -> {proxy_end:+.2f}; gold peaked at {gold_peak:.3f} "
             f"and ended at {gold_end:.3f}.\n  held out: proxy {sft_eval['proxy_reward']:+.2f} (SFT) -> "
             f"{hack_eval['proxy_reward']:+.2f}, gold {sft_eval['gold_reward']:.3f} (SFT) -> {hack_eval['gold_reward']:.3f}, "
             f"KL {hack_eval['kl']:.1f} nats.")
-    return hacked, text
+    return ("hacked" if hacked else "overoptimised" if text_over else ""), text
 
 
 def train_and_evaluate(runs, sft, rm, tok, prompts, held_out, base_cfg, norm, out_dir, run):
@@ -209,13 +211,20 @@ def print_hacking(histories: dict, evals: dict, args) -> bool:
     hacked, text = verdict(histories["beta=0"], evals["SFT"], evals["beta=0"])
     print("\n=== 3. Reward hacking with beta = 0 (slide 000 'Limitations of RL + reward modeling') ===")
     print("  " + text)
-    if hacked:
+    if hacked == "hacked":
         print("  Reward hacking: the reward model's score went up while the oracle's gold reward went down. The\n"
               "  policy found answers r_phi over-rates (see the components figure and the samples above); the\n"
               "  KL penalty is what keeps it near pi_ref, where r_phi was trained and is accurate.")
+    elif hacked == "overoptimised":
+        best = max(e["gold_reward"] for name, e in evals.items() if name not in ("SFT", "beta=0"))
+        print("  Over-optimisation: during training the proxy kept rising after the gold reward had peaked, and the\n"
+              f"  text drifted (KL above); held out, the beta = 0 policy ({evals['beta=0']['gold_reward']:.3f}) is below\n"
+              f"  the KL-penalised ones (best {best:.3f}) though still above the SFT model. Pushed further\n"
+              "  (--hack-iterations) the gold can fall below the SFT model's (a side run of ours: 0.60 at KL 87);\n"
+              "  the KL penalty keeps pi_theta where r_phi is accurate.")
     else:
-        print("  No reward hacking showed in this run: the gold reward did not fall below the SFT model's while\n"
-              "  the proxy rose. At this scale it needs more iterations (--hack-iterations) or a weaker reward model.")
+        print("  No reward hacking showed in this run: the gold reward did not fall while the proxy rose.\n"
+              "  At this scale it needs more iterations (--hack-iterations) or a weaker reward model.")
     print(f"  (The beta = 0 run is trained for {args.hack_iterations} iterations, the sweep for {args.iterations}: "
           f"longer training at beta = 0\n  makes the hacking plain; training_curves.png compares the runs "
           f"iteration by iteration.)")
@@ -229,7 +238,8 @@ def print_correlation(evals: dict) -> dict:
             for name, e in evals.items()}
     print("\n=== 4. Does the proxy track the gold on the policy's own answers? ===")
     print("  Pearson correlation of r_phi and the gold reward over held-out samples: "
-          + ", ".join(f"{k} {v:+.2f}" for k, v in corr.items()))
+          + ", ".join(f"{k} " + (f"{v:+.2f}" if np.isfinite(v) else "n/a (all answers score alike)")
+                      for k, v in corr.items()))
     if not corr["SFT"] >= 0.1:
         print("  On the SFT model's own answers r_phi hardly tracks the gold (or tracks it backwards): it learned the\n"
               "  flaws of its preference data, not the mistakes this policy makes (a right and a wrong answer of the\n"

@@ -83,7 +83,7 @@ from .plotting import new_figure, save_figure
 class PPOConfig:
     """PPO against a reward model with a per-token KL penalty (defaults: a few minutes on a 2-core CPU)."""
 
-    iterations: int = 60
+    iterations: int = 40
     """PPO iterations: each samples `batch_size` responses and updates on them."""
     batch_size: int = 32
     """Episodes (prompt, response) per rollout batch (OpenAI, lmhpd: 512; a ~1M-parameter CPU run: 32)."""
@@ -93,10 +93,15 @@ class PPOConfig:
     """Passes over each rollout batch (OpenAI, lmhpd, TRL: 4; InstructGPT: 1)."""
     n_prompts: int = 1024
     """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them."""
-    prompt_kind: str = "instruction"
-    """Which RL prompt set of the world to train on (`world.rl_prompts`: instruction, sentiment, toxic)."""
+    prompt_kind: str = "toxic"
+    """Which RL prompt set of the world to train on (`world.rl_prompts`: instruction, sentiment, toxic); keep
+    RMConfig.rl_prompt_kind equal, so the reward model was trained on the policy's answers to such prompts.
+    'toxic' (continue an angry story opening) by default: there the gold reward can be raised by choices the SFT
+    model already knows how to make (go on with the story's own characters, make peace). Measured, PPO on the
+    oracle itself (the ceiling) for 40 iterations at beta 0.05: held-out gold +0.12 on 'toxic', +0.06 on
+    'sentiment', none on 'instruction', whose held-out errors are missing knowledge (facts, arithmetic)."""
     prompt_split: str = "train"
-    """Split of those prompts: 'train' = the tasks and inputs the reward model was trained on."""
+    """Split of those prompts: 'train' (the held-out 'test' prompts are for evaluation)."""
     temperature: float = 0.7
     """Sampling temperature T; every log-prob (policy, old policy, reference) uses logits / T too."""
     max_new_tokens: int = 32

@@ -1,13 +1,13 @@
 """The last stage: every policy measured with the same ruler, and the run's report.
 
-    <out>/evaluate/metrics.json      base, SFT, PPO, fine-grained PPO and DPO on the same held-out prompts
-    <out>/evaluate/gold_vs_kl.png    gold reward against KL(pi || pi_SFT), one point per policy
-    <out>/evaluate/components.png    the gold reward's components, per policy
+    <out>/evaluate/metrics.json             base, SFT, PPO, fine-grained PPO and DPO on the same held-out prompts
+    <out>/evaluate/gold_vs_kl_<kind>.png    gold reward against KL(pi || pi_SFT), one point per policy
+    <out>/evaluate/components_<kind>.png    the gold reward's components, per policy
     <out>/report.md                  per-stage numbers and figures, the final table, config, versions, times
 
 The final comparison (slide 002 "DPO versus Baselines"; ALGORITHMS.md 9). Each policy answers the same
-held-out instruction prompts (the world's "test" split: seen tasks, inputs no stage trained on) by pure
-sampling at one temperature; the oracle scores every answer (the gold reward, which no stage optimised),
+held-out prompts of each kind (instruction prompts of the world's "test" split: seen tasks, inputs no stage
+trained on; and the RL prompts PPO trained on, held-out texts) by pure sampling at one temperature; the oracle scores every answer (the gold reward, which no stage optimised),
 and the SFT model scores the same tokens for the KL:
 
     gold(pi)            = E_x E_{y ~ pi(.|x)} [ gold(x, y) ]
@@ -43,7 +43,10 @@ class EvalConfig:
     """The final evaluation of every policy on the same held-out prompts."""
 
     n_prompts: int = 256
-    """Held-out instruction prompts (the world's 'test' split), each answered once by every policy."""
+    """Held-out prompts per kind, each answered once by every policy."""
+    prompt_kinds: str = "instruction,toxic"
+    """Kinds of held-out prompts (world.rl_prompts, split 'test'): SFT, DPO and fine-grained PPO train on
+    instruction prompts, PPO on PPOConfig.prompt_kind (toxic story openings by default)."""
     temperature: float = 0.7
     """Sampling temperature of every policy, and of the KL's log-probs (PPO's training temperature)."""
     max_new_tokens: int = 48
@@ -70,7 +73,8 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
     """Evaluate every finished policy against the SFT model; write metrics, figures and the report.
 
     Re-evaluates when the set of finished policies changed since the last evaluation. Returns the
-    metrics dict: {"config", "prompts", "policies": {name: summary + win rate vs SFT}}.
+    metrics dict: {"config", "policy_names", "kinds": {kind: {"n_prompts", "policies": {name: summary + win
+    rate vs SFT}}}}.
     """
     from .evaluation import compare, evaluate_policy
     from .pipeline import load_model
@@ -82,38 +86,41 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
     path = os.path.join(out_dir, "metrics.json")
     sft, tok = ensure_sft(run)
     policies = finished_policies(run)
+    kinds = [k.strip() for k in cfg.prompt_kinds.split(",") if k.strip()]
     if os.path.exists(path):
         saved = read_json(path)
-        if saved.get("config") == asdict(cfg) and list(saved["policies"]) == [n for n, _ in policies]:
+        if saved.get("config") == asdict(cfg) and saved.get("policy_names") == [n for n, _ in policies]:
             write_report(run)
             return saved
-    prompts = rl_prompts("instruction", n=cfg.n_prompts, seed=run.seed, split="test")
-    print(f"[evaluate] {len(policies)} policies x {len(prompts)} held-out prompts, T = {cfg.temperature}")
     t0 = time.perf_counter()
-    results = {}
-    for name, ckpt in policies:
-        policy = sft if name == "SFT" else load_model(ckpt, run.device)
-        # The same seed for every policy: paired samples for the win rate.
-        results[name] = evaluate_policy(policy, sft, tok, prompts, temperature=cfg.temperature,
-                                        max_new_tokens=cfg.max_new_tokens, seed=run.seed)
-        print(f"  {name:17s} gold {results[name]['gold_reward']:.3f}  KL {results[name]['kl']:6.2f}")
-    for name, res in results.items():
-        res["win_rate_vs_sft"] = compare(res, results["SFT"], seed=run.seed)
-    for res in results.values():   # one answer per prompt, in prompt order: the per-sample scores are enough
-        res["scores"] = [round(s, 4) for s in res["scores"]]
-        del res["groups"]
-    metrics = {"config": asdict(cfg), "n_prompts": len(prompts), "seconds": round(time.perf_counter() - t0, 1),
-               "policies": results}
+    models = {name: sft if name == "SFT" else load_model(ckpt, run.device) for name, ckpt in policies}
+    metrics = {"config": asdict(cfg), "policy_names": list(models), "kinds": {}}
     os.makedirs(out_dir, exist_ok=True)
-    plot_gold_vs_kl(results, os.path.join(out_dir, "gold_vs_kl.png"))
-    plot_components(results, os.path.join(out_dir, "components.png"))
+    for kind in kinds:
+        prompts = rl_prompts(kind, n=cfg.n_prompts, seed=run.seed + 1, split="test")
+        print(f"[evaluate] {len(models)} policies x {len(prompts)} held-out {kind} prompts, T = {cfg.temperature}")
+        results = {}
+        for name, policy in models.items():
+            # The same seed for every policy: paired samples for the win rate.
+            results[name] = evaluate_policy(policy, sft, tok, prompts, temperature=cfg.temperature,
+                                            max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+            print(f"  {name:17s} gold {results[name]['gold_reward']:.3f}  KL {results[name]['kl']:6.2f}")
+        for name, res in results.items():
+            res["win_rate_vs_sft"] = compare(res, results["SFT"], seed=run.seed)
+        for res in results.values():   # one answer per prompt, in prompt order: the scores are enough
+            res["scores"] = [round(x, 4) for x in res["scores"]]
+            del res["groups"]
+        metrics["kinds"][kind] = {"n_prompts": len(prompts), "policies": results}
+        plot_gold_vs_kl(results, os.path.join(out_dir, f"gold_vs_kl_{kind}.png"), kind)
+        plot_components(results, os.path.join(out_dir, f"components_{kind}.png"), kind)
+        print(final_table(metrics["kinds"][kind]))
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(path, metrics)
-    print(final_table(metrics))
     write_report(run)
     return metrics
 
 
-def plot_gold_vs_kl(results: dict, path: str) -> str:
+def plot_gold_vs_kl(results: dict, path: str, kind: str = "") -> str:
     """Gold reward (with its standard error) against KL(pi || pi_SFT), one labelled point per policy."""
     from .plotting import new_figure, save_figure
     fig, axes = new_figure(1, 1, width=5.5, height=4.2)
@@ -124,14 +131,14 @@ def plot_gold_vs_kl(results: dict, path: str) -> str:
     # symlog: the base model sits hundreds of nats away, the RLHF policies within a few
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlabel("KL(pi || pi_SFT), nats per response (symlog scale)")
-    ax.set_ylabel("gold reward (oracle), held-out prompts")
+    ax.set_ylabel(f"gold reward (oracle), held-out {kind} prompts")
     ax.set_title("what each method paid in KL for its gold reward")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
-def plot_components(results: dict, path: str) -> str:
+def plot_components(results: dict, path: str, kind: str = "") -> str:
     """The gold reward's components (mean where they apply), grouped bars: one group per component."""
     from .plotting import new_figure, save_figure
     names = sorted({k for r in results.values() for k in r["components"]})
@@ -144,7 +151,7 @@ def plot_components(results: dict, path: str) -> str:
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("mean component score")
-    ax.set_title("the oracle's components of the gold reward, per policy")
+    ax.set_title(f"the oracle's components of the gold reward, per policy ({kind} prompts)")
     ax.legend(fontsize=8, ncol=min(5, len(results)))
     return save_figure(fig, path)
 
@@ -310,11 +317,13 @@ def write_report(run) -> str:
         ev = read_json(ev_path)
         c = ev["config"]
         parts += ["## Final comparison", "",
-                  f"{ev['n_prompts']} held-out prompts (seen tasks, new inputs), one sample each at temperature "
-                  f"{c['temperature']}; gold reward and its components from the oracle; KL to the SFT model in nats "
-                  f"per response; win rate against SFT on the same prompts (ties count half) with a 95% bootstrap "
-                  f"interval.", "", final_table(ev), "",
-                  _figures(run, "evaluate", ["gold_vs_kl.png", "components.png"]), ""]
+                  f"Held-out prompts of each kind, one sample each at temperature {c['temperature']}; gold reward "
+                  f"and its components from the oracle; KL to the SFT model in nats per response; win rate against "
+                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval. SFT, DPO and "
+                  f"fine-grained PPO trained on instruction prompts; PPO on the RL prompts of its config.", ""]
+        for kind, table in ev["kinds"].items():
+            parts += [f"### {table['n_prompts']} held-out {kind} prompts", "", final_table(table), "",
+                      _figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
     for stage, title, section, figures in SECTIONS:
         path = os.path.join(run.stage_dir(stage), "metrics.json")
         if not os.path.exists(path):

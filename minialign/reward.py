@@ -39,16 +39,18 @@ Deviations from the references, and why:
 - 1 epoch, linear decay to 0, no warmup (OpenAI books): InstructGPT reports that the RM overfits
   after one epoch. Dropout is off (the trunk runs in eval mode).
 - Ties in a ranking are dropped (no pair is formed), as in FineGrainedRLHF.
-- The slide samples the K responses from pi^SFT. The embedded world instead ranks its reference
-  answer and systematically flawed versions of it (rude, verbose, repetitive, wrong, a needless
-  refusal, ...; world/flaws.py): a ~1M-parameter SFT model's own samples are too often all bad for
-  a ranking to teach much. A preference file (`--data`) can hold any responses, e.g. real samples.
-  The price, measured (tiny preset, seed 0): 81% accuracy vs the oracle on held-out world pairs, but
-  ~50% and a Pearson correlation near 0 on the SFT policy's own samples of held-out prompts, which
-  differ mostly in whether the answer is right; the RM learned the flaws, not the facts. That number
-  is reported as metrics["sft_samples"], and it is why PPO against this RM does not raise the gold
-  reward (lesson 08 shows it). Training on ranked SFT samples instead raised that correlation only to
-  about 0.2 at this model size.
+- The comparisons are of two kinds. (a) The world's: its reference answer and systematically flawed
+  copies of it (rude, verbose, repetitive, wrong, a needless refusal, ...; world/flaws.py), ranked.
+  (b) The slide's: K samples of pi^SFT on the RL prompts PPO will use (`policy_sample_prompts`,
+  `rl_prompt_kind`), ranked by the same annotators. Measured (tiny preset, seed 0, PPO beta 0.05 for 40
+  iterations, held-out prompts): with (a) alone the RM orders held-out pairs of the world like the
+  oracle 81% of the time, but on the SFT policy's own samples it is at chance (49% vs the oracle,
+  Pearson with gold 0.05): it learned the flaws, not what makes one of the policy's answers better
+  than another. PPO against it drifts 15 nats from pi_SFT and LOWERS the held-out gold reward
+  (toxic prompts -0.04; sentiment prompts -0.18, one glowing review for every prompt). With (a) + (b)
+  the RM reaches 74% / Pearson 0.38 on those samples and PPO raises the held-out gold by +0.11 on
+  toxic prompts at KL 1.5 (PPO on the oracle itself: +0.12, the ceiling). That is why InstructGPT
+  labels the policy's own outputs. metrics["sft_samples"] reports the RM on held-out policy samples.
 
 Metrics (evaluation on held-out prompts; numpy, no scipy):
 - accuracy vs annotators: mean(r_w > r_l) over the held-out annotator labels (strict: ties count wrong);
@@ -119,16 +121,24 @@ class RMConfig:
     instead of the world's preference data. Its last `eval_fraction` is held out."""
     eval_fraction: float = 0.1
     """With `data`: the fraction of prompts held out for evaluation."""
+    rl_prompt_kind: str = "toxic"
+    """The world's RL prompts that PPO trains on (keep it equal to PPOConfig.prompt_kind): the SFT
+    samples below are drawn on prompts of this kind."""
+    policy_sample_prompts: int = 1000
+    """RL prompts (train split) whose K samples from pi^SFT, ranked by the annotators, join the world's
+    comparisons: the slide's own recipe (labelers rank the model's outputs). Without them the RM never
+    sees the policy's kind of answers and PPO hacks it (module docstring); 0 = world pairs only."""
     sft_sample_prompts: int = 200
-    """Held-out world prompts whose K samples from the SFT policy (at PPO's temperature, ranked by the
-    annotators) test the RM on what PPO will show it (metrics["sft_samples"]); 0 skips it."""
+    """Held-out RL prompts whose K samples from the SFT policy (ranked by the annotators) test the RM
+    on what PPO will show it (metrics["sft_samples"]); 0 skips it."""
     sft_sample_temperature: float = 0.7
-    """Sampling temperature of those samples (PPOConfig.temperature)."""
+    """Sampling temperature of the policy samples, for training and testing (PPOConfig.temperature)."""
 
 
 # --quick: a handful of steps on a few prompts, seconds on a CPU.
 QUICK: dict = dict(n_train_prompts=64, n_eval_prompts=32, batch_prompts=8, normalize_samples=32,
-                   max_new_tokens=16, eval_every=4, ckpt_every=4, sft_sample_prompts=16)
+                   max_new_tokens=16, eval_every=4, ckpt_every=4, sft_sample_prompts=16,
+                   policy_sample_prompts=16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -862,7 +872,8 @@ def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, 
                       noise: float, seed: int = 0) -> list[PreferenceGroup]:
     """k samples of `policy` per prompt, ranked by the world's annotators: the slide's own data recipe,
     and the distribution a reward model must judge during PPO. Identical samples are kept once; a
-    prompt with fewer than two distinct samples gives no pairs and is left out. Evaluation only here.
+    prompt with fewer than two distinct samples gives no pairs and is left out. Used to train the RM
+    (RMConfig.policy_sample_prompts) and to test it on held-out prompts (metrics["sft_samples"]).
 
     Why test on these: the world's training comparisons pit a reference answer against systematically
     flawed copies of it. An RM can learn to spot those flaws and still not tell a right answer from a
@@ -887,10 +898,10 @@ def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, 
 
 def normalization_prompts(run, cfg: RMConfig, held: list[PreferenceGroup]) -> list[str]:
     """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
-    instruction prompts of the train split), else the held-out preference prompts (for a file)."""
+    prompts of cfg.rl_prompt_kind, train split), else the held-out preference prompts (for a file)."""
     if not cfg.data:
         from .world import rl_prompts
-        return [ex.prompt for ex in rl_prompts("instruction", n=cfg.normalize_samples, seed=run.seed,
+        return [ex.prompt for ex in rl_prompts(cfg.rl_prompt_kind, n=cfg.normalize_samples, seed=run.seed,
                                                 split="train")]
     prompts = [g.prompt for g in held]
     return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
@@ -916,10 +927,18 @@ def ensure_rm(run, cfg: RMConfig | None = None):
         if state.get("done"):
             return load_reward_model(ckpt, run.device), tok
         check_compatible(ckpt, state.get("rm_config", {}), asdict(cfg),
-                         ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise"])
+                         ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise",
+                          "rl_prompt_kind", "policy_sample_prompts"])
     t0 = time.perf_counter()
     # 1-2. the SFT model and the comparisons
     train, held, source = preference_groups(run, cfg)
+    if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
+        from .world import rl_prompts
+        train = train + sft_sample_groups(
+            sft_model, tok, rl_prompts(cfg.rl_prompt_kind, cfg.policy_sample_prompts, run.seed, split="train"),
+            k=cfg.k, temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
+            noise=world_noise(cfg), seed=run.seed)
+        source = f"world + {cfg.rl_prompt_kind} samples of pi_SFT"
     print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
           f"{len(held)} held out, from {source}\n{config_text(cfg)}")
     # 3. r_phi from pi^SFT, trained on every pair
@@ -945,8 +964,8 @@ def ensure_rm(run, cfg: RMConfig | None = None):
         metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
         if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
             from .world import rl_prompts
-            groups = sft_sample_groups(sft_model, tok, rl_prompts("instruction", cfg.sft_sample_prompts, run.seed,
-                                                                  split="test"),
+            groups = sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, cfg.sft_sample_prompts,
+                                                                  run.seed + 1, split="test"),
                                        k=cfg.k, temperature=cfg.sft_sample_temperature,
                                        max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed)
             if groups:

@@ -45,7 +45,10 @@ def test_quick_pipeline_end_to_end_with_report(tmp_path):
     times = json.load(open(os.path.join(out, "stage_times.json")))
     assert set(times) == {"tokenizer", "pretrain", "sft", "rm", "ppo", "finegrained", "dpo", "evaluate"}
     ev = json.load(open(os.path.join(out, "evaluate", "metrics.json")))
-    assert ev["policies"]["SFT"]["kl"] == 0.0 and ev["policies"]["SFT"]["win_rate_vs_sft"]["win_rate"] == 0.5
+    for kind in ("instruction", "toxic"):
+        sft = ev["kinds"][kind]["policies"]["SFT"]
+        assert sft["kl"] == 0.0 and sft["win_rate_vs_sft"]["win_rate"] == 0.5
+        assert f"held-out {kind} prompts" in report
     # a second run finds every stage finished and trains nothing
     again = train("--quick", "--out", out)
     assert again.returncode == 0 and "resuming" not in again.stdout

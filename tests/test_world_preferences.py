@@ -84,3 +84,12 @@ def test_lima_sets():
     assert sum("flaw" in e.meta for e in noisy) > 150
     assert len({e.family for e in curated}) > 20 > 3 == len({e.family for e in low})
     assert {e.template_id for e in low} == {0}
+
+
+def test_rl_prompt_splits_never_share_a_text():
+    """Sentiment and toxic prompts recur across seeds; 'train' and 'test' keep disjoint texts."""
+    for kind in ("sentiment", "toxic"):
+        train = {e.prompt for e in rl_prompts(kind, n=300, seed=0, split="train")}
+        test = {e.prompt for e in rl_prompts(kind, n=100, seed=1, split="test")}
+        assert train and test and not train & test
+        assert len(rl_prompts(kind, n=50, seed=0, split="test")) == 50

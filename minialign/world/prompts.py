@@ -16,6 +16,7 @@ Quantity vs. Diversity"): a small curated set (diverse, every answer good), a la
 (good answers, few tasks and one template each: "wikiHow").
 """
 
+import zlib
 from random import Random
 
 from .flaws import applicable_flaws, flawed_response
@@ -29,18 +30,29 @@ NOISY_SHARE = 0.4                            # share of flawed responses in LIMA
 LOW_DIVERSITY_FAMILIES = ("home_qa", "add", "plural")
 
 
-def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: str = "test") -> list:
-    """`n` prompts (as Examples) of the given kind; deterministic in `seed`."""
+def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: str | None = None) -> list:
+    """`n` prompts (as Examples) of the given kind; deterministic in `seed`.
+
+    split: for "instruction", the instruction split (default "test"). For "sentiment" and "toxic",
+    whose prompts are drawn from a small space of texts (the same request recurs with other seeds),
+    "train" and "test" keep disjoint sets of prompt TEXTS (`heldout_text`: a fixed 30% are test
+    only), so a policy is never evaluated on a prompt it trained on; None draws from all texts.
+    """
     if kind not in RL_KINDS:
         raise ValueError(f"unknown RL prompt kind {kind!r}; use one of {RL_KINDS}")
     if kind == "instruction":
+        split = split or "test"
         per_family = -(-n // len(families_for_split(split, None)))
         examples = instruction_data(seed, per_family, splits=split)
         Random(f"rl-order|{seed}").shuffle(examples)
         return examples[:n]
+    if split not in (None, "train", "test"):
+        raise ValueError(f"rl_prompts({kind!r}): split must be None, 'train' or 'test', got {split!r}")
     rng = Random(f"rl|{kind}|{seed}")
     examples = []
-    for _ in range(n):
+    for _ in range(1000 * n):
+        if len(examples) == n:
+            break
         if kind == "sentiment":
             family = get_family(rng.choice(SENTIMENT_FAMILIES))
             fields = family.sample(rng)
@@ -48,10 +60,18 @@ def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: st
             family = get_family("continue_story")
             fields = {"prefix": sample_prefix(rng, angry=True)}
         example = make_example(family, fields, rng.choice(family.seen_templates), "rl", rng)
+        if split is not None and heldout_text(example.prompt) != (split == "test"):
+            continue
         if kind == "toxic":
             example.meta["prefix"] = fields["prefix"]
         examples.append(example)
     return examples
+
+
+def heldout_text(text: str) -> bool:
+    """Whether a prompt text belongs to the held-out 30% (a fixed hash of the text, not Python's
+    salted hash(), so the split is the same in every process)."""
+    return zlib.crc32(text.encode("utf-8")) % 10 < 3
 
 
 def lima_sets(seed: int = 0, n_large: int = 2000) -> dict:
