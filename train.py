@@ -28,7 +28,7 @@ import time
 import torch
 
 from minialign import distributed
-from minialign.checkpoint import CheckpointError
+from minialign.checkpoint import CheckpointError, load_checkpoint
 from minialign.config import add_dataclass_args, from_args, read_json, write_json
 from minialign.generate import generate
 from minialign.loaders import DataError
@@ -119,6 +119,20 @@ def available(stages: dict) -> dict:
     return out
 
 
+def stage_finished(run: Run, name: str) -> bool:
+    """Whether the stage's output is already complete in the run folder (it will be loaded, not trained)."""
+    folder = run.stage_dir(name)
+    if name == "tokenizer":
+        return os.path.exists(os.path.join(folder, "tokenizer.json"))
+    if name == "evaluate":
+        return os.path.exists(os.path.join(folder, "metrics.json"))
+    ckpt = os.path.join(folder, "ckpt.pt")
+    try:
+        return os.path.exists(ckpt) and bool(load_checkpoint(ckpt).get("done"))
+    except CheckpointError:
+        return False
+
+
 def cmd_all(run: Run, args) -> None:
     """Run every stage in order, with an overall progress line above each stage's bar, then the report."""
     from minialign.report import write_report
@@ -129,12 +143,12 @@ def cmd_all(run: Run, args) -> None:
     for i, (name, (fn, what, _)) in enumerate(stages.items(), 1):
         print(f"\n=== stage {i}/{len(stages)}: {name} ({what}) — "
               f"{time.perf_counter() - start:.0f}s so far ===", flush=True)
+        was_finished = stage_finished(run, name)
         t0 = time.perf_counter()
         fn(run, args)
-        seconds = time.perf_counter() - t0
-        # A stage found finished only loads its checkpoint (a second): keep the time it took to train.
-        if name not in times or seconds > 2:
-            times[name] = round(seconds, 1)
+        # A stage found finished only loads its checkpoint: keep the time it took when it ran.
+        if name not in times or not was_finished:
+            times[name] = round(time.perf_counter() - t0, 1)
         write_json(times_path, times)
     write_report(run)      # again, now with the time of every stage
     print(f"\nall stages done in {time.perf_counter() - start:.0f}s; outputs in {run.out}")

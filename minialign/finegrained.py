@@ -140,7 +140,7 @@ class FineGrainedConfig:
     rm_policy_samples: int = 1
     """Responses sampled from the SFT policy per prompt, added to the world's K ranked responses."""
     rm_rl_prompts: int = 800
-    """RL prompts (half instruction, half sentiment) answered once by the SFT policy and labelled by the oracle:
+    """RL prompts (half instruction, half of prompt_kind) answered once by the SFT policy and labelled by the oracle:
     feedback on the distribution PPO trains on."""
     rm_eval_prompts: int = 150
     """Held-out prompts (test split) for the segment RMs' accuracy (plus a quarter as many held-out RL prompts)."""
@@ -165,7 +165,10 @@ class FineGrainedConfig:
     temperature: float = PPOConfig.temperature
     """Sampling temperature of the rollouts (log-probs use the same)."""
     n_prompts: int = PPOConfig.n_prompts
-    """RL prompts (world.rl_prompts('instruction', split='train'))."""
+    """RL prompts (world.rl_prompts(prompt_kind, split='train'))."""
+    prompt_kind: str = PPOConfig.prompt_kind
+    """The world's RL prompt set, as the holistic PPO stage's (the sequence-level RM was trained on the SFT
+    policy's answers to these); held-out prompts of the same kind evaluate it."""
     holistic_baseline: bool = False
     """Also train a holistic baseline here (only the sequence-level RM, weight 1, same PPO settings). Without it
     the `ppo` stage's policy, when built, is evaluated beside (same RM, prompts and PPO defaults)."""
@@ -491,13 +494,14 @@ def segment_rm_data(run, sft_model: GPT, tok, cfg: FineGrainedConfig, names: lis
                     n_prompts: int, n_rl: int) -> list[LabelledResponse]:
     """Labelled responses: the world's K ranked responses per prompt (a reference answer and flawed variants:
     toxic, off topic, verbose, repetitive, wrong, ...), `rm_policy_samples` samples of the SFT policy per prompt,
-    and one SFT sample for each of `n_rl` RL prompts (instruction and sentiment, half each): feedback on the
+    and one SFT sample for each of `n_rl` RL prompts (instruction and cfg.prompt_kind, half each): feedback on the
     policy's own answers to the prompts PPO will train on, as the paper collects it."""
     rankings = preference_data(seed=run.seed, n_prompts=n_prompts, K=4, split=split)
     pairs = [(r.prompt, resp) for r in rankings for resp in r.responses]
     prompts = [r.prompt for r in rankings for _ in range(cfg.rm_policy_samples)]
     rl_seed = run.seed if split == "train" else run.seed + 1
-    prompts += [p.prompt for kind in ("instruction", "sentiment")
+    kinds = ("instruction", cfg.prompt_kind if cfg.prompt_kind != "instruction" else "sentiment")
+    prompts += [p.prompt for kind in kinds
                 for p in rl_prompts(kind, n=n_rl // 2, seed=rl_seed, split=split)] if n_rl >= 2 else []
     if prompts:
         gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
@@ -876,11 +880,11 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
     rm = rm[0] if isinstance(rm, tuple) else rm
     segment_rms = ensure_segment_rms(run, cfg, sft, tok)
     pcfg = ppo_config(cfg)
-    prompts = rl_prompts("instruction", n=cfg.n_prompts, seed=run.seed, split="train")
+    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split="train")
     print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
     policy, train_metrics = run_policy("finegrained", build_reward(tok, cfg, segment_rms, rm, pcfg), sft, rm, tok,
                                        prompts, pcfg, out_dir, run)
-    held = rl_prompts("instruction", n=cfg.n_eval_prompts, seed=run.seed, split="test")
+    held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
     ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
                                                temperature=pcfg.temperature, seed=run.seed + 1)
     evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
