@@ -28,7 +28,7 @@ import time
 import torch
 
 from minialign import distributed
-from minialign.checkpoint import CheckpointError, load_checkpoint
+from minialign.checkpoint import CheckpointError
 from minialign.config import add_dataclass_args, from_args, read_json, write_json
 from minialign.generate import generate
 from minialign.loaders import DataError
@@ -119,18 +119,12 @@ def available(stages: dict) -> dict:
     return out
 
 
-def stage_finished(run: Run, name: str) -> bool:
-    """Whether the stage's output is already complete in the run folder (it will be loaded, not trained)."""
-    folder = run.stage_dir(name)
-    if name == "tokenizer":
-        return os.path.exists(os.path.join(folder, "tokenizer.json"))
-    if name == "evaluate":
-        return os.path.exists(os.path.join(folder, "metrics.json"))
-    ckpt = os.path.join(folder, "ckpt.pt")
-    try:
-        return os.path.exists(ckpt) and bool(load_checkpoint(ckpt).get("done"))
-    except CheckpointError:
-        return False
+def output_stamp(run: Run, name: str) -> float | None:
+    """When the stage's main output was last written (None: not yet). A stage found finished only loads
+    it, so an unchanged stamp after the stage ran means it trained nothing."""
+    file = {"tokenizer": "tokenizer.json", "evaluate": "metrics.json"}.get(name, "ckpt.pt")
+    path = os.path.join(run.stage_dir(name), file)
+    return os.path.getmtime(path) if os.path.exists(path) else None
 
 
 def cmd_all(run: Run, args) -> None:
@@ -143,11 +137,11 @@ def cmd_all(run: Run, args) -> None:
     for i, (name, (fn, what, _)) in enumerate(stages.items(), 1):
         print(f"\n=== stage {i}/{len(stages)}: {name} ({what}) — "
               f"{time.perf_counter() - start:.0f}s so far ===", flush=True)
-        was_finished = stage_finished(run, name)
+        stamp = output_stamp(run, name)
         t0 = time.perf_counter()
         fn(run, args)
-        # A stage found finished only loads its checkpoint: keep the time it took when it ran.
-        if name not in times or not was_finished:
+        # A stage found finished only loads its output: keep the time it took when it ran.
+        if name not in times or output_stamp(run, name) != stamp:
             times[name] = round(time.perf_counter() - t0, 1)
         write_json(times_path, times)
     write_report(run)      # again, now with the time of every stage

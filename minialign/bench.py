@@ -153,7 +153,7 @@ def _reset_peak_rss():
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-    except OSError:
+    except OSError:   # not Linux, or not allowed: the peak then counts from the process start
         pass
 
 

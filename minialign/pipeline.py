@@ -109,15 +109,15 @@ def ensure_tokenizer(run: Run) -> Tokenizer:
     if os.path.exists(path):
         return Tokenizer.load(path)
     from . import distributed
-    if distributed.is_main() and run.init_from:     # GPT-2's own BPE, so its weights fit
-        from .tokenizer import tokenizer_from_hf_gpt2
-        print(f"[tokenizer] GPT-2's tokenizer from {run.init_from}/vocab.json -> {path}")
-        tokenizer_from_hf_gpt2(run.init_from).save(path)
-    elif distributed.is_main():     # under torchrun, rank 0 trains it and the others read its file
-        vocab = QUICK_VOCAB_SIZE if run.quick else VOCAB_SIZE[run.preset]
-        print(f"[tokenizer] training a byte-level BPE with {vocab} tokens -> {path}")
-        tok = train_bpe(corpus(run), vocab_size=vocab)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+    if distributed.is_main():       # under torchrun, rank 0 writes it and the others read its file
+        if run.init_from:           # GPT-2's own BPE, so its weights fit
+            from .tokenizer import tokenizer_from_hf_gpt2
+            print(f"[tokenizer] GPT-2's tokenizer from {run.init_from}/vocab.json -> {path}")
+            tok = tokenizer_from_hf_gpt2(run.init_from)
+        else:
+            vocab = QUICK_VOCAB_SIZE if run.quick else VOCAB_SIZE[run.preset]
+            print(f"[tokenizer] training a byte-level BPE with {vocab} tokens -> {path}")
+            tok = train_bpe(corpus(run), vocab_size=vocab)
         tok.save(path)
     distributed.barrier()
     return Tokenizer.load(path)

@@ -932,12 +932,16 @@ def ensure_rm(run, cfg: RMConfig | None = None):
     t0 = time.perf_counter()
     # 1-2. the SFT model and the comparisons
     train, held, source = preference_groups(run, cfg)
-    if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
+
+    def ranked_sft_samples(n: int, seed: int, split: str) -> list[PreferenceGroup]:
+        """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
         from .world import rl_prompts
-        train = train + sft_sample_groups(
-            sft_model, tok, rl_prompts(cfg.rl_prompt_kind, cfg.policy_sample_prompts, run.seed, split="train"),
-            k=cfg.k, temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
-            noise=world_noise(cfg), seed=run.seed)
+        return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
+                                 temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
+                                 noise=world_noise(cfg), seed=run.seed)
+
+    if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
+        train = train + ranked_sft_samples(cfg.policy_sample_prompts, run.seed, "train")
         source = f"world + {cfg.rl_prompt_kind} samples of pi_SFT"
     print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
           f"{len(held)} held out, from {source}\n{config_text(cfg)}")
@@ -963,11 +967,7 @@ def ensure_rm(run, cfg: RMConfig | None = None):
     if not cfg.data:
         metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
         if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
-            from .world import rl_prompts
-            groups = sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, cfg.sft_sample_prompts,
-                                                                  run.seed + 1, split="test"),
-                                       k=cfg.k, temperature=cfg.sft_sample_temperature,
-                                       max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed)
+            groups = ranked_sft_samples(cfg.sft_sample_prompts, run.seed + 1, "test")
             if groups:
                 m = evaluate_reward_model(model, tok, groups, run.device)
                 metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",

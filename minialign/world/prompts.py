@@ -50,9 +50,7 @@ def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: st
         raise ValueError(f"rl_prompts({kind!r}): split must be None, 'train' or 'test', got {split!r}")
     rng = Random(f"rl|{kind}|{seed}")
     examples = []
-    for _ in range(1000 * n):
-        if len(examples) == n:
-            break
+    while len(examples) < n:
         if kind == "sentiment":
             family = get_family(rng.choice(SENTIMENT_FAMILIES))
             fields = family.sample(rng)
