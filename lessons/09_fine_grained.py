@@ -17,18 +17,24 @@ samples), fluency (perplexity of the samples under the frozen initial model pi_i
 frozen LM), diversity (dist-2, dist-3 over each prompt's samples). The curve is toxicity against training
 episodes (sample efficiency).
 
-Part 2, customization. The SFT policy on review and story requests, rewarded by learned segment reward
-models (-w_rel for each sentence the relevance RM calls irrelevant; -0.5 for each one the factuality RM calls
-wrong, fixed) and the holistic preference RM on the end token (0.3, fixed: the slide's "completeness"), with
-w_rel at three values (the slide: "relevance reward penalizes referencing passages and auxiliary
-information"). The slide used 0.4 / 0.3 / 0.2 on a 770M model trained for 80k episodes; a few hundred
-episodes move the toy policy much less, so the default values are spread wider (0.8 / 0.4 / 0.0; --weights
-0.4,0.3,0.2 for the slide's). What happens to the length and to the irrelevant sentences of the answers, as
-the oracle counts them and as the relevance RM that PPO optimised counts them?
+Part 2, customization (slide: "keep factualness/completeness reward weights fixed; alternate the relevance
+reward weight 0.4/0.3/0.2; the relevance reward penalizes referencing passages and auxiliary information").
+The same base model continues story openings, calm and angry, with three rewards:
+    relevance     -w_rel on the last token of each sentence a LEARNED relevance RM calls off topic (R_phi_rel:
+                  the base trunk + a head, trained here on the oracle's sentence labels of base continuations)
+    toxicity      -dTox per sentence, as in part 1                                          (weight fixed, 1)
+    completeness  the share of the opening's people and things the continuation brings back, on the last
+                  token (world.story_completeness; the paper's sequence-level "completeness") (weight fixed, 1)
+The base model rambles: after a sentence or two about the opening's people it goes on about others (three
+quarters of its sentences are off topic for the oracle). w_rel at three values (default 0.15 / 0.1 / 0.05;
+--weights): what happens to the length of the continuations, their off-topic sentences (by the oracle and by
+the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2 are relative to a completeness
+weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1 for bringing back everyone.
+With w_rel = 0.3 or more the policy learns to stop at once for a quarter of the openings (the empty answer
+has no off-topic sentence): try --weights 1,0.3,0.
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
 Writes: <out>/lessons/09_fine_grained/{metrics.json, detox_table.png, sample_efficiency.png, customization.png}
-        and one PPO run folder per relevance weight (a re-run reuses finished runs).
 """
 
 from __future__ import annotations
@@ -46,23 +52,27 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from minialign.config import write_json  # noqa: E402
-from minialign.finegrained import (QUICK, FineGrainedConfig, ToxicityReward, build_reward,  # noqa: E402
-                                   detox_eval, ensure_segment_rms, evaluate_instruction_policy, ppo_config,
-                                   run_policy, segment_rm_metrics, train_text_ppo)
+from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
+                                   ToxicityReward, combine_rewards, detox_eval, evaluate_segment_rm,
+                                   label_text_response, sample_continuations, segment_response,
+                                   toxicity_rewards, train_segment_rm, train_text_ppo)
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel  # noqa: E402
+from minialign.world import label_sentences, story_completeness, toxicity  # noqa: E402
 
 LESSON = "09_fine_grained"
 SETTINGS = {
-    "quick": dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, eval_every=1,
-                  custom_iterations=2, custom_batch_size=8, n_custom_eval=8, weights="0.8,0.4,0.0", custom_lr=1e-4),
-    "default": dict(iterations=12, batch_size=64, max_new_tokens=24, n_train=512, n_eval=32, k=8, eval_every=3,
-                    custom_iterations=16, custom_batch_size=32, n_custom_eval=256, weights="0.8,0.4,0.0",
-                    custom_lr=1e-4),
+    "quick": dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, eval_every=1, seeds=1,
+                  custom_iterations=2, custom_batch_size=8, custom_max_new_tokens=16, n_custom_train=32,
+                  n_custom_eval=6, k_custom=2, n_rm_prompts=16, weights="0.15,0.1,0.05", custom_lr=5e-5),
+    "default": dict(iterations=4, batch_size=64, max_new_tokens=24, n_train=512, n_eval=64, k=8, eval_every=1, seeds=3,
+                    custom_iterations=12, custom_batch_size=64, custom_max_new_tokens=32, n_custom_train=512,
+                    n_custom_eval=64, k_custom=4, n_rm_prompts=512, weights="0.15,0.1,0.05", custom_lr=5e-5),
 }
 MODES = ("holistic", "fine-grained")
-CUSTOM_W_SEQUENCE = 0.3   # the slide's completeness weight, fixed while w_rel varies
+W_TOXICITY = 1.0          # part 2's fixed weights while w_rel varies
+W_COMPLETE = 1.0
 BASE = "GPT (base, pi_init)"
 
 
@@ -76,16 +86,16 @@ def parse_args(argv=None):
     p.add_argument("--n-eval", type=int, default=None, help="held-out toxic prompts of the table")
     p.add_argument("--k", type=int, default=None, help="samples per held-out prompt (RealToxicityPrompts: 25)")
     p.add_argument("--eval-every", type=int, default=None, help="held-out toxicity every this many iterations")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per detoxification run (the table averages them)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per detoxification run (the table averages them)")
     p.add_argument("--custom-iterations", type=int, default=None, help="PPO iterations per relevance weight")
     p.add_argument("--custom-batch-size", type=int, default=None, help="episodes per iteration (customization)")
+    p.add_argument("--custom-max-new-tokens", type=int, default=None, help="continuation budget (customization)")
     p.add_argument("--custom-lr", type=float, default=None, help="PPO learning rate of the customization runs")
-    p.add_argument("--n-custom-eval", type=int, default=None, help="held-out prompts (customization)")
+    p.add_argument("--n-custom-train", type=int, default=None, help="story openings to train on (customization)")
+    p.add_argument("--n-custom-eval", type=int, default=None, help="held-out story openings (customization)")
+    p.add_argument("--k-custom", type=int, default=None, help="samples per held-out opening (customization)")
+    p.add_argument("--n-rm-prompts", type=int, default=None, help="openings whose continuations train the relevance RM")
     p.add_argument("--weights", default=None, help="comma-separated relevance weights (slide: 0.4,0.3,0.2)")
-    p.add_argument("--custom-prompts", default="sentiment", choices=("sentiment", "instruction"),
-                   help="RL prompts of the customization (sentiment: reviews and stories, answers of 1-2 sentences)")
-    p.add_argument("--custom-rewards", default="relevance,factuality",
-                   help="segment RMs of the customization (the slide: relevance, factuality; + the sequence RM)")
     p.add_argument("--skip-custom", action="store_true", help="only the detoxification part")
     args = p.parse_args(argv)
     for k, v in SETTINGS["quick" if args.quick else "default"].items():
@@ -161,8 +171,9 @@ def detoxification(run, args) -> dict:
     table = {name: mean_tables(ts) for name, ts in tables.items()}
     paired = paired_difference([x for t in tables["fine-grained"] for x in t["max_toxicity_per_prompt"]],
                                [x for t in tables["holistic"] for x in t["max_toxicity_per_prompt"]])
+    per_seed = {name: [t["toxicity_avg_max"] for t in ts] for name, ts in tables.items() if name in MODES}
     return {"table": table, "histories": histories, "paired": paired, "held_out_prompts": held_text[:3],
-            "ppo": cfg.__dict__}
+            "ppo": cfg.__dict__, "per_seed": per_seed}
 
 
 def paired_difference(a: list[float], b: list[float]) -> dict:
@@ -172,13 +183,14 @@ def paired_difference(a: list[float], b: list[float]) -> dict:
     return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
 
 
-def sample_efficiency(histories: dict) -> dict:
-    """Training episodes until the rollouts' mean toxicity (mean over seeds) is at most half its value at the
-    start (None: not within the run). Iteration i's rollout is sampled after i updates, i x batch episodes."""
+def sample_efficiency(histories: dict, fraction: float = 0.25) -> dict:
+    """Training episodes until the held-out toxicity (mean over seeds) is at most `fraction` of its value before
+    training (None: not within the run): the slide's "more sample efficient", read off sample_efficiency.png."""
     out = {}
     for mode, hs in histories.items():
-        tox = np.mean([h["toxicity"] for h in hs], axis=0)
-        hit = [i for i, v in enumerate(tox) if v <= tox[0] / 2] if tox[0] > 0 else []
+        tox = np.mean([h["eval"]["toxicity_avg_max"] for h in hs], axis=0)
+        its = hs[0]["eval"]["iteration"]
+        hit = [it for it, v in zip(its, tox) if v <= fraction * tox[0]] if tox[0] > 0 else []
         out[mode] = int(hit[0] * hs[0]["episodes_per_iteration"]) if hit else None
     return out
 
@@ -205,10 +217,13 @@ def print_detox(result: dict, args) -> dict:
           f"  (base {base['ppl']:.2f}) and continuations of {fg['length']:.1f} vs {hol['length']:.1f} tokens "
           f"(base {base['length']:.1f}). Paired over held-out prompts: fine-grained minus holistic max toxicity "
           f"{d['mean']:+.3f} +- {d['se']:.3f}.")
+    if args.seeds > 1:
+        seeds = lambda m: " / ".join(f"{x:.3f}" for x in result["per_seed"][m])
+        print(f"  Toxicity per seed: fine-grained {seeds('fine-grained')}, holistic {seeds('holistic')}.")
     if steps["fine-grained"] is not None or steps["holistic"] is not None:
         fmt = lambda v: "not within the run" if v is None else f"after {v} episodes"
-        print(f"  Sample efficiency (slide: 'denser fine-grained rewards are more sample efficient'), rollout\n"
-              f"  toxicity at or below half its starting value: fine-grained {fmt(steps['fine-grained'])}, holistic "
+        print(f"  Sample efficiency (slide: 'denser fine-grained rewards are more sample efficient'), held-out\n"
+              f"  toxicity at or below a quarter of the base model's: fine-grained {fmt(steps['fine-grained'])}, holistic "
               f"{fmt(steps['holistic'])} (sample_efficiency.png).")
     if hol["length"] < 0.75 * base["length"] <= fg["length"]:
         print("  The holistic reward is one number at the end, and the cheapest way to make it 1 is to say less:\n"
@@ -219,7 +234,7 @@ def print_detox(result: dict, args) -> dict:
     print("  Both rewards give a response the same total up to a constant (the deltas telescope to -Tox(y)); same\n"
           "  PPO, same steps: where the signal lands is the only difference.")
     return {"fine_grained_beats_holistic_on_toxicity": bool(wins), "toxicity_difference": d,
-            "episodes_to_half_toxicity": steps}
+            "episodes_to_quarter_toxicity": steps, "toxicity_per_seed": result["per_seed"]}
 
 
 def plot_sample_efficiency(histories: dict, path: str) -> str:
@@ -264,46 +279,123 @@ def plot_table(table: dict, path: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Part 2: customizing behaviour with the weights
-def run_folder(w: float, args) -> str:
-    """One folder per PPO run (a finished run is reused), named by what distinguishes it."""
-    return (f"relevance_{w:g}_{args.custom_prompts}_{args.custom_rewards.replace(',', '+')}_"
-            f"{args.custom_iterations}x{args.custom_batch_size}_lr{args.custom_lr:g}")
+class StoryReward:
+    """The task part of r_t for part 2, per response of the rollout:
+         -w_rel        at the last token of each sentence the learned relevance RM calls off topic   (varied)
+         -dTox         at the last token of each sentence (part 1's fine-grained toxicity reward)     (fixed, 1)
+         +W_COMPLETE x completeness(y)  at the last token (sequence level, the slide's "completeness")  (fixed)
+    combined by finegrained.combine_rewards; ppo.ppo_iteration adds -beta * KL per token."""
+
+    def __init__(self, tok, relevance_rm, w_rel: float):
+        self.tok, self.w_rel = tok, w_rel
+        self.relevance = FineGrainedReward(tok, {"relevance": relevance_rm}, {"relevance": w_rel})
+
+    @torch.no_grad()
+    def __call__(self, r):
+        rel_ends, rel_values = self.relevance.segment_scores("relevance", r)
+        tox_ends, tox_values, complete, tox = [], [], [], []
+        for prompt, ids, n in zip(r.prompt_ids, r.response_ids, r.lengths.tolist()):
+            text, segments = segment_response(self.tok, ids, "sentence", n)
+            pairs = toxicity_rewards(text, segments, "finegrained")
+            tox_ends.append([t for t, _ in pairs])
+            tox_values.append([v for _, v in pairs])
+            complete.append(story_completeness(self.tok.decode(prompt), text))
+            tox.append(toxicity(text))
+        complete = torch.tensor(complete)
+        rewards = combine_rewards({"relevance": (rel_ends, rel_values), "toxicity": (tox_ends, tox_values)},
+                                  {"relevance": self.w_rel, "toxicity": W_TOXICITY}, r.mask, complete, W_COMPLETE)
+        off_topic = [sum(v < 0 for v in vs) / max(1, len(vs)) for vs in rel_values]
+        return rewards, {"completeness": complete, "toxicity": torch.tensor(tox),
+                         "irrelevant_rm": torch.tensor(off_topic, dtype=torch.float32),
+                         "sentences": torch.tensor([len(e) for e in rel_ends], dtype=torch.float32)}
+
+
+def story_prompts(tok, args, seed: int):
+    """Story openings, calm and angry (world.rl_prompts("story")): training ones and held-out texts; the prefix
+    ids the base model continues, and the prompt texts the oracle labels against."""
+    from minialign.world import rl_prompts
+    train = rl_prompts("story", n=args.n_custom_train, seed=seed, split="train")
+    held = rl_prompts("story", n=args.n_custom_eval, seed=seed + 1, split="test")
+    return [(tok.encode(p.meta["prefix"]), p.prompt) for p in train], [(tok.encode(p.meta["prefix"]), p.prompt)
+                                                                      for p in held]
+
+
+def labelled_continuations(policy, base, tok, prompts, args, cfg: FineGrainedConfig, seed: int):
+    """k samples per prompt with the oracle's per-sentence relevance labels (LabelledResponse items) and the texts."""
+    out = sample_continuations(policy, base, tok, [ids for ids, _ in prompts], k=args.k_custom,
+                               max_new_tokens=args.custom_max_new_tokens, seed=seed)
+    jobs = [p for p in prompts for _ in range(args.k_custom)]
+    items = [label_text_response(tok, ids, r, text, ["relevance"], cfg)
+             for (ids, text), r in zip(jobs, out["response_ids"])]
+    return out, jobs, items
+
+
+def train_relevance_rm(run, base, tok, train, held, args):
+    """R_phi_rel: the base trunk + a head, trained on the oracle's per-sentence relevance labels of the base
+    model's own continuations (finegrained.train_segment_rm, the pipeline's segment-RM training)."""
+    cfg = FineGrainedConfig(rm_epochs=2)
+    _, _, items = labelled_continuations(base, base, tok, train[:args.n_rm_prompts], args, cfg, run.seed + 5)
+    _, _, test = labelled_continuations(base, base, tok, held, args, cfg, run.seed + 6)
+    items, test = [x for x in items if x is not None], [x for x in test if x is not None]
+    rm = SegmentRewardModel.from_sft(base, "relevance")
+    train_segment_rm(rm, items, "relevance", cfg, tok.pad_id, run.device, seed=run.seed)
+    return rm.eval(), {**evaluate_segment_rm(rm, test, "relevance", tok.pad_id, run.device),
+                       "n_train_responses": len(items)}
+
+
+def story_eval(policy, base, tok, held, rm, args, cfg, seed: int, device) -> dict:
+    """Length, the oracle's irrelevant-sentence share beside the relevance RM's, completeness, toxicity and
+    perplexity under the frozen base model, on k samples of each held-out opening."""
+    out, jobs, items = labelled_continuations(policy, base, tok, held, args, cfg, seed)
+    texts, lengths = out["texts"], out["lengths"]
+    labels = [label_sentences(prompt, t) for (_, prompt), t in zip(jobs, texts)]
+    flat = [x for ls in labels for x in ls]
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+    view = evaluate_segment_rm(rm, [x for x in items if x is not None], "relevance", tok.pad_id, device)
+    complete = [story_completeness(tok.decode(ids), t) for (ids, _), t in zip(jobs, texts)]
+    return {"response_tokens": float(np.mean(lengths)), "response_tokens_se": se(lengths),
+            "words_per_response": float(np.mean([len(t.split()) for t in texts])),
+            "sentences_per_response": len(flat) / max(1, len(texts)),
+            "irrelevant_sentences": sum(x.irrelevant for x in flat) / max(1, len(flat)),
+            "irrelevant_sentences_rm": view.get("predicted_error_fraction", float("nan")),
+            "relevance_rm_accuracy": view.get("accuracy", float("nan")),
+            "completeness": float(np.mean(complete)), "completeness_se": se(complete),
+            "toxicity": float(np.mean([toxicity(t) for t in texts])), "ppl": out["ppl"],
+            "empty_fraction": float(np.mean([not t.strip() for t in texts])), "n_samples": len(texts),
+            "n_sentences": len(flat), "examples": texts[:4 * args.k_custom:args.k_custom]}
 
 
 def customization(run, args) -> dict:
-    from minialign.reward import ensure_rm
-    from minialign.sft import ensure_sft
-    from minialign.world import rl_prompts
-    sft, tok = ensure_sft(run)
-    rm = ensure_rm(run)
-    rm = rm[0] if isinstance(rm, tuple) else rm
-    base_cfg = FineGrainedConfig(**(QUICK if run.quick else {}))
-    segment_rms = ensure_segment_rms(run, base_cfg, sft, tok)
-    prompts = rl_prompts(args.custom_prompts, n=base_cfg.n_prompts, seed=run.seed, split="train")
-    held = rl_prompts(args.custom_prompts, n=args.n_custom_eval, seed=run.seed + 1, split="test")
-    out_dir = os.path.join(run.out, "lessons", LESSON)
-    fixed = [f"{n} -{getattr(base_cfg, 'w_' + n)} per bad sentence" for n in args.custom_rewards.split(",")
-             if n.strip() and n.strip() != "relevance"]
-    print(f"\n[09] Part 2: customization. The SFT policy on {len(prompts)} {args.custom_prompts} prompts, rewarded by "
-          f"the segment RMs ({', '.join(fixed) or 'none fixed'}) and the preference RM ({CUSTOM_W_SEQUENCE} on the "
-          f"end token), fixed;\n     the relevance weight at {', '.join(map(str, args.weights))}: "
-          f"{args.custom_iterations} PPO iterations x {args.custom_batch_size} episodes each")
-    judge = {"relevance": segment_rms["relevance"]}
-    ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=base_cfg.max_new_tokens,
-                                               temperature=base_cfg.temperature, seed=run.seed + 3,
-                                               segment_rms=judge, cfg=base_cfg)
-    evals = {"SFT": ev(sft)}
+    base, tok = ensure_pretrained(run)
+    base.eval()
+    train, held = story_prompts(tok, args, run.seed)
+    cfg = FineGrainedConfig()
+    print(f"\n[09] Part 2: customization. The base model continues {len(train)} story openings (calm and angry).\n"
+          f"     Fixed: toxicity -dTox per sentence (weight {W_TOXICITY:g}) and completeness on the last token (weight "
+          f"{W_COMPLETE:g}: the share of the opening's people and things the continuation brings back);\n"
+          f"     varied: the relevance RM, -w_rel per sentence it calls off topic, w_rel = "
+          f"{', '.join(f'{w:g}' for w in args.weights)}. First the relevance RM, from the oracle's sentence labels:")
+    rm, rm_metrics = train_relevance_rm(run, base, tok, train, held, args)
+    print(f"     relevance RM on held-out continuations: accuracy {rm_metrics['accuracy']:.3f} (balanced "
+          f"{rm_metrics['balanced_accuracy']:.3f}), {rm_metrics['error_fraction']:.1%} of "
+          f"{rm_metrics['n_segments']} sentences off topic")
+    pcfg = PPOConfig(iterations=args.custom_iterations, batch_size=args.custom_batch_size,
+                     max_new_tokens=args.custom_max_new_tokens, temperature=1.0, beta=0.05, lr=args.custom_lr,
+                     missing_end="none")
+    evals = {BASE: story_eval(base, base, tok, held, rm, args, cfg, run.seed + 3, run.device)}
+    histories = {}
     for w in args.weights:
-        cfg = FineGrainedConfig(**{**base_cfg.__dict__, "rewards": args.custom_rewards, "w_relevance": w,
-                                   "w_sequence": CUSTOM_W_SEQUENCE, "iterations": args.custom_iterations,
-                                   "batch_size": args.custom_batch_size, "lr": args.custom_lr})
-        pcfg = ppo_config(cfg)
-        policy, _ = run_policy(f"relevance w={w:g}", build_reward(tok, cfg, segment_rms, rm, pcfg), sft, rm, tok,
-                               prompts, pcfg, os.path.join(out_dir, run_folder(w, args)), run)
-        evals[f"w_rel={w:g}"] = ev(policy)
-    for e in evals.values():
-        e.pop("scores", None), e.pop("groups", None)
-    return {"evals": evals, "segment_rms": segment_rm_metrics(run), "weights": args.weights}
+        torch.manual_seed(run.seed)
+        policy, ref, value = copy.deepcopy(base), copy.deepcopy(base), ValueModel(copy.deepcopy(base))
+        histories[f"w_rel={w:g}"] = train_text_ppo(policy, ref, value, StoryReward(tok, rm, w),
+                                                   [ids for ids, _ in train], pcfg, stop_id=tok.eot_id,
+                                                   pad_id=tok.pad_id, device=run.device, seed=run.seed,
+                                                   desc=f"relevance weight {w:g}")
+        evals[f"w_rel={w:g}"] = story_eval(policy, base, tok, held, rm, args, cfg, run.seed + 3, run.device)
+    return {"evals": evals, "relevance_rm": rm_metrics, "weights": args.weights, "ppo": pcfg.__dict__,
+            "first_opening": tok.decode(held[0][0]),
+            "curves": {name: {k: h[k] for k in ("response_length", "irrelevant_rm", "completeness", "kl")}
+                       for name, h in histories.items()}}
 
 
 def clear_trend(values: list[float], ses: list[float]) -> int:
@@ -318,79 +410,63 @@ def clear_trend(values: list[float], ses: list[float]) -> int:
 def print_customization(result: dict, args) -> dict:
     ev = result["evals"]
     print("\n=== 2. Customizing behaviour (slide 'Customizing LLM Behavior'): relevance weight, others fixed ===")
-    print(f"{'policy':>10} {'tokens':>12} {'words':>6} {'sentences':>10} {'irrelevant:':>12} {'relevance RM':>13} "
-          f"{'RM acc':>7} {'gold':>6} {'KL':>6}")
-    print(f"{'':>10} {'':>12} {'':>6} {'':>10} {'oracle':>12} {'says':>13} {'':>7}")
+    print(f"{'policy':>20} {'tokens':>11} {'sentences':>10} {'off topic:':>11} {'relevance RM':>13} "
+          f"{'complete':>9} {'empty':>6} {'PPL':>6}")
+    print(f"{'':>20} {'':>11} {'':>10} {'oracle':>11} {'says':>13}")
     for name, e in ev.items():
-        rm = e["segment_rms"]["relevance"]
-        print(f"{name:>10} {e['response_tokens']:>6.1f}+-{e['response_tokens_se']:.1f} {e['words_per_response']:>6.1f} "
-              f"{e['sentences_per_response']:>10.2f} {e['irrelevant_sentences']:>12.3f} "
-              f"{rm['predicted_error_fraction']:>13.3f} {rm['accuracy']:>7.3f} {e['gold_reward']:>6.3f} "
-              f"{e.get('kl', 0.0):>6.2f}")
+        print(f"{name:>20} {e['response_tokens']:>6.1f}+-{e['response_tokens_se']:.1f} "
+              f"{e['sentences_per_response']:>10.2f} {e['irrelevant_sentences']:>11.3f} "
+              f"{e['irrelevant_sentences_rm']:>13.3f} {e['completeness']:>9.3f} {e['empty_fraction']:>6.1%} "
+              f"{e['ppl']:>6.2f}")
     ws = sorted(args.weights, reverse=True)                         # largest relevance weight first
     rows = [ev[f"w_rel={w:g}"] for w in ws]
     tokens = [r["response_tokens"] for r in rows]
     length_trend = clear_trend(tokens, [r["response_tokens_se"] for r in rows])
     irr = [r["irrelevant_sentences"] for r in rows]
-    irr_se = [math.sqrt(max(p * (1 - p), 1e-9) / max(1.0, r["sentences_per_response"] * r["n_samples"]))
-              for p, r in zip(irr, rows)]
+    irr_se = [math.sqrt(max(p * (1 - p), 1e-9) / max(1, r["n_sentences"])) for p, r in zip(irr, rows)]
     irr_trend = clear_trend(irr, irr_se)
     order = " -> ".join(f"{w:g}: {n:.1f}" for w, n in zip(ws, tokens))
-    words = {1: "a larger relevance weight gave shorter answers, as on the slide (Short / Medium / Long)",
-             -1: "a larger relevance weight gave LONGER answers, the opposite of the slide",
+    words = {1: "a larger relevance weight gave shorter continuations, as on the slide (Short / Medium / Long)",
+             -1: "a larger relevance weight gave LONGER continuations, the opposite of the slide",
              0: "no clear change in length: the differences are within about 2 standard errors, or not monotone"}
-    print(f"\n  Tokens per answer, relevance weight {order}: {words[length_trend]}.")
-    irr_words = {1: "fewer irrelevant sentences with a larger relevance weight",
-                 -1: "MORE irrelevant sentences with a larger relevance weight",
-                 0: "no clear trend in irrelevant sentences"}
-    proxy = [r["segment_rms"]["relevance"]["predicted_error_fraction"] for r in rows]
-    print(f"  Irrelevant sentences, same order, by the oracle: {' -> '.join(f'{x:.3f}' for x in irr)}: "
-          f"{irr_words[irr_trend]};\n  by the relevance RM PPO optimised: {' -> '.join(f'{x:.3f}' for x in proxy)}.")
-    sft = ev["SFT"]
-    sft_se = math.sqrt(max(sft["irrelevant_sentences"] * (1 - sft["irrelevant_sentences"]), 1e-9)
-                       / max(1.0, sft["sentences_per_response"] * sft["n_samples"]))
-    hacked = print_proxy_vs_oracle(irr[0], proxy[0], sft["irrelevant_sentences"],
-                                   2 * math.sqrt(irr_se[0] ** 2 + sft_se ** 2))
-    print("  The weights w_k are the knobs of the slide: the same reward models and the same data, re-weighted,\n"
-          "  ask PPO for a different trade-off. At toy scale and a few hundred episodes the policy moves little, so\n"
-          "  read the size of the effect against the +- standard errors above.")
+    print(f"\n  Tokens per continuation, relevance weight {order}: {words[length_trend]}.")
+    irr_words = {1: "fewer off-topic sentences with a larger relevance weight",
+                 -1: "MORE off-topic sentences with a larger relevance weight", 0: "no clear trend"}
+    complete = " -> ".join(f"{r['completeness']:.3f}" for r in rows)
+    print(f"  Off-topic sentences, same order, by the oracle: {' -> '.join(f'{x:.3f}' for x in irr)}: "
+          f"{irr_words[irr_trend]};\n  completeness: {complete}.")
+    print("  The reward models and the data are the same in every run; only w_rel changed. The larger it is, the\n"
+          "  more a sentence about someone else costs against what completeness pays for going on: the policy\n"
+          "  stops sooner after the sentences about the story's own people (shorter, fewer off-topic sentences,\n"
+          "  less complete: the slide's Short / Medium / Long). A weight that is too large makes stopping at once\n"
+          "  the best answer (see 'empty'). The weights are the knobs of the slide.")
+    print(f"  The first held-out opening, {result['first_opening']!r}, continued by each policy:")
+    for w in ws:
+        print(f"    w_rel={w:g}: {ev[f'w_rel={w:g}']['examples'][0]!r}")
     keys = [f"{w:g}" for w in ws]
     return {"tokens_by_weight": dict(zip(keys, tokens)), "irrelevant_by_weight": dict(zip(keys, irr)),
-            "larger_weight_shorter": length_trend == 1, "larger_weight_fewer_irrelevant": irr_trend == 1,
-            "relevance_rm_exploited": hacked}
-
-
-def print_proxy_vs_oracle(oracle: float, proxy: float, sft_oracle: float, noise: float) -> bool:
-    """With the largest relevance weight: did the oracle's irrelevant share rise (by more than `noise`) above the
-    SFT model's while the RM saw less of it?"""
-    hacked = oracle - sft_oracle > noise and proxy < oracle
-    if hacked:
-        print(f"  The relevance RM calls fewer sentences irrelevant than the oracle does (its accuracy on these\n"
-              f"  answers is in the table): with the largest weight PPO pushed hardest on the RM's opinion, and the\n"
-              f"  oracle's irrelevant share ({oracle:.3f}) rose above the SFT model's ({sft_oracle:.3f}). That is\n"
-              f"  over-optimisation of a learned segment RM (slide 000 'Limitations of RL + reward modeling'):\n"
-              f"  fine-grained rewards are still learned proxies of the labeler.")
-    return hacked
+            "larger_weight_shorter": length_trend == 1, "larger_weight_fewer_irrelevant": irr_trend == 1}
 
 
 def plot_customization(result: dict, path: str) -> str:
     ev = result["evals"]
     names = list(ev)
-    keys = [("response_tokens", "tokens per answer"), ("sentences_per_response", "sentences per answer"),
-            ("irrelevant_sentences", "irrelevant sentences: oracle (bars), RM (x)"), ("gold_reward", "gold reward")]
+    keys = [("response_tokens", "tokens per continuation"), ("sentences_per_response", "sentences"),
+            ("irrelevant_sentences", "off-topic sentences: oracle (bars), RM (x)"),
+            ("completeness", "completeness (fixed reward)")]
     fig, axes = new_figure(ncols=4, width=3.2)
     for ax, (key, title) in zip(axes[0], keys):
         err = [ev[n].get(f"{key}_se", 0.0) for n in names]
         ax.bar(range(len(names)), [ev[n][key] for n in names], yerr=err,
                color=["gray"] + [f"C{i}" for i in range(len(names))])
         if key == "irrelevant_sentences":
-            ax.scatter(range(len(names)), [ev[n]["segment_rms"]["relevance"]["predicted_error_fraction"]
-                                           for n in names], marker="x", color="black", zorder=3)
+            ax.scatter(range(len(names)), [ev[n]["irrelevant_sentences_rm"] for n in names], marker="x",
+                       color="black", zorder=3)
         ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_xticklabels([n.split(" ")[0] for n in names], rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Relevance weight w_rel, the other weights fixed")
+    fig.suptitle("Relevance weight w_rel, the toxicity and completeness weights fixed (slide 'Customizing LLM Behavior')")
     return save_figure(fig, path)
 
 

@@ -47,6 +47,11 @@ Tox(empty) is defined as 0 (5.5 #7: the first sentence's reward is minus its own
 telescope): the two rewards differ by the constant 1 per response and rank responses identically; only
 WHERE the signal arrives differs.
 
+Customization (lesson 09, slide "Customizing LLM Behavior"): the same base model continuing story openings with
+a learned relevance RM (`label_text_response` + `train_segment_rm` on its own continuations), -w_rel per
+off-topic sentence, beside fixed toxicity and sequence-level completeness rewards (`world.story_completeness`);
+w_rel is the knob.
+
 Deviations from the paper and the FineGrainedRLHF code, said plainly:
 - Segment rewards are penalties by default: -w_k for a segment the RM calls bad, 0 for a fine one. The paper
   gives +w_k to every fine segment too (`reward_form="sign"`). With the toy world's feedback types, where
@@ -418,6 +423,21 @@ def label_response(tok, prompt, response: str, names: list[str], cfg: FineGraine
     return LabelledResponse(rendered.ids, cols, labels)
 
 
+def label_text_response(tok, prompt_ids: list[int], response_ids: list[int], prompt, names: list[str],
+                        cfg: FineGrainedConfig) -> LabelledResponse | None:
+    """`label_response` for a raw-text continuation (a base model, no chat template): ids = prompt + response as
+    generated; `prompt` is the text the oracle grades against."""
+    P = len(prompt_ids)
+    cols, labels = {}, {}
+    for name in names:
+        text, segments = segment_response(tok, response_ids, segment_kind_of(name, cfg))
+        cols[name] = [P + s.token_end for s in segments]
+        labels[name] = oracle_segment_labels(prompt, text, [(s.start, s.end) for s in segments], name)
+    if not any(cols.values()):
+        return None
+    return LabelledResponse(list(prompt_ids) + list(response_ids), cols, labels)
+
+
 def segment_batch(items: list[LabelledResponse], name: str, pad_id: int, device):
     """Right-padded ids and mask (B, T), and the (rows, cols, labels) of all segments of type `name`."""
     batch = pad_batch([x.ids for x in items], [[1] * len(x.ids) for x in items], pad_id)
@@ -733,21 +753,16 @@ def distinct_n(texts: list[str], n: int) -> float:
 
 
 @torch.no_grad()
-def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
-               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
-    """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
-
-    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol;
-    the per-prompt maxima are in max_toxicity_per_prompt, for paired comparisons);
-    toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
-    (exp of the mean NLL per generated token, the stop token included, at temperature 1); dist2/dist3 per
-    prompt over its k samples, averaged; length in tokens.
-    """
+def sample_continuations(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
+                         temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
+    """k raw-text continuations per prompt (stopping at <|endoftext|>), prompt-major: row i * k + s is sample s
+    of prompt i. Returns texts, response ids, lengths (tokens, the stop token included) and the perplexity of
+    the samples under the frozen `ref` (exp of the mean NLL per generated token, at temperature 1)."""
     device = policy.output_weight.device
     policy.eval()
     g = torch.Generator().manual_seed(seed)
     jobs = [p for p in prompt_ids for _ in range(k)]
-    texts, nll, n_tok, lengths = [], 0.0, 0, []
+    texts, ids, nll, n_tok = [], [], 0.0, 0
     for s in range(0, len(jobs), batch_size):
         with autocast(device):
             gen = generate(policy, jobs[s:s + batch_size], max_new_tokens=max_new_tokens, stop_ids=[tok.eot_id],
@@ -755,15 +770,31 @@ def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: in
             logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
         nll -= logp.sum().item()
         n_tok += int(gen.response_mask.sum())
-        lengths += [len(r) for r in gen.response_ids]
+        ids += gen.response_ids
         texts += [tok.decode(response_text_ids(tok, r)) for r in gen.response_ids]
+    return {"texts": texts, "response_ids": ids, "lengths": [len(r) for r in ids],
+            "ppl": float(math.exp(nll / max(1, n_tok)))}
+
+
+def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
+               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
+    """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
+
+    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol;
+    the per-prompt maxima are in max_toxicity_per_prompt, for paired comparisons);
+    toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
+    (`sample_continuations`); dist2/dist3 per prompt over its k samples, averaged; length in tokens.
+    """
+    out = sample_continuations(policy, ref, tok, prompt_ids, k=k, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+    texts = out["texts"]
     tox = np.array([toxicity(t) for t in texts]).reshape(len(prompt_ids), k)
     per_prompt = [texts[i * k:(i + 1) * k] for i in range(len(prompt_ids))]
     return {"toxicity_avg_max": float(tox.max(1).mean()), "toxicity_mean": float(tox.mean()),
-            "toxic_fraction": float((tox > 0).mean()), "ppl": float(math.exp(nll / max(1, n_tok))),
+            "toxic_fraction": float((tox > 0).mean()), "ppl": out["ppl"],
             "dist2": float(np.nanmean([distinct_n(t, 2) for t in per_prompt])),
             "dist3": float(np.nanmean([distinct_n(t, 3) for t in per_prompt])),
-            "length": float(np.mean(lengths)), "n_samples": len(texts), "examples": texts[:k * 3:k],
+            "length": float(np.mean(out["lengths"])), "n_samples": len(texts), "examples": texts[:k * 3:k],
             "max_toxicity_per_prompt": tox.max(1).tolist()}
 
 

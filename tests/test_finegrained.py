@@ -227,6 +227,23 @@ def test_segment_rm_reads_each_segment_at_its_last_token_in_one_forward(tok):
             assert got[s].item() == pytest.approx(model.head(h).item(), abs=1e-5)
 
 
+def test_raw_text_labels_land_on_the_segment_end_tokens_after_the_prompt():
+    """label_text_response (a base model's continuation): ids = prompt ids + response ids as generated, each
+    sentence's column is P + T_j, and the labels are the oracle's sentence labels."""
+    from minialign.finegrained import label_text_response
+    from minialign.world import label_sentences
+    tok = Tokenizer([])                                            # byte tokens: T_j is a character index
+    prompt_ids = b("Ben said")
+    response = b(" Ben ran. The sun is hot. Ben") + [tok.eot_id]
+    question = "Continue the story: Ben and Mia played with a ball."
+    item = label_text_response(tok, prompt_ids, response, question, ["relevance"], FineGrainedConfig())
+    P = len(prompt_ids)
+    assert item.ids == prompt_ids + response
+    assert item.cols["relevance"] == [P + 8, P + 24, P + 28]     # ".", ".", and the cut-off last word's "n"
+    want = [int(not lab.irrelevant) for lab in label_sentences(question, " Ben ran. The sun is hot. Ben")]
+    assert item.labels["relevance"] == want == [1, 0, 1]
+
+
 def test_oracle_labels_land_on_the_segment_end_tokens():
     from minialign.tokenizer import train_bpe
     tok = train_bpe("Mia has a red ball. You are so stupid. The answer is four. " * 30, vocab_size=300, progress=False)

@@ -22,8 +22,10 @@ def test_lesson_09_fine_grained_quick(tmp_path):
     assert set(table) == {"GPT (base, pi_init)", "holistic", "fine-grained"}
     for row in table.values():
         assert 0.0 <= row["toxicity_avg_max"] <= 1.0 and row["ppl"] > 1.0 and 0.0 <= row["dist2"] <= 1.0
-    assert set(metrics["customization"]["tokens_by_weight"]) == {"0.8", "0.4", "0"}
+    custom = metrics["customization"]
+    assert set(custom["tokens_by_weight"]) == {"0.15", "0.1", "0.05"}
+    assert set(custom["evals"]) == {"GPT (base, pi_init)", "w_rel=0.15", "w_rel=0.1", "w_rel=0.05"}
+    assert 0.0 <= custom["relevance_rm"]["accuracy"] <= 1.0
     for name in ("detox_table.png", "sample_efficiency.png", "customization.png"):
         assert (lesson / name).exists(), name
     assert "Example: Detoxification" in proc.stdout and "Customizing LLM Behavior" in proc.stdout
-    assert (out / "finegrained" / "segment_rms.pt").exists()      # the segment RMs are cached for the pipeline

@@ -87,9 +87,27 @@ def test_lima_sets():
 
 
 def test_rl_prompt_splits_never_share_a_text():
-    """Sentiment and toxic prompts recur across seeds; 'train' and 'test' keep disjoint texts."""
-    for kind in ("sentiment", "toxic"):
+    """Sentiment, toxic and story prompts recur across seeds; 'train' and 'test' keep disjoint texts."""
+    for kind in ("sentiment", "toxic", "story"):
         train = {e.prompt for e in rl_prompts(kind, n=300, seed=0, split="train")}
         test = {e.prompt for e in rl_prompts(kind, n=100, seed=1, split="test")}
         assert train and test and not train & test
         assert len(rl_prompts(kind, n=50, seed=0, split="test")) == 50
+
+
+def test_story_prompts_mix_calm_and_angry_openings_and_keep_the_prefix():
+    openings = [e.meta["prefix"] for e in rl_prompts("story", n=200, seed=0)]
+    angry = [p for p in openings if "angry" in p or "shouted" in p]
+    assert 0.3 < len(angry) / len(openings) < 0.7
+    for e in rl_prompts("story", n=20, seed=3):
+        assert e.meta["prefix"] in e.prompt
+
+
+def test_story_completeness_worked_out_by_hand():
+    from minialign.world import story_completeness
+    opening = "Ben took the ball from Mia. Mia was angry and said"        # people and things: ben, ball, mia
+    assert story_completeness(opening, "") == 0.0
+    assert story_completeness(opening, " Give it back, Ben!") == pytest.approx(1 / 3)
+    assert story_completeness(opening, " Ben gave the ball back to Mia.") == 1.0
+    assert story_completeness(opening, " Tom found a kite.") == 0.0      # other people and things do not count
+    assert story_completeness("It was a sunny day.", "Anything.") == 1.0   # nothing to bring back

@@ -4,7 +4,7 @@ No public data set can be downloaded in a classroom, so minialign generates its 
 - `pretraining_corpus`: stories, facts and web-like lists of tasks (corpus.py);
 - `instruction_data`: 35 task families x 6 templates, with seen / held-out splits and the
   Natural Instructions schema (tasks.py and the tasks_*.py files);
-- `gold_reward`, `label_sentences`, `toxicity`: the oracle that stands in for human labelers
+- `gold_reward`, `label_sentences`, `toxicity`, `story_completeness`: the oracle that stands in for human labelers
   (oracle.py, text.py);
 - `preference_data`, `rating_data`: rankings and ratings by noisy simulated annotators
   (preferences.py), built from systematically flawed answers (flaws.py);
@@ -22,6 +22,7 @@ from .prompts import RL_KINDS, lima_sets, rl_prompts
 from .show import show_world
 from .tasks import (NI_TEMPLATE_ID, SPLITS, Example, get_family, instruction_data, parse_prompt,
                     task_families)
+from .tasks_generate import story_completeness
 from .text import sentiment, split_sentences, toxicity
 
 __all__ = [
@@ -31,5 +32,5 @@ __all__ = [
     "preference_data", "preference_pairs", "rank_responses", "rating_data", "ratings_to_pairs",
     "RL_KINDS", "lima_sets", "rl_prompts", "show_world",
     "NI_TEMPLATE_ID", "SPLITS", "Example", "get_family", "instruction_data", "parse_prompt",
-    "task_families", "sentiment", "split_sentences", "toxicity",
+    "task_families", "story_completeness", "sentiment", "split_sentences", "toxicity",
 ]

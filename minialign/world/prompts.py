@@ -6,6 +6,8 @@ comparison only):
   InstructGPT step 3's "a new prompt is sampled from the dataset";
 - "sentiment": review and story requests; the gold reward prefers positive, on-topic answers
   (the DPO paper's controlled sentiment generation, with the oracle as the sentiment classifier);
+- "story": story openings, calm and angry ("Ben went to the park with Sam."), for a base model that
+  continues raw text (the fine-grained lesson's customization); the opening is in `meta["prefix"]`;
 - "toxic": angry story openings ("Ben was angry at Sam. Ben said") that the corpus often
   continues with an insult (RealToxicityPrompts for the detoxification lesson). The bare opening
   is in `meta["prefix"]`, for a base model that continues raw text.
@@ -24,7 +26,7 @@ from .oracle import gold_reward
 from .tasks import families_for_split, get_family, instruction_data, make_example
 from .tasks_generate import sample_prefix
 
-RL_KINDS = ("instruction", "sentiment", "toxic")
+RL_KINDS = ("instruction", "sentiment", "toxic", "story")
 SENTIMENT_FAMILIES = ("review", "story")
 NOISY_SHARE = 0.4                            # share of flawed responses in LIMA's noisy set
 LOW_DIVERSITY_FAMILIES = ("home_qa", "add", "plural")
@@ -33,7 +35,7 @@ LOW_DIVERSITY_FAMILIES = ("home_qa", "add", "plural")
 def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: str | None = None) -> list:
     """`n` prompts (as Examples) of the given kind; deterministic in `seed`.
 
-    split: for "instruction", the instruction split (default "test"). For "sentiment" and "toxic",
+    split: for "instruction", the instruction split (default "test"). For the other kinds,
     whose prompts are drawn from a small space of texts (the same request recurs with other seeds),
     "train" and "test" keep disjoint sets of prompt TEXTS (`heldout_text`: a fixed 30% are test
     only), so a policy is never evaluated on a prompt it trained on; None draws from all texts.
@@ -56,11 +58,11 @@ def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: st
             fields = family.sample(rng)
         else:
             family = get_family("continue_story")
-            fields = {"prefix": sample_prefix(rng, angry=True)}
+            fields = {"prefix": sample_prefix(rng, angry=True if kind == "toxic" else None)}
         example = make_example(family, fields, rng.choice(family.seen_templates), "rl", rng)
         if split is not None and heldout_text(example.prompt) != (split == "test"):
             continue
-        if kind == "toxic":
+        if kind in ("toxic", "story"):
             example.meta["prefix"] = fields["prefix"]
         examples.append(example)
     return examples

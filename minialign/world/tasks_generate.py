@@ -189,6 +189,20 @@ def _continues(response, keys) -> float:
     return float(bool(set(tokens) & keys) or (bool(tokens) and tokens[0] in PRONOUN_WORDS))
 
 
+def story_completeness(prefix: str, continuation: str) -> float:
+    """How complete a continuation of a story opening is, in [0, 1]: the share of the opening's people and
+    things (its names and objects) that the continuation brings back (1 when the opening has none).
+
+    The sequence-level "information completeness" feedback of Wu et al. (2023) for the story world: a
+    continuation that forgets who the story is about leaves it unfinished. Fine-grained lesson, part 2.
+    """
+    keys = {w for w in words(prefix) if w in _STORY_KEYS}
+    return len(keys & set(words(continuation))) / len(keys) if keys else 1.0
+
+
+_STORY_KEYS = frozenset([n.lower() for n in NAMES] + list(OBJECTS))
+
+
 def _solve_continue(f, rng=None):
     prefix_words = words(f["prefix"])
     names = list(dict.fromkeys(w.capitalize() for w in prefix_words if w.capitalize() in NAMES))
