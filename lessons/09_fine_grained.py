@@ -59,7 +59,7 @@ from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, Segment
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel  # noqa: E402
-from minialign.world import label_sentences, story_completeness, toxicity  # noqa: E402
+from minialign.world import label_sentences, rl_prompts, story_completeness, toxicity  # noqa: E402
 
 LESSON = "09_fine_grained"
 SETTINGS = {
@@ -109,7 +109,6 @@ def parse_args(argv=None):
 # Part 1: detoxification
 def toxic_prompts(tok, args, seed: int):
     """Raw-text openings (the base model continues text): training prompts and held-out ones not among them."""
-    from minialign.world import rl_prompts
     train = [p.meta["prefix"] for p in rl_prompts("toxic", n=args.n_train, seed=seed)]
     seen, held = set(train), []
     for p in rl_prompts("toxic", n=4 * args.n_eval, seed=seed + 1):
@@ -313,7 +312,6 @@ class StoryReward:
 def story_prompts(tok, args, seed: int):
     """Story openings, calm and angry (world.rl_prompts("story")): training ones and held-out texts; the prefix
     ids the base model continues, and the prompt texts the oracle labels against."""
-    from minialign.world import rl_prompts
     train = rl_prompts("story", n=args.n_custom_train, seed=seed, split="train")
     held = rl_prompts("story", n=args.n_custom_eval, seed=seed + 1, split="test")
     return [(tok.encode(p.meta["prefix"]), p.prompt) for p in train], [(tok.encode(p.meta["prefix"]), p.prompt)
