@@ -408,25 +408,10 @@ def oracle_segment_labels(prompt, text: str, spans: list[tuple[int, int]], name:
     return out
 
 
-def label_response(tok, prompt, response: str, names: list[str], cfg: FineGrainedConfig) -> LabelledResponse | None:
-    """Render (prompt, response) with the chat template and attach every feedback type's segment labels."""
-    rendered = render(tok, prompt_text(prompt), response)
-    P = rendered.prompt_len
-    resp_ids = rendered.ids[P:]
-    cols, labels = {}, {}
-    for name in names:
-        text, segments = segment_response(tok, resp_ids, segment_kind_of(name, cfg))
-        cols[name] = [P + s.token_end for s in segments]
-        labels[name] = oracle_segment_labels(prompt, text, [(s.start, s.end) for s in segments], name)
-    if not any(cols.values()):
-        return None
-    return LabelledResponse(rendered.ids, cols, labels)
-
-
 def label_text_response(tok, prompt_ids: list[int], response_ids: list[int], prompt, names: list[str],
                         cfg: FineGrainedConfig) -> LabelledResponse | None:
-    """`label_response` for a raw-text continuation (a base model, no chat template): ids = prompt + response as
-    generated; `prompt` is the text the oracle grades against."""
+    """ids = prompt ids + response ids (as generated), with every feedback type's segment columns P + T_j and the
+    oracle's labels; `prompt` is what the oracle grades against. For a raw-text continuation (a base model)."""
     P = len(prompt_ids)
     cols, labels = {}, {}
     for name in names:
@@ -436,6 +421,13 @@ def label_text_response(tok, prompt_ids: list[int], response_ids: list[int], pro
     if not any(cols.values()):
         return None
     return LabelledResponse(list(prompt_ids) + list(response_ids), cols, labels)
+
+
+def label_response(tok, prompt, response: str, names: list[str], cfg: FineGrainedConfig) -> LabelledResponse | None:
+    """Render (prompt, response) with the chat template and attach every feedback type's segment labels."""
+    rendered = render(tok, prompt_text(prompt), response)
+    P = rendered.prompt_len
+    return label_text_response(tok, rendered.ids[:P], rendered.ids[P:], prompt, names, cfg)
 
 
 def segment_batch(items: list[LabelledResponse], name: str, pad_id: int, device):
