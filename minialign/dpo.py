@@ -583,15 +583,16 @@ def ensure_dpo(run, cfg: DPOConfig | None = None):
 
     Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
     """
-    from .pipeline import load_model
+    from .pipeline import finished_model, load_model
     from .sft import ensure_sft
 
     cfg = cfg or DPOConfig(**(QUICK if run.quick else {}))
     out_dir = run.stage_dir("dpo")
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)
-    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done"):
-        return load_model(ckpt, run.device), tok
+    finished = finished_model(ckpt, run.device)
+    if finished is not None:
+        return finished, tok
     policy = copy.deepcopy(sft_model)
     ref = sft_model.eval().requires_grad_(False)
     # rank 0 builds the pairs (sampling pi_ref) and sends them: every rank needs the same list

@@ -887,7 +887,7 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
     evaluation of SFT, fine-grained PPO (and the holistic baseline when asked): gold reward, KL, sentence
     error rates; metrics.json and comparison.png.
     """
-    from .pipeline import load_model
+    from .pipeline import finished_model, load_model
     from .reward import ensure_rm
     from .sft import ensure_sft
 
@@ -895,9 +895,10 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
     out_dir = run.stage_dir("finegrained")
     ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
     sft, tok = ensure_sft(run)
-    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done") and os.path.exists(metrics_path):
-        if read_json(metrics_path).get("stage") == "finegrained":
-            return load_model(ckpt, run.device), tok
+    if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "finegrained":
+        finished = finished_model(ckpt, run.device)
+        if finished is not None:
+            return finished, tok
     t0 = time.perf_counter()
     rm = ensure_rm(run)
     rm = rm[0] if isinstance(rm, tuple) else rm
@@ -912,8 +913,9 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
                                                temperature=pcfg.temperature, seed=run.seed + 1)
     evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
     ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
-    if os.path.exists(ppo_ckpt) and load_checkpoint(ppo_ckpt).get("done"):   # the holistic PPO stage, if built
-        evals["holistic (ppo stage)"] = ev(load_model(ppo_ckpt, run.device))
+    holistic = finished_model(ppo_ckpt, run.device)                 # the holistic PPO stage, if built
+    if holistic is not None:
+        evals["holistic (ppo stage)"] = ev(holistic)
     if cfg.holistic_baseline:
         holistic, _ = run_policy("holistic", HolisticReward(tok, rm, 1.0, missing_end=pcfg.missing_end,
                                                              missing_end_penalty=pcfg.missing_end_penalty),

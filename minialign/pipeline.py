@@ -135,13 +135,22 @@ def pretrain_config(run: Run, args: argparse.Namespace | None = None) -> Pretrai
     return from_args(PretrainConfig, args, **base) if args is not None else PretrainConfig(**base)
 
 
-def load_model(path: str, device) -> GPT:
-    """A GPT from a minialign checkpoint (its config is stored beside the weights)."""
-    state = load_checkpoint(path)
+def load_model(source: str | dict, device) -> GPT:
+    """A GPT from a minialign checkpoint (its config is stored beside the weights): its path, or the dict
+    `load_checkpoint` returned (a stage that already read it for checks does not read it twice)."""
+    state = load_checkpoint(source) if isinstance(source, str) else source
     from .model import GPTConfig
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device)
+
+
+def finished_model(ckpt: str, device) -> GPT | None:
+    """The model of a stage's checkpoint if that stage finished (`done`), else None; the file is read once."""
+    if not os.path.exists(ckpt):
+        return None
+    state = load_checkpoint(ckpt)
+    return load_model(state, device) if state.get("done") else None
 
 
 def ensure_pretrained(run: Run, cfg: PretrainConfig | None = None) -> tuple[GPT, Tokenizer]:
@@ -156,7 +165,7 @@ def ensure_pretrained(run: Run, cfg: PretrainConfig | None = None) -> tuple[GPT,
         state = load_checkpoint(ckpt)
         check_compatible(ckpt, state["model_config"], mcfg.to_dict(), mcfg.to_dict().keys())
         if state.get("done"):
-            return load_model(ckpt, run.device), tok
+            return load_model(state, run.device), tok
     cfg = cfg or pretrain_config(run)
     torch.manual_seed(run.seed)
     model = GPT(mcfg)
@@ -187,4 +196,4 @@ def gpt2_as_base_model(run: Run, tok: Tokenizer, ckpt: str) -> GPT:
         from .checkpoint import CheckpointError
         raise CheckpointError(f"checkpoint {ckpt} was not made from {run.init_from} (it has "
                               f"init_from={state.get('init_from')!r}). Use another --out folder.")
-    return load_model(ckpt, run.device)
+    return load_model(state, run.device)

@@ -941,7 +941,7 @@ def ensure_ppo(run, cfg: PPOConfig | None = None):
 
     Returns (policy GPT, tokenizer).
     """
-    from .pipeline import load_model
+    from .pipeline import finished_model, load_model
     from .reward import ensure_rm
     from .sft import ensure_sft
     from .world import rl_prompts
@@ -950,8 +950,9 @@ def ensure_ppo(run, cfg: PPOConfig | None = None):
     out_dir = run.stage_dir("ppo")
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)
-    if os.path.exists(ckpt) and load_checkpoint(ckpt).get("done"):
-        return load_model(ckpt, run.device), tok
+    finished = finished_model(ckpt, run.device)
+    if finished is not None:
+        return finished, tok
     reward_model = _as_reward_model(ensure_rm(run))
     policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
     value_model = ValueModel.from_reward_model(reward_model)

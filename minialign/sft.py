@@ -641,7 +641,7 @@ def ensure_sft(run, cfg: SFTConfig | None = None):
         check_compatible(ckpt, state["model_config"], base.config.to_dict(),
                          base.config.to_dict().keys())
         if state.get("done"):
-            return load_model(ckpt, run.device), tok
+            return load_model(state, run.device), tok
     cfg = cfg or sft_config(run)
     print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
     train, held_out = sft_data(cfg, run.seed)
