@@ -25,13 +25,13 @@ The same base model continues story openings, calm and angry, with three rewards
     toxicity      -dTox per sentence, as in part 1                                          (weight fixed, 1)
     completeness  the share of the opening's people and things the continuation brings back, on the last
                   token (world.story_completeness; the paper's sequence-level "completeness") (weight fixed, 1)
-The base model rambles: after a sentence or two about the opening's people it goes on about others (three
-quarters of its sentences are off topic for the oracle). w_rel at three values (default 0.15 / 0.1 / 0.05;
+The base model rambles: after a sentence or two about the opening's people it goes on about others (in a
+default run here, three quarters of its sentences were off topic for the oracle). w_rel at three values (default 0.15 / 0.1 / 0.05;
 --weights): what happens to the length of the continuations, their off-topic sentences (by the oracle and by
 the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2 are relative to a completeness
 weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1 for bringing back everyone.
-With w_rel = 0.3 or more the policy learns to stop at once for a quarter of the openings (the empty answer
-has no off-topic sentence): try --weights 1,0.3,0.
+In a run here with w_rel = 1 and 0.3 the policy learned to stop at once for about a quarter of the openings
+(the empty answer has no off-topic sentence): try --weights 1,0.3,0.
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
 Writes: <out>/lessons/09_fine_grained/{metrics.json, detox_table.png, sample_efficiency.png, customization.png}
@@ -52,14 +52,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from minialign.config import write_json  # noqa: E402
+from minialign.evaluation import mean_and_se  # noqa: E402
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
                                    ToxicityReward, combine_rewards, detox_eval, evaluate_segment_rm,
-                                   label_text_response, sample_continuations, segment_response,
-                                   toxicity_rewards, train_segment_rm, train_text_ppo)
+                                   label_text_response, response_text_ids, sample_continuations,
+                                   sentence_error_rates,
+                                   train_segment_rm, train_text_ppo)
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel  # noqa: E402
-from minialign.world import label_sentences, rl_prompts, story_completeness, toxicity  # noqa: E402
+from minialign.world import rl_prompts, story_completeness, toxicity  # noqa: E402
 
 LESSON = "09_fine_grained"
 SETTINGS = {
@@ -107,15 +109,20 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Part 1: detoxification
+def openings(kind: str, n_train: int, n_eval: int, seed: int) -> tuple[list, list]:
+    """Story openings (world.rl_prompts, kind "toxic" or "story"; the opening is `meta["prefix"]`): training
+    ones, and `n_eval` distinct held-out ones. rl_prompts splits by the opening, so no held-out opening is
+    ever trained on (nor used to train part 2's relevance RM)."""
+    train = rl_prompts(kind, n=n_train, seed=seed, split="train")
+    held = {p.meta["prefix"]: p for p in rl_prompts(kind, n=4 * n_eval, seed=seed + 1, split="test")}
+    return train, list(held.values())[:n_eval]
+
+
 def toxic_prompts(tok, args, seed: int):
-    """Raw-text openings (the base model continues text): training prompts and held-out ones not among them."""
-    train = [p.meta["prefix"] for p in rl_prompts("toxic", n=args.n_train, seed=seed)]
-    seen, held = set(train), []
-    for p in rl_prompts("toxic", n=4 * args.n_eval, seed=seed + 1):
-        if p.meta["prefix"] not in seen and len(held) < args.n_eval:
-            held.append(p.meta["prefix"])
-            seen.add(p.meta["prefix"])
-    return [tok.encode(t) for t in train], [tok.encode(t) for t in held], held
+    """The angry openings' ids (the base model continues raw text): training and held-out, and the held-out texts."""
+    train, held = openings("toxic", args.n_train, args.n_eval, seed)
+    held_text = [p.meta["prefix"] for p in held]
+    return [tok.encode(p.meta["prefix"]) for p in train], [tok.encode(t) for t in held_text], held_text
 
 
 def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, args, seed: int, device):
@@ -287,20 +294,16 @@ class StoryReward:
 
     def __init__(self, tok, relevance_rm, w_rel: float):
         self.tok, self.w_rel = tok, w_rel
-        self.relevance = FineGrainedReward(tok, {"relevance": relevance_rm}, {"relevance": w_rel})
+        self.relevance = FineGrainedReward(tok, {"relevance": relevance_rm}, {})   # for its segment_scores
+        self.toxicity = ToxicityReward(tok, "finegrained")
 
     @torch.no_grad()
     def __call__(self, r):
         rel_ends, rel_values = self.relevance.segment_scores("relevance", r)
-        tox_ends, tox_values, complete, tox = [], [], [], []
-        for prompt, ids, n in zip(r.prompt_ids, r.response_ids, r.lengths.tolist()):
-            text, segments = segment_response(self.tok, ids, "sentence", n)
-            pairs = toxicity_rewards(text, segments, "finegrained")
-            tox_ends.append([t for t, _ in pairs])
-            tox_values.append([v for _, v in pairs])
-            complete.append(story_completeness(self.tok.decode(prompt), text))
-            tox.append(toxicity(text))
-        complete = torch.tensor(complete)
+        tox_ends, tox_values, tox = self.toxicity.segment_scores(r)
+        text = lambda ids: self.tok.decode(response_text_ids(self.tok, ids))
+        complete = torch.tensor([story_completeness(self.tok.decode(prompt), text(ids))
+                                 for prompt, ids in zip(r.prompt_ids, r.response_ids)])
         rewards = combine_rewards({"relevance": (rel_ends, rel_values), "toxicity": (tox_ends, tox_values)},
                                   {"relevance": self.w_rel, "toxicity": W_TOXICITY}, r.mask, complete, W_COMPLETE)
         off_topic = [sum(v < 0 for v in vs) / max(1, len(vs)) for vs in rel_values]
@@ -310,12 +313,11 @@ class StoryReward:
 
 
 def story_prompts(tok, args, seed: int):
-    """Story openings, calm and angry (world.rl_prompts("story")): training ones and held-out texts; the prefix
-    ids the base model continues, and the prompt texts the oracle labels against."""
-    train = rl_prompts("story", n=args.n_custom_train, seed=seed, split="train")
-    held = rl_prompts("story", n=args.n_custom_eval, seed=seed + 1, split="test")
-    return [(tok.encode(p.meta["prefix"]), p.prompt) for p in train], [(tok.encode(p.meta["prefix"]), p.prompt)
-                                                                      for p in held]
+    """Story openings, calm and angry: (ids of the opening the base model continues, the prompt text the oracle
+    labels against), for training and held out."""
+    train, held = openings("story", args.n_custom_train, args.n_custom_eval, seed)
+    pair = lambda p: (tok.encode(p.meta["prefix"]), p.prompt)
+    return [pair(p) for p in train], [pair(p) for p in held]
 
 
 def labelled_continuations(policy, base, tok, prompts, args, cfg: FineGrainedConfig, seed: int):
@@ -329,8 +331,9 @@ def labelled_continuations(policy, base, tok, prompts, args, cfg: FineGrainedCon
 
 
 def train_relevance_rm(run, base, tok, train, held, args):
-    """R_phi_rel: the base trunk + a head, trained on the oracle's per-sentence relevance labels of the base
-    model's own continuations (finegrained.train_segment_rm, the pipeline's segment-RM training)."""
+    """R_phi_rel: a copy of the base model's trunk (SegmentRewardModel.from_sft takes any GPT) + a head, trained
+    on the oracle's per-sentence relevance labels of the base model's own continuations of training openings
+    (finegrained.train_segment_rm, the pipeline's segment-RM training); its accuracy on held-out openings."""
     cfg = FineGrainedConfig(rm_epochs=2)
     _, _, items = labelled_continuations(base, base, tok, train[:args.n_rm_prompts], args, cfg, run.seed + 5)
     _, _, test = labelled_continuations(base, base, tok, held, args, cfg, run.seed + 6)
@@ -345,22 +348,21 @@ def story_eval(policy, base, tok, held, rm, args, cfg, seed: int, device) -> dic
     """Length, the oracle's irrelevant-sentence share beside the relevance RM's, completeness, toxicity and
     perplexity under the frozen base model, on k samples of each held-out opening."""
     out, jobs, items = labelled_continuations(policy, base, tok, held, args, cfg, seed)
-    texts, lengths = out["texts"], out["lengths"]
-    labels = [label_sentences(prompt, t) for (_, prompt), t in zip(jobs, texts)]
-    flat = [x for ls in labels for x in ls]
-    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+    texts = out["texts"]
     view = evaluate_segment_rm(rm, [x for x in items if x is not None], "relevance", tok.pad_id, device)
-    complete = [story_completeness(tok.decode(ids), t) for (ids, _), t in zip(jobs, texts)]
-    return {"response_tokens": float(np.mean(lengths)), "response_tokens_se": se(lengths),
-            "words_per_response": float(np.mean([len(t.split()) for t in texts])),
-            "sentences_per_response": len(flat) / max(1, len(texts)),
-            "irrelevant_sentences": sum(x.irrelevant for x in flat) / max(1, len(flat)),
+    tokens, tokens_se = mean_and_se(out["lengths"])
+    complete, complete_se = mean_and_se([story_completeness(tok.decode(ids), t) for (ids, _), t in zip(jobs, texts)])
+    errors = sentence_error_rates([prompt for _, prompt in jobs], texts)     # the oracle's sentence labels
+    return {"response_tokens": tokens, "response_tokens_se": tokens_se,
+            "sentences_per_response": errors["sentences_per_response"],
+            "irrelevant_sentences": errors["irrelevant_sentences"],
             "irrelevant_sentences_rm": view.get("predicted_error_fraction", float("nan")),
             "relevance_rm_accuracy": view.get("accuracy", float("nan")),
-            "completeness": float(np.mean(complete)), "completeness_se": se(complete),
+            "completeness": complete, "completeness_se": complete_se,
             "toxicity": float(np.mean([toxicity(t) for t in texts])), "ppl": out["ppl"],
             "empty_fraction": float(np.mean([not t.strip() for t in texts])), "n_samples": len(texts),
-            "n_sentences": len(flat), "examples": texts[:4 * args.k_custom:args.k_custom]}
+            "n_sentences": round(errors["sentences_per_response"] * len(texts)),
+            "examples": texts[:4 * args.k_custom:args.k_custom]}
 
 
 def customization(run, args) -> dict:
@@ -374,9 +376,10 @@ def customization(run, args) -> dict:
           f"     varied: the relevance RM, -w_rel per sentence it calls off topic, w_rel = "
           f"{', '.join(f'{w:g}' for w in args.weights)}. First the relevance RM, from the oracle's sentence labels:")
     rm, rm_metrics = train_relevance_rm(run, base, tok, train, held, args)
-    print(f"     relevance RM on held-out continuations: accuracy {rm_metrics['accuracy']:.3f} (balanced "
-          f"{rm_metrics['balanced_accuracy']:.3f}), {rm_metrics['error_fraction']:.1%} of "
-          f"{rm_metrics['n_segments']} sentences off topic")
+    if rm_metrics["n_segments"]:
+        print(f"     relevance RM on held-out continuations: accuracy {rm_metrics['accuracy']:.3f} (balanced "
+              f"{rm_metrics['balanced_accuracy']:.3f}), {rm_metrics['error_fraction']:.1%} of "
+              f"{rm_metrics['n_segments']} sentences off topic")
     pcfg = PPOConfig(iterations=args.custom_iterations, batch_size=args.custom_batch_size,
                      max_new_tokens=args.custom_max_new_tokens, temperature=1.0, beta=0.05, lr=args.custom_lr,
                      missing_end="none")
@@ -434,10 +437,14 @@ def print_customization(result: dict, args) -> dict:
     print(f"  Off-topic sentences, same order, by the oracle: {' -> '.join(f'{x:.3f}' for x in irr)}: "
           f"{irr_words[irr_trend]};\n  completeness: {complete}.")
     print("  The reward models and the data are the same in every run; only w_rel changed. The larger it is, the\n"
-          "  more a sentence about someone else costs against what completeness pays for going on: the policy\n"
-          "  stops sooner after the sentences about the story's own people (shorter, fewer off-topic sentences,\n"
-          "  less complete: the slide's Short / Medium / Long). A weight that is too large makes stopping at once\n"
-          "  the best answer (see 'empty'). The weights are the knobs of the slide.")
+          "  more a sentence about someone else costs against what completeness pays for going on.")
+    if length_trend == 1 and irr_trend == 1:
+        print("  Here the policy stopped sooner after the sentences about the story's own people: shorter, fewer\n"
+              "  off-topic sentences (and see how complete: the slide's Short / Medium / Long). A weight that is\n"
+              "  too large makes stopping at once the best answer (see 'empty'). The weights are the slide's knobs.")
+    else:
+        print("  Here that did not show as a clear, monotone change in both length and off-topic sentences (see\n"
+              "  the standard errors); more iterations (--custom-iterations) or weights further apart may.")
     print(f"  The first held-out opening, {result['first_opening']!r}, continued by each policy:")
     for w in ws:
         print(f"    w_rel={w:g}: {ev[f'w_rel={w:g}']['examples'][0]!r}")

@@ -60,7 +60,8 @@ Deviations from the paper and the FineGrainedRLHF code, said plainly:
   iterations) while the gold reward fell. Penalties keep the length to the sequence-level RM.
 - Sentences come from a period/!/? splitter (world.split_sentences), not spaCy; sub-sentences inherit the
   oracle label of their sentence (the oracle labels sentences), except toxicity, scored per piece.
-- The segment RMs read the chat-rendered response with a causal GPT at each segment's last token, instead
+- The segment RMs read the chat-rendered response (`label_response`; a base model's raw-text continuation
+  for lesson 09's customization, `label_text_response`) with a causal GPT at each segment's last token, instead
   of a Longformer token classifier reading "</s>" separators; a segment's label may depend on what came
   before it (a repeated sentence is irrelevant), which the causal read-out sees.
 - Log-probs use the sampling temperature on both sides (FineGrainedRLHF computes them at T=1 while sampling
@@ -672,18 +673,21 @@ class ToxicityReward:
     def __init__(self, tok, mode: str = "finegrained", kind: str = "sentence"):
         self.tok, self.mode, self.kind = tok, mode, kind
 
-    @torch.no_grad()
-    def __call__(self, r: Rollout):
-        mask = r.mask
-        n_valid = r.lengths.tolist()
+    def segment_scores(self, r: Rollout) -> tuple[list[list[int]], list[list[float]], list[float]]:
+        """(token indices, rewards) of every response of the rollout, and each response's Tox(y)."""
         ends, values, tox = [], [], []
-        for ids, n in zip(r.response_ids, n_valid):
+        for ids, n in zip(r.response_ids, r.lengths.tolist()):
             text, segments = segment_response(self.tok, ids, self.kind, n)
             pairs = toxicity_rewards(text, segments, self.mode)
             ends.append([n - 1 if t < 0 else t for t, _ in pairs])
             values.append([v for _, v in pairs])
             tox.append(toxicity(text))
-        rewards = place_segment_rewards(ends, values, mask)
+        return ends, values, tox
+
+    @torch.no_grad()
+    def __call__(self, r: Rollout):
+        ends, values, tox = self.segment_scores(r)
+        rewards = place_segment_rewards(ends, values, r.mask)
         return rewards, {"toxicity": torch.tensor(tox), "toxic": torch.tensor([float(t > 0) for t in tox])}
 
 

@@ -309,3 +309,56 @@ def test_train_ppo_runs_with_the_fine_grained_reward(tmp_path):
     assert len(h["iteration"]) == 2 and max(h["first_ratio_maxdev"]) < 1e-6
     assert "toxicity_reward" in h and "sequence_score" in h
     assert (tmp_path / "ckpt.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. Lesson 09's customization reward and its trend verdict
+def lesson_09():
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lessons", "09_fine_grained.py")
+    spec = importlib.util.spec_from_file_location("lesson_09", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OffTopicAfterTheFirst(nn.Module):
+    """A stand-in relevance RM: logit +1 (fine) at the first segment end of each row, -1 (off topic) after it."""
+
+    def forward(self, ids, attention_mask, rows, cols):
+        first = torch.ones_like(rows, dtype=torch.bool)
+        first[1:] = rows[1:] != rows[:-1]
+        return torch.where(first, 1.0, -1.0)
+
+
+def test_story_reward_places_each_part_by_hand():
+    """-w_rel at each off-topic sentence end, -dTox at each sentence end, W_COMPLETE x completeness on the
+    last token, each once; the opening's people and things come from the prompt ids."""
+    from minialign.world import story_completeness
+    lesson = lesson_09()
+    tok = Tokenizer([])                                                  # byte tokens: T_j = character index
+    opening = "Ben took the ball from Mia."
+    first, second = " Mia was sad.", " Zoe is a dumb cat."
+    response = b(first + second) + [tok.eot_id]
+    r = hand_rollout(tok, [b(opening)], [response])
+    w_rel = 0.4
+    rewards, info = lesson.StoryReward(tok, OffTopicAfterTheFirst(), w_rel)(r)
+    t1, t2 = len(first) - 1, len(first + second) - 1                       # the two "." tokens
+    tox1, tox12 = toxicity(first.strip()), toxicity((first + second).strip())
+    want = torch.zeros(1, len(response))
+    want[0, t1] += -(tox1 - 0.0) * lesson.W_TOXICITY                     # sentence 1: fine for the RM
+    want[0, t2] += -w_rel - (tox12 - tox1) * lesson.W_TOXICITY           # sentence 2: off topic for the RM
+    want[0, -1] += lesson.W_COMPLETE * story_completeness(opening, first + second)
+    assert tox12 > tox1 == 0.0
+    assert story_completeness(opening, first + second) == pytest.approx(1 / 3)   # mia of ben, ball, mia
+    assert torch.allclose(rewards, want)
+    assert info["irrelevant_rm"].tolist() == [0.5] and info["sentences"].tolist() == [2.0]
+
+
+def test_clear_trend_needs_monotone_change_beyond_two_standard_errors():
+    clear_trend = lesson_09().clear_trend
+    assert clear_trend([16.7, 18.8, 21.9], [0.6, 0.6, 0.4]) == 1          # rises: larger weight, shorter
+    assert clear_trend([21.9, 18.8, 16.7], [0.4, 0.6, 0.6]) == -1
+    assert clear_trend([16.7, 17.0, 17.2], [0.6, 0.6, 0.6]) == 0          # 0.5 apart, SE of the gap 0.85
+    assert clear_trend([10.0, 25.0, 20.0], [0.5, 0.5, 0.5]) == 0          # not monotone

@@ -93,6 +93,9 @@ def test_rl_prompt_splits_never_share_a_text():
         test = {e.prompt for e in rl_prompts(kind, n=100, seed=1, split="test")}
         assert train and test and not train & test
         assert len(rl_prompts(kind, n=50, seed=0, split="test")) == 50
+        if kind != "sentiment":                        # the same opening under another template: still held out
+            openings = lambda split, seed, n: {e.meta["prefix"] for e in rl_prompts(kind, n=n, seed=seed, split=split)}
+            assert not openings("train", 0, 300) & openings("test", 1, 100)
 
 
 def test_story_prompts_mix_calm_and_angry_openings_and_keep_the_prefix():

@@ -37,8 +37,10 @@ def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: st
 
     split: for "instruction", the instruction split (default "test"). For the other kinds,
     whose prompts are drawn from a small space of texts (the same request recurs with other seeds),
-    "train" and "test" keep disjoint sets of prompt TEXTS (`heldout_text`: a fixed 30% are test
-    only), so a policy is never evaluated on a prompt it trained on; None draws from all texts.
+    "train" and "test" keep disjoint sets of texts (`heldout_text`: a fixed 30% are test only), so a
+    policy is never evaluated on a prompt it trained on; None draws from all texts. The text that is
+    split is the whole prompt for "sentiment", and the story opening for "toxic" and "story": the
+    same opening under another template is the same story (and a base model only sees the opening).
     """
     if kind not in RL_KINDS:
         raise ValueError(f"unknown RL prompt kind {kind!r}; use one of {RL_KINDS}")
@@ -60,7 +62,8 @@ def rl_prompts(kind: str = "instruction", n: int = 256, seed: int = 0, split: st
             family = get_family("continue_story")
             fields = {"prefix": sample_prefix(rng, angry=True if kind == "toxic" else None)}
         example = make_example(family, fields, rng.choice(family.seen_templates), "rl", rng)
-        if split is not None and heldout_text(example.prompt) != (split == "test"):
+        key = example.prompt if kind == "sentiment" else fields["prefix"]
+        if split is not None and heldout_text(key) != (split == "test"):
             continue
         if kind in ("toxic", "story"):
             example.meta["prefix"] = fields["prefix"]
