@@ -319,8 +319,9 @@ def write_report(run) -> str:
         parts += ["## Final comparison", "",
                   f"Held-out prompts of each kind, one sample each at temperature {c['temperature']}; gold reward "
                   f"and its components from the oracle; KL to the SFT model in nats per response; win rate against "
-                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval. SFT, DPO and "
-                  f"fine-grained PPO trained on instruction prompts; PPO on the RL prompts of its config.", ""]
+                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval. SFT and DPO "
+                  f"trained on instruction data; PPO and fine-grained PPO on the RL prompts of their configs "
+                  f"(`prompt_kind`, in their sections below).", ""]
         for kind, table in ev["kinds"].items():
             parts += [f"### {table['n_prompts']} held-out {kind} prompts", "", final_table(table), "",
                       _figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
