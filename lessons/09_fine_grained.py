@@ -28,9 +28,9 @@ The same base model continues story openings, calm and angry, with three rewards
     completeness  the share of the opening's people and things the continuation brings back, on the last
                   token (world.story_completeness; the paper's sequence-level "completeness") (weight fixed, 1)
 The base model rambles: after a sentence or two about the opening's people it goes on about others (in a
-default run here, three quarters of its sentences were off topic for the oracle). w_rel at three values (default 0.15 / 0.1 / 0.05;
---weights): what happens to the length of the continuations, their off-topic sentences (by the oracle and by
-the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2 are relative to a completeness
+default run here, three quarters of its sentences were off topic for the oracle). w_rel at three values
+(default 0.15 / 0.1 / 0.05; --weights): what happens to the length of the continuations, their off-topic
+sentences (by the oracle and by the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2 are relative to a completeness
 weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1 for bringing back everyone.
 In a run here with w_rel = 1 and 0.3 the policy learned to stop at once for about a quarter of the openings
 (the empty answer has no off-topic sentence): try --weights 1,0.3,0.
