@@ -30,8 +30,9 @@ The same base model continues story openings, calm and angry, with three rewards
 The base model rambles: after a sentence or two about the opening's people it goes on about others (in a
 default run here, three quarters of its sentences were off topic for the oracle). w_rel at three values
 (default 0.15 / 0.1 / 0.05; --weights): what happens to the length of the continuations, their off-topic
-sentences (by the oracle and by the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2 are relative to a completeness
-weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1 for bringing back everyone.
+sentences (by the oracle and by the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2
+are relative to a completeness weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1
+for bringing back everyone.
 In a run here with w_rel = 1 and 0.3 the policy learned to stop at once for about a quarter of the openings
 (the empty answer has no off-topic sentence): try --weights 1,0.3,0.
 
@@ -58,7 +59,6 @@ from minialign.evaluation import mean_and_se  # noqa: E402
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
                                    ToxicityReward, combine_rewards, detox_eval, evaluate_segment_rm,
                                    label_text_response, response_text_ids, sample_continuations,
-                                   sentence_error_rates,
                                    train_segment_rm, train_text_ppo)
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
@@ -351,19 +351,20 @@ def story_eval(policy, base, tok, held, rm, args, cfg, seed: int, device) -> dic
     perplexity under the frozen base model, on k samples of each held-out opening."""
     out, jobs, items = labelled_continuations(policy, base, tok, held, args, cfg, seed)
     texts = out["texts"]
+    # the RM's view of the sentences beside the oracle's labels the items already carry
     view = evaluate_segment_rm(rm, [x for x in items if x is not None], "relevance", tok.pad_id, device)
+    n_sentences = view["n_segments"]
     tokens, tokens_se = mean_and_se(out["lengths"])
     complete, complete_se = mean_and_se([story_completeness(tok.decode(ids), t) for (ids, _), t in zip(jobs, texts)])
-    errors = sentence_error_rates([prompt for _, prompt in jobs], texts)     # the oracle's sentence labels
     return {"response_tokens": tokens, "response_tokens_se": tokens_se,
-            "sentences_per_response": errors["sentences_per_response"],
-            "irrelevant_sentences": errors["irrelevant_sentences"],
+            "sentences_per_response": n_sentences / max(1, len(texts)),
+            "irrelevant_sentences": view.get("error_fraction", float("nan")),
             "irrelevant_sentences_rm": view.get("predicted_error_fraction", float("nan")),
             "relevance_rm_accuracy": view.get("accuracy", float("nan")),
             "completeness": complete, "completeness_se": complete_se,
             "toxicity": float(np.mean([toxicity(t) for t in texts])), "ppl": out["ppl"],
             "empty_fraction": float(np.mean([not t.strip() for t in texts])), "n_samples": len(texts),
-            "n_sentences": round(errors["sentences_per_response"] * len(texts)),
+            "n_sentences": n_sentences,
             "examples": texts[:4 * args.k_custom:args.k_custom]}
 
 

@@ -917,9 +917,9 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
                                                temperature=pcfg.temperature, seed=run.seed + 1)
     evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
     ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
-    holistic = finished_model(ppo_ckpt, run.device)                 # the holistic PPO stage, if built
-    if holistic is not None:
-        evals["holistic (ppo stage)"] = ev(holistic)
+    ppo_policy = finished_model(ppo_ckpt, run.device)               # the holistic PPO stage, if built
+    if ppo_policy is not None:
+        evals["holistic (ppo stage)"] = ev(ppo_policy)
     if cfg.holistic_baseline:
         holistic, _ = run_policy("holistic", HolisticReward(tok, rm, 1.0, missing_end=pcfg.missing_end,
                                                              missing_end_penalty=pcfg.missing_end_penalty),
