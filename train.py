@@ -28,10 +28,9 @@ import time
 import torch
 
 from minialign import distributed
-from minialign.checkpoint import CheckpointError
-from minialign.config import add_dataclass_args, from_args, read_json, write_json
+from minialign.checkpoint import catch_interrupts
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, read_json, write_json
 from minialign.generate import generate
-from minialign.loaders import DataError
 from minialign.pipeline import (Run, add_run_args, ensure_pretrained, ensure_tokenizer, make_run,
                                 pretrain_config)
 
@@ -167,25 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The command line; user errors print `error: ...` and exit 2, Ctrl-C exits 130 (config.cli_main)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     run = make_run(args)
     distributed.setup(run)
     fn = getattr(args, "fn", None) or cmd_all
     if distributed.is_distributed() and fn is not cmd_all and args.command not in DDP_STAGES:
-        raise SystemExit(f"train.py {args.command}: only {', '.join(DDP_STAGES)} run under torchrun "
-                         f"(DistributedDataParallel); run it as one process: python train.py {args.command}")
+        raise ConfigError(f"train.py {args.command}: only {', '.join(DDP_STAGES)} run under torchrun "
+                          f"(DistributedDataParallel); run it as one process: python train.py {args.command}")
     if distributed.is_distributed() and fn is cmd_all:
-        raise SystemExit("the whole pipeline runs as one process (PPO, fine-grained PPO and the evaluation are not "
-                         "distributed): run `torchrun ... train.py pretrain|sft|rm|dpo`, then `python train.py`")
+        raise ConfigError("the whole pipeline runs as one process (PPO, fine-grained PPO and the evaluation are not "
+                          "distributed): run `torchrun ... train.py pretrain|sft|rm|dpo`, then `python train.py`")
     print(f"[minialign] out={run.out} preset={run.preset} device={run.device} seed={run.seed}"
           f"{' (quick)' if run.quick else ''}")
+    catch_interrupts()
     try:
         fn(run, args)
-    except (CheckpointError, DataError) as e:
-        # What is wrong and what to do, without a traceback: every earlier checkpoint is untouched
-        # (they are written atomically), so fixing the input and re-running goes on from there.
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted. The last checkpoint of the running stage is intact (written atomically); "
               f"run the same command again to resume from it. Outputs: {run.out}", file=sys.stderr)

@@ -11,7 +11,7 @@ The model never sees text, only token ids; this lesson builds the map between th
 5. special tokens: "<|user|>" typed in plain text stays ordinary bytes; only the chat template's
    `encode_with_specials` turns it into its one special id.
 
-Run:    python lessons/00_tokenizer.py [--quick] [--out DIR] [--seed N]
+Run:    python lessons/00_tokenizer.py [--quick] [--out DIR] [--seed N] [--vocab-sizes 262 512 ...]
 Writes: <out>/tokenizer.json, <out>/compression.png, <out>/metrics.json
 """
 
@@ -22,17 +22,51 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe  # noqa: E402
 from minialign.world import DEFAULT_DOCS, QUICK_DOCS, pretraining_corpus  # noqa: E402
 
-# Number of world documents: the same scale as the pipeline's tokenizer (quick / default).
-N_DOCS = {"quick": QUICK_DOCS, "default": DEFAULT_DOCS}
-VOCAB_SIZES = {"quick": [262, 300, 400, 512], "default": [262, 384, 512, 1024, 2048]}
-# 262 = 256 bytes + 6 special tokens and no merge at all: one token per byte.
+
+@dataclass
+class LessonConfig:
+    """Lesson 00's settings. It trains only a tokenizer, so it has its own --quick, --out, --device
+    and --seed instead of the pipeline's run flags."""
+
+    quick: bool = False
+    """A seconds-long run: fewer documents, smaller vocabularies, a shorter encoder comparison."""
+    out: str | None = None
+    """Run folder; the lesson writes to <out>/lessons/00_tokenizer (None: runs/default, or runs/quick
+    with --quick)."""
+    device: str = "auto"
+    """Accepted for uniformity with the other lessons; BPE runs on the CPU."""
+    seed: int = 0
+    """Seed of the generated corpus. Range: seed >= 0."""
+    n_docs: int = DEFAULT_DOCS
+    """World documents to train and test on (the last tenth held out); the same scale as the pipeline's
+    tokenizer (--quick: 100). Range: n_docs >= 2 (one to train on, one held out)."""
+    vocab_sizes: list[int] = field(default_factory=lambda: [262, 384, 512, 1024, 2048])
+    """Vocabulary sizes of the compression curve: the BPE is trained once at the largest, the others
+    are prefixes of its merges; the second is also trained on its own to show the prefix property
+    (--quick: 262 300 400 512). Range: vocab_sizes >= 262 (256 bytes + 6 special tokens, no merge:
+    one token per byte)."""
+    encoder_chars: int = 200_000
+    """Characters of held-out text to encode with tiktoken and the pure-Python reference (--quick:
+    20000). Range: encoder_chars >= 1."""
+
+    def check(self) -> None:
+        if len(self.vocab_sizes) < 2:
+            raise ConfigError(f"--vocab-sizes must list at least two sizes (the second is trained on "
+                              f"its own to show the prefix property), got {self.vocab_sizes}")
+
+
+# --quick: the settings that change (from_args: defaults < QUICK < the flags given).
+QUICK = dict(n_docs=QUICK_DOCS, vocab_sizes=[262, 300, 400, 512], encoder_chars=20_000)
+
 
 def bytes_per_token(tok: Tokenizer, docs: list[str]) -> float:
     """Compression: UTF-8 bytes of the text divided by the number of tokens it encodes to."""
@@ -131,25 +165,25 @@ def plot(curve: dict[int, float], tok: Tokenizer, path: str) -> None:
     save_figure(fig, path)
 
 
-def main() -> None:
+def parse_args(argv=None) -> LessonConfig:
+    """The validated LessonConfig: a bad setting stops here, before the corpus is generated."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a seconds-long run on a small corpus")
-    parser.add_argument("--out", default=None,
-                        help="run folder; the lesson writes to <out>/lessons/00_tokenizer "
-                             "(default runs/default, or runs/quick with --quick)")
-    parser.add_argument("--device", default="auto", help="accepted for uniformity; BPE runs on the CPU")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated corpus")
-    args = parser.parse_args()
-    scale = "quick" if args.quick else "default"
-    out = os.path.join(args.out or ("runs/quick" if args.quick else "runs/default"),
+    add_dataclass_args(parser, LessonConfig)
+    args = parser.parse_args(argv)
+    return from_args(LessonConfig, args, **(QUICK if getattr(args, "quick", False) else {}))
+
+
+def main(argv=None) -> int:
+    settings = parse_args(argv)
+    out = os.path.join(settings.out or ("runs/quick" if settings.quick else "runs/default"),
                        "lessons", "00_tokenizer")
     os.makedirs(out, exist_ok=True)
 
-    docs, source = pretraining_corpus(seed=args.seed, n_docs=N_DOCS[scale]), "world"
+    docs, source = pretraining_corpus(seed=settings.seed, n_docs=settings.n_docs), "world"
     n_held = max(1, len(docs) // 10)
     train_docs, heldout = docs[:-n_held], docs[-n_held:]
     n_bytes = sum(len(d.encode("utf-8")) for d in train_docs)
-    sizes = VOCAB_SIZES[scale]
+    sizes = settings.vocab_sizes
     print(f"Corpus: {source}, {len(train_docs):,} training documents ({n_bytes / 1e6:.2f} MB), "
           f"{len(heldout):,} held out")
 
@@ -165,7 +199,7 @@ def main() -> None:
     print(f"   (a {sizes[1]}-token BPE trained on its own = the first {len(small.merges)} merges "
           f"of this one: {prefix_ok})")
     curve = compression_curve(tok, sizes, heldout)
-    speed = check_encoders(tok, heldout, max_chars=20_000 if args.quick else 200_000)
+    speed = check_encoders(tok, heldout, max_chars=settings.encoder_chars)
     round_trip_ok = show_round_trip(tok)
     show_specials(tok)
 
@@ -178,7 +212,8 @@ def main() -> None:
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     print(f"\nWrote {out}/tokenizer.json, compression.png, metrics.json")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))

@@ -22,13 +22,14 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
 
 from minialign.checkpoint import load_checkpoint  # noqa: E402
-from minialign.config import read_json, write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, read_json, write_json  # noqa: E402
 from minialign.generate import generate  # noqa: E402
 from minialign.model import GPT  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run, model_config  # noqa: E402
@@ -37,9 +38,20 @@ from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 PROMPTS = ["Once upon a time", "Mia lives in", "The capital of", "Translate to French: the small dog"]
 
 
-def samples(model, tok, seed: int, n_tokens: int = 30) -> list[str]:
+@dataclass
+class LessonConfig:
+    """Lesson 01's settings: how the samples before and after pretraining are drawn (the shared run
+    flags --quick, --out, --device, --seed, --preset come from `pipeline.add_run_args`)."""
+
+    sample_tokens: int = 30
+    """Tokens sampled after each prompt. Range: sample_tokens >= 1."""
+    temperature: float = 0.8
+    """Sampling temperature of the samples. Range: temperature >= 0 (0 = greedy decoding)."""
+
+
+def samples(model, tok, seed: int, n_tokens: int = 30, temperature: float = 0.8) -> list[str]:
     out = generate(model, [tok.encode(p) for p in PROMPTS], max_new_tokens=n_tokens,
-                   stop_ids=[tok.eot_id], pad_id=tok.pad_id, temperature=0.8,
+                   stop_ids=[tok.eot_id], pad_id=tok.pad_id, temperature=temperature,
                    generator=torch.Generator().manual_seed(seed))
     return [tok.decode([i for i in ids if i != tok.eot_id]) for ids in out.response_ids]
 
@@ -61,11 +73,19 @@ def plot_loss(path: str, run, vocab_size: int) -> str:
     return save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> tuple:
+    """(the run flags, the validated LessonConfig): a bad setting stops here, before any model loads."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(parser)
-    run = make_run(parser.parse_args(argv))
+    add_dataclass_args(parser, LessonConfig)
+    args = parser.parse_args(argv)
+    return args, from_args(LessonConfig, args)
+
+
+def main(argv=None) -> int:
+    args, settings = parse_args(argv)
+    run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", "01_pretraining")
     print(__doc__.split("\n\n")[1])
 
@@ -73,8 +93,8 @@ def main(argv=None) -> dict:
     model, tok = ensure_pretrained(run)
     torch.manual_seed(run.seed)
     untrained = GPT(model_config(run, tok)).to(run.device)
-    before = samples(untrained, tok, run.seed)
-    after = samples(model, tok, run.seed)
+    before = samples(untrained, tok, run.seed, settings.sample_tokens, settings.temperature)
+    after = samples(model, tok, run.seed, settings.sample_tokens, settings.temperature)
     pre = read_json(os.path.join(run.stage_dir("pretrain"), "metrics.json"))
 
     print(f"\nModel: {model.num_params() / 1e6:.2f}M parameters; vocabulary V = {tok.vocab_size}.")
@@ -84,7 +104,7 @@ def main(argv=None) -> dict:
           f"{pre['final_val_loss']:.2f} nats (perplexity {pre['val_perplexity']:.1f}).")
     if pre.get("tokens_per_s_median"):
         print(f"Training speed on {run.device}: {pre['tokens_per_s_median']:,.0f} tokens/s (median).")
-    print("\nSamples (temperature 0.8), before -> after pretraining:")
+    print(f"\nSamples (temperature {settings.temperature}), before -> after pretraining:")
     for p, b, a in zip(PROMPTS, before, after):
         print(f"\n  prompt: {p!r}\n   before: {b!r}\n   after:  {a!r}")
     print("\nThe trained model writes the world's English. Note the last prompt: it is an "
@@ -98,8 +118,8 @@ def main(argv=None) -> dict:
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     loss_png = plot_loss(os.path.join(out_dir, "loss.png"), run, tok.vocab_size)
     print(f"\nLoss curve: {loss_png}\nMetrics: {os.path.join(out_dir, 'metrics.json')}")
-    return metrics
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))

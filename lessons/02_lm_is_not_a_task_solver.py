@@ -34,12 +34,13 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import numpy as np  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.sft import ensure_sft, generate_answers  # noqa: E402
@@ -50,13 +51,28 @@ NAME = "02_lm_is_not_a_task_solver"
 SLIDE_PROMPTS = ["Explain the moon to a six year old.", "Translate to French: the small dog"]
 
 
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """Lesson 02's settings (the shared run flags --quick, --out, --device, --seed, --preset come from
+    `pipeline.add_run_args`)."""
+
+    per_family: int = 2
+    """Held-out prompts per task family, seen and unseen (--quick: 1). Range: per_family >= 1."""
+    max_new_tokens: int = 40
+    """Generation budget per answer, base and SFT model alike. Range: max_new_tokens >= 1."""
+
+
+# --quick: the settings that change (from_args: defaults < QUICK < the flags given).
+QUICK = dict(per_family=1)
+
+
+def parse_args(argv=None) -> tuple:
+    """(the run flags, the validated LessonConfig): a bad setting stops here, before any model loads."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--per-family", type=int, default=None,
-                   help="held-out prompts per task family (default 2; --quick: 1)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget per answer")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(QUICK if args.quick else {}))
 
 
 def writes_a_task(text: str) -> bool:
@@ -125,10 +141,10 @@ def plot(path: str, slide_rows: list[dict], summary: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
-    per_family = args.per_family or (1 if run.quick else 2)
+    per_family = settings.per_family
     t0 = time.perf_counter()
     print("Lesson 02 -- slides 000 'Why we need post-training' and 002 'Language Modeling != "
           "Solving Tasks'.")
@@ -137,12 +153,12 @@ def main(argv=None) -> int:
     base.eval()
 
     print("\n== 1. the slide's prompts ==")
-    slide_rows = ask_both(base, sft, tok, SLIDE_PROMPTS, args.max_new_tokens)
+    slide_rows = ask_both(base, sft, tok, SLIDE_PROMPTS, settings.max_new_tokens)
     show(slide_rows)
 
     held = instruction_data(seed=run.seed, n_per_family=per_family,
                             splits=("test", "unseen_family"))
-    rows = ask_both(base, sft, tok, [ex.prompt for ex in held], args.max_new_tokens)
+    rows = ask_both(base, sft, tok, [ex.prompt for ex in held], settings.max_new_tokens)
     summary = {"n": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in (
         "base_correct", "sft_correct", "base_gold", "sft_gold", "base_writes_a_task",
         "sft_writes_a_task", "sft_ended")}}
@@ -174,4 +190,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

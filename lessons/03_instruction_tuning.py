@@ -27,29 +27,46 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import numpy as np  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.sft import (EVAL_SPLITS, QUICK, SPLIT_LABELS, SFTConfig, ensure_sft,  # noqa: E402
-                           evaluate_sft, plot_scores)
+from minialign.sft import QUICK as SFT_QUICK  # noqa: E402
+from minialign.sft import (EVAL_SPLITS, SPLIT_LABELS, SFTConfig, ensure_sft, evaluate_sft,  # noqa: E402
+                           plot_scores)
 from minialign.world import instruction_data  # noqa: E402
 
 NAME = "03_instruction_tuning"
 
 
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """Lesson 03's settings (the shared run flags --quick, --out, --device, --seed, --preset come from
+    `pipeline.add_run_args`)."""
+
+    per_family: int = 20
+    """Held-out prompts per task family and split (--quick: 2). Range: per_family >= 1."""
+    max_new_tokens: int = SFTConfig.max_new_tokens
+    """Generation budget per answer: by default the SFT stage's own (its --quick value with --quick).
+    Range: max_new_tokens >= 1."""
+
+
+# --quick: the settings that change (from_args: defaults < QUICK < the flags given).
+QUICK = dict(per_family=2, max_new_tokens=SFTConfig(**SFT_QUICK).max_new_tokens)
+
+
+def parse_args(argv=None) -> tuple:
+    """(the run flags, the validated LessonConfig): a bad setting stops here, before any model loads."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--per-family", type=int, default=None,
-                   help="held-out prompts per family and split (default 20; --quick: 2)")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="generation budget per answer (default: the SFT config's)")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(QUICK if args.quick else {}))
 
 
 def table(base: dict, sft: dict) -> list[dict]:
@@ -131,12 +148,12 @@ def conclude(summary: dict, base_eval: dict, sft_eval: dict, rows: list[dict]) -
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
-    cfg = SFTConfig(**(QUICK if run.quick else {}))
-    per_family = args.per_family or (2 if run.quick else 20)
-    max_new = args.max_new_tokens or cfg.max_new_tokens
+    cfg = SFTConfig(**(SFT_QUICK if run.quick else {}))
+    per_family = settings.per_family
+    max_new = settings.max_new_tokens
     t0 = time.perf_counter()
     print("Lesson 03 -- slides 000/002 'Instruction Tuning' and 002 'Summary: Instruction Tuning'.")
     base, tok = ensure_pretrained(run)
@@ -172,4 +189,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -56,14 +56,15 @@ import copy
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import read_json, write_json  # noqa: E402
+from minialign.config import (ConfigError, add_dataclass_args, cli_main, from_args, read_json,  # noqa: E402
+                              write_json)
 from minialign.pipeline import (add_run_args, corpus, ensure_pretrained, load_model,  # noqa: E402
                                 make_run, model_config, pretrain_config)
 from minialign.plotting import new_figure, save_figure  # noqa: E402
@@ -78,43 +79,73 @@ SPLITS = ("test", "unseen_template", "unseen_family")
 SPLIT_NAMES = {"test": "seen tasks, new inputs", "unseen_template": "seen tasks, new templates",
                "unseen_family": "unseen tasks"}
 MIXTURES = ("qa", "rewriting", "classification")   # the "datasets" of the mixture comparison
+PARTS = ("families", "templates", "mixtures", "base")   # the four comparisons, in order
 
 
 # ----------------------------------------------------------------------------------------------
-# Arguments and the shared SFT recipe of every arm
-def parse_args(argv=None):
+# Settings and the shared SFT recipe of every arm
+@dataclass
+class LessonConfig:
+    """Lesson 04's settings: the SFT recipe every arm shares, and what the comparisons sweep (the
+    shared run flags --quick, --out, --device, --seed, --preset come from `pipeline.add_run_args`)."""
+
+    steps: int = 120
+    """Optimizer steps of EVERY arm (--quick: 3). Range: steps >= 1."""
+    examples: int = 2400
+    """Training examples of every arm, split evenly over its families (--quick: 52).
+    Range: examples >= 1."""
+    batch_size: int = 32
+    """Examples per optimizer step. Range: batch_size >= 1."""
+    lr: float = 4e-3
+    """Peak learning rate of every arm. Range: lr > 0."""
+    eval_per_family: int = 6
+    """Held-out prompts per family and split (--quick: 1). Range: eval_per_family >= 1."""
+    max_new_tokens: int = 16
+    """Generation budget per answer. Range: max_new_tokens >= 1."""
+    family_counts: str = "2,6,12,26"
+    """Numbers of training families to sweep, comma-separated (the first k of world.SEEN_ORDER; a k
+    above the number of seen families means all of them). Each a whole number >= 1."""
+    template_counts: str = "1,2,4"
+    """Numbers of prompt templates per family to sweep, comma-separated (4 = all training templates).
+    Each a whole number >= 1."""
+    early_steps: int = 100
+    """Pretraining steps of the weaker base model (--quick: 4). Range: early_steps >= 1."""
+    ni_fraction: float = 0.0
+    """Fraction of each arm's examples in the Natural Instructions schema (the NI paper trained on
+    it; default 0: its prompts are ~2x longer, so ~2x the compute). Range: 0 <= ni_fraction <= 1."""
+    parts: str = ",".join(PARTS)
+    """Which comparisons to run: a comma-separated subset of families, templates, mixtures, base."""
+
+    def check(self) -> None:
+        for flag, text, example in (("--family-counts", self.family_counts, "2,6,12,26"),
+                                    ("--template-counts", self.template_counts, "1,2,4")):
+            if not all(k.strip().isdecimal() and int(k) >= 1 for k in text.split(",")):
+                raise ConfigError(f"{flag} must be comma-separated whole numbers >= 1 (e.g. {example}), "
+                                  f"got {text!r}")
+        unknown = [p for p in self.parts.split(",") if p not in PARTS]
+        if unknown:
+            raise ConfigError(f"--parts must be a comma-separated subset of {','.join(PARTS)}, "
+                              f"got {self.parts!r} ({', '.join(map(repr, unknown))} unknown)")
+
+
+# --quick: the settings that change (from_args: defaults < QUICK < the flags given).
+QUICK = dict(steps=3, examples=52, eval_per_family=1, early_steps=4)
+
+
+def parse_args(argv=None) -> tuple:
+    """(the run flags, the validated LessonConfig): a bad setting stops here, before any model loads."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps of EVERY arm (default 120; --quick: 3)")
-    p.add_argument("--examples", type=int, default=None,
-                   help="training examples of every arm, split evenly over its families "
-                        "(default 2400; --quick: 52)")
-    p.add_argument("--batch-size", type=int, default=32, help="examples per optimizer step")
-    p.add_argument("--lr", type=float, default=4e-3, help="peak learning rate of every arm")
-    p.add_argument("--eval-per-family", type=int, default=None,
-                   help="held-out prompts per family and split (default 6; --quick: 1)")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="generation budget per answer")
-    p.add_argument("--family-counts", default="2,6,12,26",
-                   help="numbers of training families to sweep (the first k of world.SEEN_ORDER)")
-    p.add_argument("--template-counts", default="1,2,4",
-                   help="numbers of prompt templates per family to sweep (4 = all training templates)")
-    p.add_argument("--early-steps", type=int, default=None,
-                   help="pretraining steps of the weaker base model (default 100; --quick: 4)")
-    p.add_argument("--ni-fraction", type=float, default=0.0,
-                   help="fraction of each arm's examples in the Natural Instructions schema (the "
-                        "NI paper trained on it; default 0: its prompts are ~2x longer, so ~2x "
-                        "the compute)")
-    p.add_argument("--parts", default="families,templates,mixtures,base",
-                   help="which comparisons to run (comma-separated subset)")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(QUICK if args.quick else {}))
 
 
-def sft_recipe(args, quick: bool) -> SFTConfig:
+def sft_recipe(settings: LessonConfig, quick: bool) -> SFTConfig:
     """The one SFT configuration all arms share: same steps, batch, learning rate."""
-    return SFTConfig(steps=args.steps or (3 if quick else 120), batch_size=args.batch_size,
-                     lr=args.lr, warmup_steps=2 if quick else 15, ni_fraction=0.0,
-                     eval_loss_every=0, ckpt_every=10**9, max_new_tokens=args.max_new_tokens,
+    return SFTConfig(steps=settings.steps, batch_size=settings.batch_size,
+                     lr=settings.lr, warmup_steps=2 if quick else 15, ni_fraction=0.0,
+                     eval_loss_every=0, ckpt_every=10**9, max_new_tokens=settings.max_new_tokens,
                      eval_batch_size=128)
 
 
@@ -274,9 +305,9 @@ def plot_base(path: str, early: dict, full: dict, labels: tuple[str, str]) -> st
 # ----------------------------------------------------------------------------------------------
 # The four comparisons. `arm(name, families, n_templates=None, model=None)` trains and scores one
 # arm (cached: the all-families arm serves three comparisons).
-def sweep_families(arm, seen: list[str], args, out_dir: str):
+def sweep_families(arm, seen: list[str], settings: LessonConfig, out_dir: str):
     """1. More training tasks (T0 "more datasets", NI "number of training tasks")."""
-    counts = [min(int(k), len(seen)) for k in args.family_counts.split(",")]
+    counts = [min(int(k), len(seen)) for k in settings.family_counts.split(",")]
     print(f"\n== 1. number of training families: {counts} ==")
     arms = [arm(f"{k} families", seen[:k]) for k in counts]
     part = {"counts": counts, "arms": arms,
@@ -287,9 +318,9 @@ def sweep_families(arm, seen: list[str], args, out_dir: str):
     return part, fig
 
 
-def sweep_templates(arm, seen: list[str], args, out_dir: str):
+def sweep_templates(arm, seen: list[str], settings: LessonConfig, out_dir: str):
     """2. More prompt templates per family (T0 "effect of prompt variations")."""
-    counts = [int(k) for k in args.template_counts.split(",")]
+    counts = [int(k) for k in settings.template_counts.split(",")]
     print(f"\n== 2. prompt templates per family: {counts} ==")
     n_all = min(len(f.seen_templates) for f in task_families() if f.seen)
     arms = [arm(f"{k} templates" if k < n_all else f"{len(seen)} families", seen,
@@ -316,9 +347,9 @@ def compare_mixtures(arm, out_dir: str):
     return part, plot_mixtures(os.path.join(out_dir, "mixtures.png"), arms, list(MIXTURES))
 
 
-def compare_bases(arm, seen: list[str], run, tok, args, out_dir: str):
+def compare_bases(arm, seen: list[str], run, tok, settings: LessonConfig, out_dir: str):
     """4. The base model: weaker (fewer pretraining tokens) vs the full base, the same SFT."""
-    steps = args.early_steps or (4 if run.quick else 100)
+    steps = settings.early_steps
     early, early_pre = ensure_early_base(run, tok, steps, os.path.join(out_dir, f"early_base_{steps}"))
     full_path = os.path.join(run.stage_dir("pretrain"), "metrics.json")
     full_pre = read_json(full_path) if os.path.exists(full_path) else {"steps": None,
@@ -338,12 +369,12 @@ def compare_bases(arm, seen: list[str], run, tok, args, out_dir: str):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
-    parts = set(args.parts.split(","))
-    total = args.examples or (52 if run.quick else 2400)
-    per_family_eval = args.eval_per_family or (1 if run.quick else 6)
+    parts = set(settings.parts.split(","))
+    total = settings.examples
+    per_family_eval = settings.eval_per_family
     t_start = time.perf_counter()
     print("Lesson 04 -- slides 002 T0 'Adding Diversity via Task Prompts', 'Effect of Prompt "
           "Variations', 'Effects of More Training Datasets'; Natural Instructions 'Number of "
@@ -351,28 +382,28 @@ def main(argv=None) -> int:
     if run.quick:
         print("(--quick: a seconds-long smoke run; the models are too small to show the effects)")
     base, tok = ensure_pretrained(run)
-    cfg = sft_recipe(args, run.quick)
+    cfg = sft_recipe(settings, run.quick)
     print(f"Every arm: {cfg.steps} optimizer steps of {cfg.batch_size} examples, lr {cfg.lr}, "
           f"{total} training examples split evenly over its families "
-          f"({args.ni_fraction:.0%} in the Natural Instructions schema).")
+          f"({settings.ni_fraction:.0%} in the Natural Instructions schema).")
     eval_set = instruction_data(seed=run.seed, n_per_family=per_family_eval, splits=SPLITS)
     seen = [f.name for f in task_families() if f.seen]
     metrics: dict = {"config": {"steps": cfg.steps, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                "examples_per_arm": total, "ni_fraction": args.ni_fraction,
+                                "examples_per_arm": total, "ni_fraction": settings.ni_fraction,
                                 "eval_per_family": per_family_eval}}
     figures, cache = [], {}
 
     def arm(name, families, n_templates=None, model=None):
         key = (tuple(families), n_templates, id(model or base))
         if key not in cache:
-            examples = mixture(families, n_templates, total, run.seed, args.ni_fraction)
+            examples = mixture(families, n_templates, total, run.seed, settings.ni_fraction)
             cache[key] = run_arm(name, model or base, tok, examples, cfg, eval_set, run)
         return cache[key]
 
-    steps = {"families": lambda: sweep_families(arm, seen, args, out_dir),
-             "templates": lambda: sweep_templates(arm, seen, args, out_dir),
+    steps = {"families": lambda: sweep_families(arm, seen, settings, out_dir),
+             "templates": lambda: sweep_templates(arm, seen, settings, out_dir),
              "mixtures": lambda: compare_mixtures(arm, out_dir),
-             "base": lambda: compare_bases(arm, seen, run, tok, args, out_dir)}
+             "base": lambda: compare_bases(arm, seen, run, tok, settings, out_dir)}
     for name, step in steps.items():
         if name in parts:
             metrics["base_model" if name == "base" else name], fig = step()
@@ -450,4 +481,4 @@ def trend(values, lower: bool = False) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

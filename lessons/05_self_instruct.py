@@ -70,7 +70,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from minialign.config import autocast, write_json  # noqa: E402
+from minialign.config import (ConfigError, add_dataclass_args, autocast, cli_main,  # noqa: E402
+                              from_args, write_json)
 from minialign.generate import generate  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
@@ -171,16 +172,16 @@ def seed_tasks(families: list[str], per_family: int, seed: int) -> list[Task]:
 
 # ----------------------------------------------------------------------------------------------
 # 1. Instruction generation, and 3. instance generation, by the base model
-def sample(model, tok, prompts: list[str], args, generator, max_new_tokens: int) -> list[str]:
+def sample(model, tok, prompts: list[str], settings, generator, max_new_tokens: int) -> list[str]:
     """Sample a continuation of each plain-text prompt; return its first line."""
     newline = tok.encode("\n")
     stop = [tok.eot_id] + (newline if len(newline) == 1 else [])
     out = []
-    for start in range(0, len(prompts), args.gen_batch_size):
-        encoded = [tok.encode(p) for p in prompts[start:start + args.gen_batch_size]]
+    for start in range(0, len(prompts), settings.gen_batch_size):
+        encoded = [tok.encode(p) for p in prompts[start:start + settings.gen_batch_size]]
         with autocast(model.output_weight.device):
             gen = generate(model, encoded, max_new_tokens=max_new_tokens, stop_ids=stop,
-                           pad_id=tok.pad_id, temperature=args.temperature, top_p=args.top_p,
+                           pad_id=tok.pad_id, temperature=settings.temperature, top_p=settings.top_p,
                            generator=generator)
         for ids, ended in zip(gen.response_ids, gen.ended.tolist()):
             text = tok.decode([t for t in ids if t != tok.eot_id])
@@ -203,26 +204,26 @@ def instance_prompt(examples: list[Task], instruction: str) -> str:
     return "\n\n".join(blocks) + f"\n\nInstruction: {instruction}\nInput:"
 
 
-def propose_instructions(model, tok, seeds, generated, args, rng, generator) -> list:
+def propose_instructions(model, tok, seeds, generated, settings, rng, generator) -> list:
     """Step 1: one new instruction per prompt; 6 seed + 2 generated in-context instructions."""
     prompts = []
-    for _ in range(args.per_iteration):
-        n_gen = min(args.generated_in_context, len(generated))
-        shown = rng.sample([t.instruction for t in seeds], args.in_context - n_gen)
+    for _ in range(settings.per_iteration):
+        n_gen = min(settings.generated_in_context, len(generated))
+        shown = rng.sample([t.instruction for t in seeds], settings.in_context - n_gen)
         shown += rng.sample([t.instruction for t in generated], n_gen)
         rng.shuffle(shown)
         prompts.append(instruction_prompt(shown))
-    return sample(model, tok, prompts, args, generator, args.instruction_tokens)
+    return sample(model, tok, prompts, settings, generator, settings.instruction_tokens)
 
 
-def write_instances(model, tok, instructions: list[str], seeds, args, rng, generator) -> list:
+def write_instances(model, tok, instructions: list[str], seeds, settings, rng, generator) -> list:
     """Step 3: the model fills "Input:" (one line), then "Output:" (one line)."""
-    prompts = [instance_prompt(rng.sample(seeds, args.instance_examples), ins) for ins in instructions]
-    inputs = sample(model, tok, prompts, args, generator, args.instance_tokens)
+    prompts = [instance_prompt(rng.sample(seeds, settings.instance_examples), ins) for ins in instructions]
+    inputs = sample(model, tok, prompts, settings, generator, settings.instance_tokens)
     ok = [i for i, x in enumerate(inputs) if x is not None]
     outputs = [None] * len(instructions)
-    second = sample(model, tok, [f"{prompts[i]} {inputs[i]}\nOutput:" for i in ok], args,
-                    generator, args.instance_tokens)
+    second = sample(model, tok, [f"{prompts[i]} {inputs[i]}\nOutput:" for i in ok], settings,
+                    generator, settings.instance_tokens)
     for i, out in zip(ok, second):
         outputs[i] = out
     return [(None if x is None else ("" if x.strip() == NO_INPUT else x), y)
@@ -330,27 +331,27 @@ def class_shares(classes: list[str]) -> dict:
 
 # ----------------------------------------------------------------------------------------------
 # The Self-Instruct loop
-def self_instruct(base, tok, seeds: list[Task], args, seed: int):
+def self_instruct(base, tok, seeds: list[Task], settings, seed: int):
     """Run the iterations; return (generated pool, every candidate with its verdict, stats)."""
     rng = Random(f"self-instruct|{seed}")
     generator = torch.Generator().manual_seed(seed)
     generated, log, stats = [], [], []
     pool_tokens = [rouge_tokens(t.instruction) for t in seeds]
     seed_tokens = list(pool_tokens)
-    bar = tqdm(range(1, args.iterations + 1), desc="self-instruct", unit="iter")
+    bar = tqdm(range(1, settings.iterations + 1), desc="self-instruct", unit="iter")
     for it in bar:
         reasons: dict[str, int] = {}
-        proposed = propose_instructions(base, tok, seeds, generated, args, rng, generator)
+        proposed = propose_instructions(base, tok, seeds, generated, settings, rng, generator)
         accepted = []
         for ins in proposed:                                  # 2. filter instructions
-            reason, _ = instruction_verdict(ins, pool_tokens, args.rouge_threshold)
+            reason, _ = instruction_verdict(ins, pool_tokens, settings.rouge_threshold)
             if reason is None:
                 pool_tokens.append(rouge_tokens(ins))         # later candidates compare to it too
                 accepted.append(ins)
             else:
                 reasons[reason] = reasons.get(reason, 0) + 1
                 log.append({"iteration": it, "instruction": ins, "verdict": reason})
-        instances = write_instances(base, tok, accepted, seeds, args, rng, generator)
+        instances = write_instances(base, tok, accepted, seeds, settings, rng, generator)
         kept = 0
         for ins, (inp, out) in zip(accepted, instances):      # 3. filter instances, 4. add
             task = Task(ins, inp, out, origin="generated", iteration=it)
@@ -384,10 +385,10 @@ def fine_tune(base, tok, tasks: list[Task], cfg: SFTConfig, run, desc: str):
     return model.eval()
 
 
-def answer_and_grade(model, tok, examples, chat: bool, args, device) -> dict:
+def answer_and_grade(model, tok, examples, chat: bool, settings, device) -> dict:
     """Greedy answers to held-out prompts; task score, gold reward and A/B/C/D per group."""
     answers = generate_answers(model, tok, [ex.prompt for ex in examples], chat=chat,
-                               max_new_tokens=args.max_new_tokens, batch_size=128, device=device)
+                               max_new_tokens=settings.max_new_tokens, batch_size=128, device=device)
     groups: dict = {}
     for ex, ans in zip(examples, answers):
         row = score_answer(ex, ans["text"])
@@ -465,43 +466,95 @@ def plot_rouge(path: str, values: list[float], threshold: float) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """Lesson 05's settings: the Self-Instruct loop, then the fine-tuning arms (the shared run flags
+    --quick, --out, --device, --seed, --preset come from `pipeline.add_run_args`)."""
+
+    # --- 0-4. the Self-Instruct loop -----------------------------------------------------------
+    seed_families: str = SEED_FAMILIES
+    """Task families of the seed tasks, comma-separated (names of world.task_families())."""
+    seeds_per_family: int = 4
+    """Seed tasks per family. Range: seeds_per_family >= 1."""
+    iterations: int = 4
+    """Self-Instruct rounds (--quick: 1). Range: iterations >= 1."""
+    per_iteration: int = 128
+    """Instructions proposed per round (--quick: 8). Range: per_iteration >= 1."""
+    in_context: int = 8
+    """Instructions shown in step 1 (paper: 8); at most the number of seed tasks.
+    Range: in_context >= 1."""
+    generated_in_context: int = 2
+    """Of which generated ones, once there are some (paper: 2); at most --in-context.
+    Range: generated_in_context >= 0."""
+    instance_examples: int = 4
+    """Seed examples shown in step 3; at most the number of seed tasks. Range: instance_examples >= 1."""
+    temperature: float = 0.8
+    """Sampling temperature of steps 1 and 3. Range: temperature >= 0 (0 = greedy decoding)."""
+    top_p: float = 0.95
+    """Nucleus sampling threshold. Range: 0 < top_p <= 1."""
+    instruction_tokens: int = 32
+    """Token budget of an instruction. Range: instruction_tokens >= 1."""
+    instance_tokens: int = 32
+    """Token budget of an input or output. Range: instance_tokens >= 1."""
+    rouge_threshold: float = 0.7
+    """ROUGE-L filter: an instruction at least this similar to one in the pool is dropped (paper:
+    0.7; above 1 the filter never fires). Range: rouge_threshold > 0 (at 0 every instruction is dropped)."""
+    gen_batch_size: int = 128
+    """Prompts per generation batch. Range: gen_batch_size >= 1."""
+    # --- fine-tuning and evaluation ------------------------------------------------------------
+    steps: int = 100
+    """SFT steps of each arm (--quick: 2). Range: steps >= 1."""
+    batch_size: int = 16
+    """SFT examples per step. Range: batch_size >= 1."""
+    lr: float = 1e-3
+    """SFT peak learning rate. Range: lr > 0."""
+    eval_per_family: int = 10
+    """Held-out prompts per family (--quick: 1). Range: eval_per_family >= 1."""
+    max_new_tokens: int = 24
+    """Answer budget in evaluation. Range: max_new_tokens >= 1."""
+
+    def family_names(self) -> list[str]:
+        return [f.strip() for f in self.seed_families.split(",") if f.strip()]
+
+    def check(self) -> None:
+        known = [f.name for f in task_families()]
+        unknown = [f for f in self.family_names() if f not in known]
+        if unknown or not self.family_names():
+            what = f"unknown: {', '.join(unknown)}" if unknown else "no family named"
+            raise ConfigError(f"--seed-families must be comma-separated task families of the world, got "
+                              f"{self.seed_families!r} ({what}; known: {', '.join(known)})")
+        n_seeds = self.seeds_per_family * len(self.family_names())
+        for flag, value in (("--in-context", self.in_context),
+                            ("--instance-examples", self.instance_examples)):
+            if value > n_seeds:
+                raise ConfigError(f"{flag} must be at most the number of seed tasks ({n_seeds} = "
+                                  f"--seeds-per-family x seed families), got {value}")
+        if self.generated_in_context > self.in_context:
+            raise ConfigError(f"--generated-in-context must be at most --in-context "
+                              f"({self.in_context}), got {self.generated_in_context}")
+
+
+# --quick: the settings that change (from_args: defaults < QUICK < the flags given).
+QUICK = dict(iterations=1, per_iteration=8, steps=2, eval_per_family=1)
+
+
+def parse_args(argv=None) -> tuple:
+    """(the run flags, the validated LessonConfig): a bad setting stops here, before any model loads."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--seed-families", default=SEED_FAMILIES, help="families of the seed tasks")
-    p.add_argument("--seeds-per-family", type=int, default=4, help="seed tasks per family")
-    p.add_argument("--iterations", type=int, default=None, help="Self-Instruct rounds (default 4; --quick 1)")
-    p.add_argument("--per-iteration", type=int, default=None,
-                   help="instructions proposed per round (default 128; --quick 8)")
-    p.add_argument("--in-context", type=int, default=8, help="instructions shown in step 1 (paper: 8)")
-    p.add_argument("--generated-in-context", type=int, default=2,
-                   help="of which generated ones, once there are some (paper: 2)")
-    p.add_argument("--instance-examples", type=int, default=4, help="seed examples shown in step 3")
-    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold")
-    p.add_argument("--instruction-tokens", type=int, default=32, help="token budget of an instruction")
-    p.add_argument("--instance-tokens", type=int, default=32, help="token budget of an input or output")
-    p.add_argument("--rouge-threshold", type=float, default=0.7, help="ROUGE-L filter (paper: 0.7)")
-    p.add_argument("--gen-batch-size", type=int, default=128, help="prompts per generation batch")
-    p.add_argument("--steps", type=int, default=None, help="SFT steps of each arm (default 100; --quick 2)")
-    p.add_argument("--batch-size", type=int, default=16, help="SFT examples per step")
-    p.add_argument("--lr", type=float, default=1e-3, help="SFT peak learning rate")
-    p.add_argument("--eval-per-family", type=int, default=None,
-                   help="held-out prompts per family (default 10; --quick 1)")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="answer budget in evaluation")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(QUICK if args.quick else {}))
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
     os.makedirs(out_dir, exist_ok=True)
     q = run.quick
-    args.iterations = args.iterations or (1 if q else 4)
-    args.per_iteration = args.per_iteration or (8 if q else 128)
-    steps = args.steps or (2 if q else 100)
-    per_family = args.eval_per_family or (1 if q else 10)
+    steps = settings.steps
+    per_family = settings.eval_per_family
     t0 = time.perf_counter()
     print("Lesson 05 -- slides 002 'Using LLMs to generate Instructions', 'Self-Instruct "
           "Framework', 'Self-Instruct Evaluation'.")
@@ -510,23 +563,24 @@ def main(argv=None) -> int:
     base, tok = ensure_pretrained(run)
 
     # 0. the seed pool
-    families = [f.strip() for f in args.seed_families.split(",") if f.strip()]
-    seeds = seed_tasks(families, args.seeds_per_family, run.seed)
-    print(f"\n{len(seeds)} seed tasks ({args.seeds_per_family} for each of {', '.join(families)}), e.g.:")
+    families = settings.family_names()
+    seeds = seed_tasks(families, settings.seeds_per_family, run.seed)
+    print(f"\n{len(seeds)} seed tasks ({settings.seeds_per_family} for each of {', '.join(families)}), "
+          "e.g.:")
     for t in seeds[:: max(1, len(seeds) // 4)][:4]:
         print(f"  Instruction: {t.instruction!r}  Input: {t.input or NO_INPUT!r}  Output: {t.output!r}")
 
     # 1-4. the Self-Instruct loop on the base model
-    generated, log, stats = self_instruct(base, tok, seeds, args, run.seed)
+    generated, log, stats = self_instruct(base, tok, seeds, settings, run.seed)
     with open(os.path.join(out_dir, "generated.jsonl"), "w") as f:
         for e in log:
             f.write(json.dumps(e) + "\n")
     data = report_generation(seeds, generated, log, stats)
 
     # fine-tune: seeds alone vs seeds + generated, the same number of optimizer steps
-    cfg = SFTConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=min(10, steps),
-                    ni_fraction=0.0, eval_loss_every=0, ckpt_every=10**9)
-    evals = compare_fine_tuning(base, tok, seeds, generated, families, cfg, per_family, args, run)
+    cfg = SFTConfig(steps=steps, batch_size=settings.batch_size, lr=settings.lr,
+                    warmup_steps=min(10, steps), ni_fraction=0.0, eval_loss_every=0, ckpt_every=10**9)
+    evals = compare_fine_tuning(base, tok, seeds, generated, families, cfg, per_family, settings, run)
 
     kept_log = [e for e in log if e["verdict"] == "kept"]
     figures = [plot_pool(os.path.join(out_dir, "pool.png"), stats, len(seeds)),
@@ -536,7 +590,7 @@ def main(argv=None) -> int:
                             {n: ev["all"]["classes"] for n, ev in evals.items()}, data["quality"],
                             data["proposed_valid_instruction"]),
                plot_rouge(os.path.join(out_dir, "rouge.png"), [e["rouge_to_seeds"] for e in kept_log],
-                          args.rouge_threshold)]
+                          settings.rouge_threshold)]
     write_json(os.path.join(out_dir, "metrics.json"), {
         "n_seeds": len(seeds), "seed_families": families, "iterations": stats, **data,
         "examples": kept_log[:20], "eval": evals, "sft_steps": steps,
@@ -580,7 +634,7 @@ def report_generation(seeds, generated, log, stats) -> dict:
             "proposed_families": sorted({f for e in log if (f := instruction_family(e["instruction"]))})}
 
 
-def compare_fine_tuning(base, tok, seeds, generated, families, cfg, per_family, args, run) -> dict:
+def compare_fine_tuning(base, tok, seeds, generated, families, cfg, per_family, settings, run) -> dict:
     """Fine-tune on the seeds alone and on seeds + generated; grade answers to held-out prompts."""
     print(f"\nfine-tuning the base: {cfg.steps} steps of {cfg.batch_size} for each arm")
     arms = {"seeds only": fine_tune(base, tok, seeds, cfg, run, "seeds only"),
@@ -589,9 +643,9 @@ def compare_fine_tuning(base, tok, seeds, generated, families, cfg, per_family, 
     held = instruction_data(seed=run.seed, n_per_family=per_family, splits="test")
     for ex in held:
         ex.meta["group"] = "seed families" if ex.family in families else "other families"
-    evals = {"base model (no SFT)": answer_and_grade(base, tok, held, False, args, run.device)}
+    evals = {"base model (no SFT)": answer_and_grade(base, tok, held, False, settings, run.device)}
     for name, model in arms.items():
-        evals[name] = answer_and_grade(model, tok, held, True, args, run.device)
+        evals[name] = answer_and_grade(model, tok, held, True, settings, run.device)
     print("\nheld-out prompts (new inputs; seed families and the other seen families):")
     for name, ev in evals.items():
         print(f"  {name:22s} " + "  ".join(
@@ -636,4 +690,4 @@ def explain(seeds, families, data, evals) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

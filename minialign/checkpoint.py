@@ -5,11 +5,18 @@ tokenizer's path, and whatever a stage adds). It is first written to a temporary
 folder and then moved over the old one with `os.replace`, which is atomic on POSIX and Windows: a
 run killed while saving (Ctrl-C, a full disk) leaves the previous checkpoint intact, never half a
 file.
+
+Ctrl-C is made reliable here too (`catch_interrupts`): Python turns SIGINT into a KeyboardInterrupt
+wherever the main thread happens to be, and one raised inside a finalizer (`__del__`) or a callback
+is printed as "Exception ignored" and lost, so a run could go on to the end after a Ctrl-C. The
+handler also records the request, and the next checkpoint write (every stage writes through
+`save_checkpoint`) raises it again once the checkpoint is safely on disk.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 
 import torch
@@ -19,8 +26,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or belongs to a different configuration."""
 
 
+_interrupt_requested = False
+
+
+def _on_sigint(signum, frame):
+    global _interrupt_requested
+    _interrupt_requested = True
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """Install the Ctrl-C handler (main thread only): a KeyboardInterrupt now, and again at the next
+    checkpoint if this one is swallowed."""
+    global _interrupt_requested
+    _interrupt_requested = False
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
 def save_checkpoint(path: str, **state) -> None:
-    """Atomically write `state` to `path` (temporary file in the same folder, then rename)."""
+    """Atomically write `state` to `path` (temporary file in the same folder, then rename).
+
+    Raises KeyboardInterrupt after writing when a Ctrl-C came earlier and was lost on its way."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
@@ -37,6 +63,8 @@ def save_checkpoint(path: str, **state) -> None:
             raise CheckpointError(f"could not write checkpoint {path}: {e}. The previous "
                                   f"checkpoint, if any, is unchanged.") from e
         raise
+    if _interrupt_requested:
+        raise KeyboardInterrupt(f"interrupted (Ctrl-C); {path} is written")
 
 
 def load_checkpoint(path: str, map_location="cpu") -> dict:

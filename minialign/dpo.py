@@ -71,6 +71,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import time
 from random import Random
 from dataclasses import asdict, dataclass
@@ -83,6 +84,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .batching import pad_batch, sequence_logprob_sums
 from .chat import render
+from .loaders import DataError
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast, config_text, write_json
 from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
@@ -95,31 +97,35 @@ class DPOConfig:
 
     beta: float = 0.1
     """beta of Eq. 7: the strength of the implicit KL constraint (small beta: the policy may move far
-    from pi_ref). The paper uses 0.1 (0.5 for TL;DR summarization)."""
+    from pi_ref). The paper uses 0.1 (0.5 for TL;DR summarization).
+    Range: beta > 0 (at beta = 0 the DPO loss is the constant log 2: nothing would train)."""
     loss: str = "sigmoid"
-    """'sigmoid' (DPO, Eq. 7) or 'ipo' ((h - 1/(2 beta))^2, Azar et al. 2023, Eq. 17)."""
+    """'sigmoid' (DPO, Eq. 7) or 'ipo' ((h - 1/(2 beta))^2, Azar et al. 2023, Eq. 17).
+    Range: loss in ('sigmoid', 'ipo')."""
     label_smoothing: float = 0.0
     """Conservative DPO (cDPO): the probability epsilon that a preference label is flipped;
-    0 = plain DPO. Ignored by 'ipo'."""
+    0 = plain DPO. Ignored by 'ipo'. Range: 0 <= label_smoothing < 0.5 (at 0.5 a label says nothing)."""
     reference_free: bool = False
     """Use log pi_ref = 0 (an implicit reference that is uniform over responses)."""
     length_normalize: bool = False
     """Divide each log-ratio by its response length (not the paper; see the module docstring)."""
     lr: float = 5e-5
     """Peak learning rate (the paper's 1e-6 is for a 6B model; a ~1M model needs more; 1e-4 already
-    over-optimizes: the gold reward rises, then falls as the KL runs away)."""
+    over-optimizes: the gold reward rises, then falls as the KL runs away). Range: lr > 0."""
     optimizer: str = "adamw"
-    """'adamw' (default, bias-corrected first steps) or 'rmsprop' (the paper's choice)."""
+    """'adamw' (default, bias-corrected first steps) or 'rmsprop' (the paper's choice).
+    Range: optimizer in ('adamw', 'rmsprop')."""
     warmup_steps: int = 20
-    """Linear warmup from 0 to lr over this many steps, then constant (as the DPO reference)."""
+    """Linear warmup from 0 to lr over this many steps, then constant (as the DPO reference).
+    Range: warmup_steps >= 0."""
     epochs: int = 1
-    """Passes over the preference pairs (the paper: 1)."""
+    """Passes over the preference pairs (the paper: 1). Range: epochs >= 1."""
     max_steps: int = 0
-    """Stop after this many optimizer steps (0: epochs x pairs / batch_size)."""
+    """Stop after this many optimizer steps (0: epochs x pairs / batch_size). Range: max_steps >= 0."""
     batch_size: int = 32
-    """Preference pairs per step (B); one forward sees 2B sequences."""
+    """Preference pairs per step (B); one forward sees 2B sequences. Range: batch_size >= 1."""
     grad_clip: float = 10.0
-    """Clip the global gradient norm to this (the DPO reference's max_grad_norm); 0 disables."""
+    """Clip the global gradient norm to this (the DPO reference's max_grad_norm); 0 disables. Range: grad_clip >= 0."""
     data: str = ""
     """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on;
     empty = pairs from the embedded world (see pairs_from)."""
@@ -128,22 +134,25 @@ class DPOConfig:
     prompt ranked by the world's noisy annotators (on-policy data); 'world' = the world's preference
     data itself (the reference answer and flawed versions of it, ranked by the same annotators: what
     the reward model learns from). Measured on the tiny preset: 'sft_samples' wins 52% against SFT,
-    'world' 44% (off-policy pairs: pi_ref is a poor model of them, ALGORITHMS.md 6.4 #9)."""
+    'world' 44% (off-policy pairs: pi_ref is a poor model of them, ALGORITHMS.md 6.4 #9).
+    Range: pairs_from in ('sft_samples', 'world')."""
     n_prompts: int = 1000
-    """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with data)."""
+    """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with data).
+    Range: n_prompts >= 1."""
     annotator_noise: float = 0.1
-    """Bradley-Terry noise of the world's annotators (world.DEFAULT_NOISE; 0 = the oracle's order)."""
+    """Bradley-Terry noise of the world's annotators (world.DEFAULT_NOISE; 0 = the oracle's order).
+    Range: annotator_noise >= 0."""
     eval_every: int = 50
     """Evaluate gold reward and KL(pi_theta || pi_ref) on held-out prompts every this many steps
-    (0: only at the end)."""
+    (0: only at the end). Range: eval_every >= 0."""
     eval_prompts: int = 128
-    """Held-out prompts per evaluation."""
+    """Held-out prompts per evaluation. Range: eval_prompts >= 1."""
     eval_samples: int = 2
-    """Sampled responses per held-out prompt."""
+    """Sampled responses per held-out prompt. Range: eval_samples >= 1."""
     max_new_tokens: int = 48
-    """Longest sampled response (evaluations, and pairs_from='sft_samples')."""
+    """Longest sampled response (evaluations, and pairs_from='sft_samples'). Range: max_new_tokens >= 1."""
     ckpt_every: int = 100
-    """Checkpoint every this many steps (and at the end)."""
+    """Checkpoint every this many steps (and at the end). Range: ckpt_every >= 1."""
 
 
 # --quick: a few steps on a few pairs, so the stage takes seconds (tests and CI).
@@ -283,23 +292,37 @@ class RenderedPairs:
 
     chosen: list
     rejected: list
-    dropped: int
+    too_long: int = 0
+    """pairs dropped because a side is longer than the context"""
+    ties: int = 0
+    """pairs dropped because y_w and y_l are the same tokens (the loss would be constant)"""
 
     def __len__(self) -> int:
         return len(self.chosen)
 
+    @property
+    def dropped(self) -> int:
+        return self.too_long + self.ties
+
+    def why_dropped(self, max_len: int) -> str:
+        return (f"{self.too_long} longer than the context of {max_len} tokens, "
+                f"{self.ties} with chosen identical to rejected")
+
 
 def render_pairs(tok, pairs: list[PreferencePair], max_len: int) -> RenderedPairs:
-    """Chat-render both sides of every pair; drop pairs longer than `max_len` tokens or with y_w == y_l."""
-    chosen, rejected, dropped = [], [], 0
+    """Chat-render both sides of every pair; drop (and count) pairs longer than `max_len` tokens and
+    pairs with y_w == y_l."""
+    out = RenderedPairs([], [])
     for p in pairs:
         w, l = render(tok, p.prompt, p.chosen), render(tok, p.prompt, p.rejected)
-        if max(len(w.ids), len(l.ids)) > max_len or w.ids == l.ids:
-            dropped += 1
-            continue
-        chosen.append(w)
-        rejected.append(l)
-    return RenderedPairs(chosen, rejected, dropped)
+        if max(len(w.ids), len(l.ids)) > max_len:
+            out.too_long += 1
+        elif w.ids == l.ids:
+            out.ties += 1
+        else:
+            out.chosen.append(w)
+            out.rejected.append(l)
+    return out
 
 
 def concatenated_logps(model, tok, chosen: list, rejected: list, device):
@@ -397,9 +420,12 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     policy.to(device).eval().requires_grad_(True)            # dropout off: pi_theta = pi_ref at step 0
     ref.to(device).eval().requires_grad_(False)
     data = render_pairs(tok, as_pairs(pairs), policy.config.block_size)   # 0. render, filter
+    why = f"after dropping {data.why_dropped(policy.config.block_size)}"
     if len(data) == 0:
-        raise ValueError(f"no preference pair fits the context of {policy.config.block_size} "
-                         f"tokens ({data.dropped} dropped)")
+        raise DataError(cfg.data or "the preference pairs", None, None, f"no pair is left {why}")
+    if len(data) < cfg.batch_size:
+        print(f"warning: only {len(data)} preference pairs ({why}), fewer than one batch of --batch-size "
+              f"{cfg.batch_size}: every step sees all of them", file=sys.stderr)
     n_steps = total_steps(len(data), cfg)
     opt = make_optimizer(policy, cfg)
     state = resume(ckpt_path, policy, opt, len(data))
@@ -407,7 +433,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         return state["metrics"]
     step, history, ref_lp = state["step"], state["history"], state["ref_logps"]
     if not quiet:
-        print(f"[dpo] {len(data)} pairs ({data.dropped} dropped: too long or identical), "
+        print(f"[dpo] {len(data)} pairs (dropped: {data.why_dropped(policy.config.block_size)}), "
               f"{n_steps} steps\n{config_text(cfg)}")
     if ref_lp is None:                                       # 1. pi_ref log-probs, once
         ref_lp = reference_logps(ref, tok, data, 2 * cfg.batch_size, device)

@@ -175,7 +175,7 @@ def sample_and_score(policy, ref, tok, prompts, *, judge=None, n_samples: int = 
     policy.eval()
     if ref is not None:
         ref.eval()
-    g = torch.Generator(device=device).manual_seed(seed) if device.type != "mps" else None
+    g = torch.Generator().manual_seed(seed)         # generate() moves it to the policy's device
     jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(n_samples)]
     out = Samples()
     for start in range(0, len(jobs), batch_size):

@@ -30,10 +30,10 @@ The pieces, in the order the code runs them:
    the world's flawed variants of reference answers (`world.preference_data`), and on SFT answers to the RL
    prompts themselves. R_phi_k(x, y, j) = -1 for a segment the classifier calls bad, 0 otherwise (see the
    deviations: the paper's +-1, `reward_form="sign"`; or the smoother 2 p - 1, `reward_form="prob"`).
-3. The sequence-level reward: the Bradley-Terry reward model of reward.py (the holistic RM, normalised to
-   mean 0 and std 1 on SFT samples), times w_seq, on the LAST valid token only (the <|end|> token), with
-   PPO's missing-<|end|> penalty. It is one reward per response: it is never also added at a sentence end
-   (5.5 #3). (Only in a response cut off by the length budget can a sentence end on the last token; that
+3. The sequence-level reward: the holistic PPO stage's own reward (`holistic_reward`: the Bradley-Terry
+   RM of reward.py, normalised on SFT samples as ppo.train_ppo does, with PPO's missing-<|end|> penalty and
+   score position), times w_seq, on the LAST valid token only (the <|end|> token). It is one reward per
+   response: it is never also added at a sentence end. (Only in a response cut off by the length budget can a sentence end on the last token; that
    token then carries both the sentence's rewards and the sequence reward, each once.)
 4. PPO (`ppo.train_ppo` with `reward_fn=FineGrainedReward(...)`): the same per-token KL, GAE, whitening
    and clipped update as the holistic PPO stage.
@@ -91,15 +91,16 @@ from tqdm.auto import tqdm
 from .batching import pad_batch, sequence_token_logprobs
 from .chat import end_id as chat_end_id
 from .chat import parse_response, render
+from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import autocast, config_text, read_json, write_json
+from .config import ConfigError, autocast, config_text, read_json, write_json
 from .evaluation import prompt_text, sample_and_score, summarize
 from .generate import generate
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, scalar_head
 from .plotting import new_figure, save_figure, smooth
 from .ppo import QUICK as PPO_QUICK
-from .ppo import (KLController, PPOConfig, Rollout, ValueModel, apply_missing_end, make_optimizer,
-                  place_scores, ppo_iteration, prepare_models, reward_model_scores, train_ppo)
+from .ppo import (KLController, PPOConfig, Rollout, ValueModel, make_optimizer, measure_score_norm, place_scores,
+                  ppo_iteration, prepare_models, rm_reward_fn, train_ppo)
 from .pretrain import make_optimizer as adamw
 from .reward import sample_policy
 from .world import label_sentences, preference_data, rl_prompts, split_sentences, toxicity
@@ -126,60 +127,77 @@ class FineGrainedConfig:
     rewards: str = "toxicity,relevance,factuality"
     """Segment reward models to train and use (comma-separated, from: toxicity, relevance, factuality)."""
     w_toxicity: float = 0.5
-    """w_k of the toxicity RM: -w for a sentence it calls toxic (and +w for a clean one with reward_form=sign)."""
+    """w_k of the toxicity RM: -w for a sentence it calls toxic (and +w for a clean one with reward_form=sign).
+    Range: w_toxicity >= 0."""
     w_relevance: float = 0.3
-    """w_k of the relevance RM (paper, QA-Feedback: 0.3): -w per irrelevant segment (+w per relevant one: sign)."""
+    """w_k of the relevance RM (paper, QA-Feedback: 0.3): -w per irrelevant segment (+w per relevant one: sign).
+    Range: w_relevance >= 0."""
     w_factuality: float = 0.5
-    """w_k of the factuality RM (paper: 0.5): -w per wrong sentence (+w per correct one: sign)."""
+    """w_k of the factuality RM (paper: 0.5): -w per wrong sentence (+w per correct one: sign).
+    Range: w_factuality >= 0."""
     w_sequence: float = 1.0
-    """Weight of the sequence-level (holistic Bradley-Terry) RM on the last token. 1: the holistic PPO's own
-    reward, so this run is the holistic one plus segment penalties (the paper's completeness RM: 0.3)."""
+    """Weight of the sequence-level (holistic Bradley-Terry) reward. 1: the holistic PPO's own reward (the same
+    normalisation, missing-end penalty and score position, `holistic_reward`), so this run is the holistic one
+    plus segment penalties (the paper's completeness RM: 0.3). Range: w_sequence >= 0."""
     segment: str = "sentence"
     """Segments of the relevance RM: 'sentence', or 'subsentence' (cut after , ; : with >= 5 words, as
-    FineGrainedRLHF's relevance RM). Toxicity and factuality are always per sentence."""
+    FineGrainedRLHF's relevance RM). Toxicity and factuality are always per sentence.
+    Range: segment in ('sentence', 'subsentence')."""
     reward_form: str = "penalty"
     """R_phi_k(x, y, j): 'penalty' = -1 for a segment the RM calls bad, else 0; 'sign' = +1 / -1 (the paper's
-    +-w); 'prob' = 2 P(no error) - 1. See the module docstring for why 'sign' is not the default here."""
+    +-w); 'prob' = 2 P(no error) - 1. See the module docstring for why 'sign' is not the default here.
+    Range: reward_form in ('penalty', 'sign', 'prob')."""
     # --- segment reward models ---------------------------------------------------------------------------------
     rm_prompts: int = 1200
-    """Instruction prompts whose responses (reference, flawed variants, SFT samples) label the segment RMs."""
+    """Instruction prompts whose responses (reference, flawed variants, SFT samples) label the segment RMs.
+    Range: rm_prompts >= 1."""
     rm_policy_samples: int = 1
-    """Responses sampled from the SFT policy per prompt, added to the world's K ranked responses."""
+    """Responses sampled from the SFT policy per prompt, added to the world's K ranked responses.
+    Range: rm_policy_samples >= 0."""
     rm_rl_prompts: int = 800
     """RL prompts (half instruction, half of prompt_kind) answered once by the SFT policy and labelled by the oracle:
-    feedback on the distribution PPO trains on."""
+    feedback on the distribution PPO trains on. Range: rm_rl_prompts >= 0."""
     rm_eval_prompts: int = 150
-    """Held-out prompts (test split) for the segment RMs' accuracy (plus a quarter as many held-out RL prompts)."""
+    """Held-out prompts (test split) for the segment RMs' accuracy (plus a quarter as many held-out RL prompts).
+    Range: rm_eval_prompts >= 1."""
     rm_epochs: int = 1
-    """Passes over the labelled responses."""
+    """Passes over the labelled responses. Range: rm_epochs >= 1."""
     rm_batch_size: int = 32
-    """Responses per segment-RM batch (every segment of a response is read from its one forward)."""
+    """Responses per segment-RM batch (every segment of a response is read from its one forward).
+    Range: rm_batch_size >= 1."""
     rm_lr: float = 3e-4
-    """Peak AdamW learning rate of the segment RMs, decayed linearly to 0."""
+    """Peak AdamW learning rate of the segment RMs, decayed linearly to 0. Range: rm_lr > 0."""
     # --- PPO: defaults are ppo.PPOConfig's, so the holistic `ppo` stage is the baseline at equal steps -----------
     iterations: int = PPOConfig.iterations
-    """PPO iterations."""
+    """PPO iterations. Range: iterations >= 1."""
     batch_size: int = PPOConfig.batch_size
-    """Episodes per PPO rollout batch."""
+    """Episodes per PPO rollout batch. Range: batch_size >= 1."""
     beta: float = PPOConfig.beta
     """KL coefficient beta of the per-token penalty (added by ppo.ppo_iteration). The paper uses a larger beta
-    for fine-grained rewards (0.3 vs 0.2), which are denser; the same beta keeps the comparison simple."""
+    for fine-grained rewards (0.3 vs 0.2), which are denser; the same beta keeps the comparison simple.
+    Range: beta >= 0 (the KL coefficient; 0 turns the penalty off)."""
     lr: float = PPOConfig.lr
-    """Adam learning rate of the policy and the value model."""
+    """Adam learning rate of the policy and the value model. Range: lr > 0."""
     max_new_tokens: int = PPOConfig.max_new_tokens
-    """Response budget of the rollouts and of the evaluation."""
+    """Response budget of the rollouts and of the evaluation. Range: max_new_tokens >= 1."""
     temperature: float = PPOConfig.temperature
-    """Sampling temperature of the rollouts (log-probs use the same)."""
+    """Sampling temperature of the rollouts (log-probs use the same). Range: temperature > 0."""
     n_prompts: int = PPOConfig.n_prompts
-    """RL prompts (world.rl_prompts(prompt_kind, split='train'))."""
+    """RL prompts (world.rl_prompts(prompt_kind, split='train')). Range: n_prompts >= 1."""
     prompt_kind: str = PPOConfig.prompt_kind
     """The world's RL prompt set, as the holistic PPO stage's (the sequence-level RM was trained on the SFT
-    policy's answers to these); held-out prompts of the same kind evaluate it."""
+    policy's answers to these); held-out prompts of the same kind evaluate it.
+    Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     holistic_baseline: bool = False
     """Also train a holistic baseline here (only the sequence-level RM, weight 1, same PPO settings). Without it
     the `ppo` stage's policy, when built, is evaluated beside (same RM, prompts and PPO defaults)."""
     n_eval_prompts: int = 128
-    """Held-out prompts (test split) for the final evaluation (gold reward, KL, sentence error rates)."""
+    """Held-out prompts (test split) for the final evaluation (gold reward, KL, sentence error rates).
+    Range: n_eval_prompts >= 1."""
+
+    def check(self) -> None:
+        """Rules between fields (config.validate runs them after the ranges)."""
+        reward_names(self)
 
 
 # --quick: seconds (tests and CI); too small to show anything.
@@ -197,8 +215,9 @@ def ppo_config(cfg: FineGrainedConfig, **overrides) -> PPOConfig:
 def reward_names(cfg: FineGrainedConfig) -> list[str]:
     names = [n.strip() for n in cfg.rewards.split(",") if n.strip()]
     bad = [n for n in names if n not in FEEDBACK_TYPES]
-    if bad:
-        raise ValueError(f"--rewards: unknown feedback type(s) {bad}; choose from {FEEDBACK_TYPES}")
+    if bad or not names:
+        raise ConfigError(f"--rewards must name one or more of {', '.join(FEEDBACK_TYPES)} (comma-separated), "
+                          f"got {cfg.rewards!r}")
     return names
 
 
@@ -358,7 +377,7 @@ class SegmentRewardModel(nn.Module):
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
                 cols: torch.Tensor) -> torch.Tensor:
         h = self.trunk(ids, attention_mask=attention_mask)                  # (B, T, C)
-        return self.head(h[rows, cols].float()).squeeze(-1).float()         # (S,)
+        return scalar_head(self.head, h[rows, cols])                         # (S,) float32
 
 
 def segment_reward(logits: torch.Tensor, form: str = "penalty") -> torch.Tensor:
@@ -587,17 +606,16 @@ class FineGrainedReward:
     """reward_fn(rollout) -> (task rewards (B, N), per-row info): the first part of the slide's r_t.
 
     For each segment RM k: the rollout's segments (from its generated ids), ONE forward of the rollout in its
-    own layout, R_k at each T_j, times w_k; plus w_seq times the normalised sequence-level RM score on the last
-    token (with PPO's missing-<|end|> penalty). The KL term is added by ppo.ppo_iteration.
+    own layout, R_k at each T_j, times w_k; plus w_seq times the holistic PPO's own per-token reward
+    `sequence_reward` (ppo.rm_reward_fn: the same normalised RM score, missing-<|end|> penalty and score
+    position). The KL term is added by ppo.ppo_iteration.
     """
 
-    def __init__(self, tok, segment_rms: dict, weights: dict, *, sequence_rm=None, w_sequence: float = 0.0,
-                 reward_form: str = "penalty", kinds: dict | None = None, missing_end: str = "replace",
-                 missing_end_penalty: float = 1.0):
+    def __init__(self, tok, segment_rms: dict, weights: dict, *, sequence_reward=None, w_sequence: float = 0.0,
+                 reward_form: str = "penalty", kinds: dict | None = None):
         self.tok, self.rms, self.weights = tok, segment_rms, weights
-        self.sequence_rm, self.w_sequence = sequence_rm, w_sequence
+        self.sequence_reward, self.w_sequence = sequence_reward, w_sequence
         self.form, self.kinds = reward_form, kinds or {}
-        self.missing_end, self.penalty = missing_end, missing_end_penalty
 
     @torch.no_grad()
     def segment_scores(self, name: str, r: Rollout) -> tuple[list[list[int]], list[list[float]]]:
@@ -627,19 +645,12 @@ class FineGrainedReward:
             ends, values = parts[name] = self.segment_scores(name, r)
             info[f"{name}_reward"] = torch.tensor([sum(v) for v in values])
             info[f"{name}_errors"] = torch.tensor([sum(x < 0 for x in v) / max(1, len(v)) for v in values])
-        sequence = None
-        if self.sequence_rm is not None and self.w_sequence:    # 2. the sequence-level reward, for the end token
-            raw = reward_model_scores(self.sequence_rm, r.prompt_ids, r.response_ids, self.tok.pad_id, r.mask.device)
-            sequence = apply_missing_end(raw, r.ended, self.missing_end, self.penalty)
-            info["sequence_score"] = sequence
-        return combine_rewards(parts, self.weights, r.mask, sequence, self.w_sequence), info    # 3. weighted sum
-
-
-class HolisticReward(FineGrainedReward):
-    """The holistic baseline on the same data: only the sequence-level RM, on the last token."""
-
-    def __init__(self, tok, sequence_rm, w_sequence: float = 1.0, **kwargs):
-        super().__init__(tok, {}, {}, sequence_rm=sequence_rm, w_sequence=w_sequence, **kwargs)
+        rewards = combine_rewards(parts, self.weights, r.mask)              # 2. sum_k w_k R_k at the segment ends
+        if self.sequence_reward is not None and self.w_sequence:    # 3. + w_seq x the holistic reward, as PPO's
+            sequence, seq_info = self.sequence_reward(r)
+            rewards = rewards + self.w_sequence * sequence.to(rewards.device)
+            info["sequence_score"] = seq_info["score"]
+        return rewards, info
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -865,19 +876,29 @@ def plot_comparison(evals: dict, path: str) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # The pipeline stage
 # ----------------------------------------------------------------------------------------------------------------
-def build_reward(tok, cfg: FineGrainedConfig, segment_rms: dict, sequence_rm, pcfg: PPOConfig) -> FineGrainedReward:
-    """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the sequence RM."""
+def build_reward(tok, cfg: FineGrainedConfig, segment_rms: dict, holistic) -> FineGrainedReward:
+    """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the holistic reward."""
     names = reward_names(cfg)
-    return FineGrainedReward(tok, {n: segment_rms[n] for n in names}, weights_of(cfg), sequence_rm=sequence_rm,
+    return FineGrainedReward(tok, {n: segment_rms[n] for n in names}, weights_of(cfg), sequence_reward=holistic,
                              w_sequence=cfg.w_sequence, reward_form=cfg.reward_form,
-                             kinds={n: segment_kind_of(n, cfg) for n in names},
-                             missing_end=pcfg.missing_end, missing_end_penalty=pcfg.missing_end_penalty)
+                             kinds={n: segment_kind_of(n, cfg) for n in names})
 
 
-def run_policy(name: str, reward_fn, sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, out_dir: str, run):
+def holistic_reward(sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, seed: int):
+    """The `ppo` stage's reward, rebuilt: r_phi normalised on the SFT policy's samples exactly as ppo.train_ppo
+    normalises it (same prompts, seed and temperature). Returns (reward_fn, (mean, std))."""
+    prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
+    norm = measure_score_norm(sft, sequence_rm, prompt_ids, pcfg, end_id=chat_end_id(tok), pad_id=tok.pad_id,
+                              seed=seed)
+    return rm_reward_fn(sequence_rm, pcfg, tok.pad_id, *norm), norm
+
+
+def run_policy(name: str, reward_fn, sft: GPT, sequence_rm, norm, tok, prompts, pcfg: PPOConfig, out_dir: str,
+               run):
     """PPO from the SFT model with `reward_fn`, via ppo.train_ppo (resumes; a finished run is reloaded)."""
     policy, ref = copy.deepcopy(sft), copy.deepcopy(sft)
-    value = ValueModel.from_reward_model(sequence_rm)        # V starts as the (normalised) holistic RM score
+    value = ValueModel.from_reward_model(sequence_rm)        # V starts as the holistic RM score, normalised as
+    value.rescale_(*norm)                                    # the reward is (as train_ppo does for the ppo stage)
     metrics = train_ppo(policy, ref, None, value, tok, prompts, pcfg, out_dir, run.device, reward_fn=reward_fn,
                         seed=run.seed, desc=name)
     return policy, metrics
@@ -910,8 +931,9 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
     pcfg = ppo_config(cfg)
     prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split="train")
     print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
-    policy, train_metrics = run_policy("finegrained", build_reward(tok, cfg, segment_rms, rm, pcfg), sft, rm, tok,
-                                       prompts, pcfg, out_dir, run)
+    holistic, norm = holistic_reward(sft, rm, tok, prompts, pcfg, run.seed)
+    policy, train_metrics = run_policy("finegrained", build_reward(tok, cfg, segment_rms, holistic), sft, rm, norm,
+                                       tok, prompts, pcfg, out_dir, run)
     held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
     ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
                                                temperature=pcfg.temperature, seed=run.seed + 1)
@@ -921,10 +943,9 @@ def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
     if ppo_policy is not None:
         evals["holistic (ppo stage)"] = ev(ppo_policy)
     if cfg.holistic_baseline:
-        holistic, _ = run_policy("holistic", HolisticReward(tok, rm, 1.0, missing_end=pcfg.missing_end,
-                                                             missing_end_penalty=pcfg.missing_end_penalty),
-                                 sft, rm, tok, prompts, pcfg, os.path.join(out_dir, "holistic"), run)
-        evals["holistic"] = ev(holistic)
+        baseline, _ = run_policy("holistic", holistic, sft, rm, norm, tok, prompts, pcfg,
+                                 os.path.join(out_dir, "holistic"), run)
+        evals["holistic"] = ev(baseline)
     plot_comparison(evals, os.path.join(out_dir, "comparison.png"))
     metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
                "weights": {**weights_of(cfg), "sequence": cfg.w_sequence},

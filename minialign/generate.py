@@ -17,7 +17,15 @@ output") and DPO evaluation. What it does, per call:
    response); afterwards it receives pads with mask 0. The loop ends when every row has stopped or
    after `max_new_tokens`.
 
-Sampling draws from an explicit `torch.Generator`, so a seed reproduces the same tokens exactly.
+Sampling draws from an explicit `torch.Generator`, so a seed reproduces the same tokens exactly on
+the same device. Callers may pass a CPU generator whatever the model's device: `generate` derives a
+generator on the model's device from it (`generator_on`), the one place where seeded sampling is
+made device-safe (PyTorch refuses a CPU generator for a CUDA tensor).
+
+Precision: the forward passes run under `config.autocast(device)`, the same context as every
+log-prob forward of the trainers (bf16 on a GPU, float32 on a CPU), so the policy that samples a
+PPO rollout is the pi_old whose log-probs the update divides by. Logits are cast to float32 before
+the softmax.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import autocast
 from .model import GPT, KVCache
 
 
@@ -86,6 +95,17 @@ def next_token(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: f
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def generator_on(generator: torch.Generator | None, device) -> torch.Generator | None:
+    """A generator that can sample on `device`: `generator` itself when it lives there, else a new one
+    on `device` seeded by one draw from `generator` (deterministic, and it advances `generator`)."""
+    device = torch.device(device)
+    if generator is None or (generator.device.type, generator.device.index or 0) == \
+            (device.type, device.index or 0):
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 @torch.no_grad()
 def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_ids,
              pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -102,6 +122,7 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
     was_training = model.training
     model.eval()
     device = model.output_weight.device
+    generator = generator_on(generator, device)
     stop = torch.tensor(sorted(set(stop_ids)), device=device)
     ids, mask = left_pad(prompts, pad_id, device)                         # (B, P)
     B, P = ids.shape
@@ -116,11 +137,12 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
     step_input = ids
     for _ in range(max_new_tokens):
         full_mask = torch.cat([mask, resp_mask], dim=1)                    # (B, P + t)
-        if use_cache:
-            h = model(step_input, attention_mask=full_mask, cache=cache)
-        else:
-            h = model(torch.cat([ids, resp], dim=1), attention_mask=full_mask)
-        logits = model.logits(h[:, -1]).float()                            # (B, V)
+        with autocast(device):
+            if use_cache:
+                h = model(step_input, attention_mask=full_mask, cache=cache)
+            else:
+                h = model(torch.cat([ids, resp], dim=1), attention_mask=full_mask)
+            logits = model.logits(h[:, -1]).float()                        # (B, V)
         tok = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                          greedy=greedy, generator=generator)               # (B,)
         tok = torch.where(ended, torch.full_like(tok, pad_id), tok)

@@ -54,9 +54,14 @@ def load_alpaca(path) -> list:
 
 
 def load_preferences(path) -> list:
-    """Preference data as Rankings (best response first); gold rewards are unknown (None)."""
-    rankings = []
-    for line, record in _records(path, PREFERENCE_HINT):
+    """Preference data as Rankings (best response first); gold rewards are unknown (None).
+
+    A record whose responses are all the same text (chosen == rejected) is a tie that teaches nothing:
+    it is dropped and counted; a file of nothing but ties is refused.
+    """
+    rankings, ties = [], 0
+    records = _records(path, PREFERENCE_HINT)
+    for line, record in records:
         prompt = _string(record, "prompt", path, line, PREFERENCE_HINT)
         if "responses" in record:
             responses = record["responses"]
@@ -70,7 +75,15 @@ def load_preferences(path) -> list:
         else:
             responses = [_string(record, "chosen", path, line, PREFERENCE_HINT),
                          _string(record, "rejected", path, line, PREFERENCE_HINT)]
+        if len(set(responses)) == 1:
+            ties += 1
+            continue
         rankings.append(Ranking(prompt=prompt, responses=list(responses), family="file"))
+    if not rankings:
+        raise DataError(path, None, None, f"no usable preference record: all {ties} records are ties "
+                        f"(chosen identical to rejected), which teach nothing", PREFERENCE_HINT)
+    if ties:
+        print(f"{path}: {ties} of {len(records)} records dropped as ties (chosen identical to rejected)")
     return rankings
 
 

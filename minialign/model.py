@@ -18,7 +18,7 @@ Two deliberate API choices, both for the rest of minialign:
   (cumsum(mask) - 1), so a left-padded prompt gets exactly the positions it would have alone.
 
 GPT-2 details kept so a real checkpoint loads (`GPT.from_hf_gpt2`): GELU in its tanh form,
-LayerNorm eps 1e-5, biases everywhere, 64-dimensional heads, residual projections initialised with
+LayerNorm eps 1e-5, biases everywhere, residual projections initialised with
 std 0.02 / sqrt(2 * n_layer). Attention has a readable manual path beside PyTorch's fused
 `scaled_dot_product_attention`; both compute the same thing (tested).
 """
@@ -34,26 +34,33 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import ConfigError
+
 
 @dataclass
 class GPTConfig:
     """Hyperparameters of the GPT."""
 
     vocab_size: int = 2048
-    """Number of token ids (BPE merges + 256 bytes + special tokens)."""
+    """Number of token ids (BPE merges + 256 bytes + special tokens). Range: vocab_size >= 1."""
     block_size: int = 256
-    """Context length: the number of learned position embeddings."""
+    """Context length: the number of learned position embeddings. Range: block_size >= 1."""
     n_layer: int = 4
-    """Number of transformer blocks."""
+    """Number of transformer blocks. Range: n_layer >= 1."""
     n_head: int = 4
-    """Attention heads per block; n_embd must be divisible by it."""
+    """Attention heads per block; n_embd must be divisible by it. Range: n_head >= 1."""
     n_embd: int = 128
-    """Width C of the residual stream."""
+    """Width C of the residual stream. Range: n_embd >= 1."""
     dropout: float = 0.0
     """Dropout on attention weights and residual branches. Pretraining only: post-training turns it
-    off, or PPO's ratio is not 1 on the first minibatch (ALGORITHMS.md 4.3 #20)."""
+    off, or PPO's ratio is not 1 on the first minibatch. Range: 0 <= dropout < 1."""
     bias: bool = True
     """Biases in Linear and LayerNorm layers, as in GPT-2."""
+
+    def check(self) -> None:
+        """Rules between fields (config.validate runs them after the ranges)."""
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"--n-embd ({self.n_embd}) must be divisible by --n-head ({self.n_head})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -277,19 +284,23 @@ class GPT(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Loading OpenAI's GPT-2 weights from a Hugging Face checkpoint, with plain torch.
     @classmethod
-    def from_hf_gpt2(cls, path_or_state_dict) -> "GPT":
+    def from_hf_gpt2(cls, path_or_state_dict, hf_config: dict | None = None) -> "GPT":
         """A GPT holding the weights of a Hugging Face GPT-2 checkpoint.
 
         Accepts a state dict (as `torch.load("pytorch_model.bin")` returns it), a path to a
         `pytorch_model.bin` / `model.safetensors` file, or a folder holding one. Keys may carry the
         `transformer.` prefix (GPT2LMHeadModel) or not (GPT2Model). Layers, width, vocabulary and
-        context length are read off the tensors; heads are 64-dimensional in every GPT-2 release.
-        HF stores its attention and MLP weights as Conv1D, (in, out): transposed here into Linear's
-        (out, in).
+        context length are read off the tensors; the head count cannot be, so it comes from the
+        `config.json` beside the weights (or `hf_config`), checked against the tensors. Without one,
+        only OpenAI's four releases are accepted, whose heads are all 64-dimensional. HF stores its
+        attention and MLP weights as Conv1D, (in, out): transposed here into Linear's (out, in).
         """
-        sd = path_or_state_dict
+        sd, source = path_or_state_dict, "the state dict"
         if not isinstance(sd, dict):
-            sd = _read_hf_state_dict(os.fspath(sd))
+            source = os.fspath(sd)
+            sd = _read_hf_state_dict(source)
+            if hf_config is None:
+                hf_config = _read_hf_config(source)
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
         for needed in ("wte.weight", "wpe.weight", "ln_f.weight"):
             if needed not in sd:
@@ -298,8 +309,10 @@ class GPT(nn.Module):
         vocab_size, n_embd = sd["wte.weight"].shape
         n_layer = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("h."))
         cfg = GPTConfig(vocab_size=vocab_size, block_size=sd["wpe.weight"].shape[0],
-                        n_layer=n_layer, n_head=n_embd // 64, n_embd=n_embd, dropout=0.0,
-                        bias=True)
+                        n_layer=n_layer, n_head=_hf_n_head(hf_config, source=source, n_embd=n_embd),
+                        n_embd=n_embd, dropout=0.0, bias=True)
+        if hf_config is not None:
+            _check_hf_config(hf_config, cfg, source)
         model = cls(cfg)
         conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
         own = model.state_dict()
@@ -314,6 +327,64 @@ class GPT(nn.Module):
                 raise ValueError(f"{src}: shape {tuple(w.shape)} != expected {tuple(own[key].shape)}")
             own[key].copy_(w)
         return model
+
+
+def scalar_head(head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+    """A scalar read-out head (reward, value) in float32, even inside bf16 autocast: (..., C) -> (...).
+
+    Under autocast a Linear runs in bf16 whatever its input's dtype, which would round every reward and
+    value to 8 bits of mantissa; the trunk before it may run in bf16, the head does not.
+    """
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        return head(h.float()).squeeze(-1)
+
+
+# OpenAI's GPT-2 releases (124M, 355M, 774M, 1.5B): width -> heads, all 64-dimensional.
+OPENAI_GPT2_HEADS = {768: 12, 1024: 16, 1280: 20, 1600: 25}
+
+
+def _read_hf_config(path: str) -> dict | None:
+    """The `config.json` in the checkpoint's folder (or beside the file), or None."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    file = os.path.join(folder, "config.json")
+    if not os.path.exists(file):
+        return None
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{file}: not a readable JSON config ({e})") from e
+
+
+def _hf_n_head(hf_config: dict | None, *, source: str, n_embd: int) -> int:
+    """The head count: from the HF config when there is one, else OpenAI's release of this width."""
+    if hf_config is not None:
+        n_head = hf_config.get("n_head", hf_config.get("num_attention_heads"))
+        if not isinstance(n_head, int) or n_head <= 0 or n_embd % n_head:
+            raise ValueError(f"config.json of {source}: field 'n_head' must be a positive divisor of "
+                             f"n_embd={n_embd}, got {n_head!r}")
+        return n_head
+    if n_embd not in OPENAI_GPT2_HEADS:
+        raise ValueError(f"{source}: width {n_embd} is not one of OpenAI's GPT-2 releases "
+                         f"({sorted(OPENAI_GPT2_HEADS)}) and no config.json gives its head count, which "
+                         f"the tensors cannot tell. Put the checkpoint's config.json beside the weights.")
+    return OPENAI_GPT2_HEADS[n_embd]
+
+
+def _check_hf_config(hf: dict, cfg: GPTConfig, source: str) -> None:
+    """Refuse a config.json that disagrees with the tensors, or asks for a block this GPT does not have."""
+    pairs = {"n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "vocab_size": cfg.vocab_size,
+             "n_positions": cfg.block_size}
+    for key, got in pairs.items():
+        if key in hf and hf[key] != got:
+            raise ValueError(f"config.json of {source}: field {key!r} is {hf[key]} but the weights have {got}")
+    act = hf.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"config.json of {source}: field 'activation_function' is {act!r}; this GPT "
+                         f"implements GPT-2's tanh GELU ('gelu_new') only")
+    eps = hf.get("layer_norm_epsilon", 1e-5)
+    if abs(eps - 1e-5) > 1e-12:
+        raise ValueError(f"config.json of {source}: field 'layer_norm_epsilon' is {eps}; this GPT uses 1e-5")
 
 
 def _read_hf_state_dict(path: str) -> dict:

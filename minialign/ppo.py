@@ -43,6 +43,10 @@ Choices, each documented on its PPOConfig field and switchable where the referen
   `tf.nn.moments` and lmhpd); `unbiased_variance=True` gives TRL's Bessel-corrected one.
 - Losses are means over the response tokens of a minibatch (TRL's masked_mean), not per sequence; a
   rollout batch that does not divide into `n_minibatches` drops its remainder rows in that epoch.
+- Precision: on a GPU, sampling (generate), the old/reference log-probs and the update's forwards all run
+  under the same bf16 autocast (`config.autocast`), so the sampler is the pi_old of the ratio; the kernel
+  accumulates log-probs in float32, and the reward and value heads run in float32 (`model.scalar_head`).
+  On a CPU everything is float32.
 - Dropout is switched off in every model (`disable_dropout`), the reference and the reward model are
   frozen in eval mode, and the pad token differs from <|end|> (checked): otherwise the probability
   ratio is not 1 on the first minibatch (ALGORITHMS.md 4.4), or pads hide real end tokens.
@@ -72,10 +76,10 @@ from .batching import pad_batch, sequence_token_logprobs
 from .chat import end_id as chat_end_id
 from .chat import parse_response, prompt_ids as chat_prompt_ids
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import autocast, config_text, write_json
+from .config import ConfigError, autocast, config_text, write_json
 from .evaluation import prompt_text, split_score
 from .generate import generate
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, scalar_head
 from .plotting import new_figure, save_figure
 
 
@@ -84,81 +88,101 @@ class PPOConfig:
     """PPO against a reward model with a per-token KL penalty (defaults: a few minutes on a 2-core CPU)."""
 
     iterations: int = 40
-    """PPO iterations: each samples `batch_size` responses and updates on them."""
+    """PPO iterations: each samples `batch_size` responses and updates on them. Range: iterations >= 1."""
     batch_size: int = 32
-    """Episodes (prompt, response) per rollout batch (OpenAI, lmhpd: 512; a ~1M-parameter CPU run: 32)."""
+    """Episodes (prompt, response) per rollout batch (OpenAI, lmhpd: 512; a ~1M-parameter CPU run: 32).
+    Range: batch_size >= 1."""
     n_minibatches: int = 2
-    """Minibatches per PPO epoch (OpenAI, lmhpd and TRL use 1 with 512-episode batches)."""
+    """Minibatches per PPO epoch (OpenAI, lmhpd and TRL use 1 with 512-episode batches). Range: n_minibatches >= 1."""
     ppo_epochs: int = 4
-    """Passes over each rollout batch (OpenAI, lmhpd, TRL: 4; InstructGPT: 1)."""
+    """Passes over each rollout batch (OpenAI, lmhpd, TRL: 4; InstructGPT: 1). Range: ppo_epochs >= 1."""
     n_prompts: int = 1024
-    """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them."""
+    """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them. Range: n_prompts >= 1."""
     prompt_kind: str = "toxic"
     """Which RL prompt set of the world to train on (`world.rl_prompts`: instruction, sentiment, toxic); keep
     RMConfig.rl_prompt_kind equal, so the reward model was trained on the policy's answers to such prompts.
     'toxic' (continue an angry story opening) by default: there the gold reward can be raised by choices the SFT
     model already knows how to make (go on with the story's own characters, make peace). Measured, PPO on the
     oracle itself (the ceiling) for 40 iterations at beta 0.05: held-out gold +0.12 on 'toxic', +0.06 on
-    'sentiment', none on 'instruction', whose held-out errors are missing knowledge (facts, arithmetic)."""
+    'sentiment', none on 'instruction', whose held-out errors are missing knowledge (facts, arithmetic).
+    Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     prompt_split: str = "train"
-    """Split of those prompts: 'train' (the held-out 'test' prompts are for evaluation)."""
+    """Split of those prompts: 'train' (the held-out 'test' prompts are for evaluation).
+    Range: prompt_split in ('train', 'test')."""
     temperature: float = 0.7
-    """Sampling temperature T; every log-prob (policy, old policy, reference) uses logits / T too."""
+    """Sampling temperature T; every log-prob (policy, old policy, reference) uses logits / T too.
+    Range: temperature > 0."""
     max_new_tokens: int = 32
-    """Response budget; responses without <|end|> by then get the missing-end penalty."""
+    """Response budget; responses without <|end|> by then get the missing-end penalty. Range: max_new_tokens >= 1."""
     beta: float = 0.05
-    """KL coefficient beta of r_t = -beta (log pi_theta - log pi_ref): the initial value if adaptive."""
+    """KL coefficient beta of r_t = -beta (log pi_theta - log pi_ref): the initial value if adaptive.
+    Range: beta >= 0 (the KL coefficient; 0 turns the penalty off)."""
     adaptive_kl: bool = False
     """Adapt beta towards `kl_target` (Ziegler et al. 2019); off: beta stays fixed (TRL, InstructGPT)."""
     kl_target: float = 4.0
-    """Target sequence KL (nats) of the adaptive controller (OpenAI: 6 for 24-token responses)."""
+    """Target sequence KL (nats) of the adaptive controller (OpenAI: 6 for 24-token responses). Range: kl_target > 0."""
     kl_horizon: int = 2000
-    """Horizon of the adaptive controller: beta *= 1 + e * batch_size / horizon (OpenAI: 10000)."""
+    """Horizon of the adaptive controller: beta *= 1 + e * batch_size / horizon (OpenAI: 10000).
+    Range: kl_horizon >= 1."""
     kl_estimator: str = "k1"
-    """Per-token KL penalty: k1 = log pi_theta - log pi_ref (OpenAI, lmhpd, TRL default) or k3."""
+    """Per-token KL penalty: k1 = log pi_theta - log pi_ref (OpenAI, lmhpd, TRL default) or k3.
+    Range: kl_estimator in ('k1', 'k3')."""
     score_position: str = "end"
     """Where the score goes: 'end' = last real response token (OpenRLHF, old TRL, OpenAI's fixed length);
-    'after_end' = one slot after it (TRL >= 0.12, summarize-from-feedback-details)."""
+    'after_end' = one slot after it (TRL >= 0.12, summarize-from-feedback-details).
+    Range: score_position in ('end', 'after_end')."""
     missing_end: str = "replace"
     """Responses without <|end|>: 'replace' the score by -missing_end_penalty (OpenAI, lmhpd,
-    InstructGPT summarization), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'."""
+    InstructGPT summarization), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'.
+    Range: missing_end in ('replace', 'subtract', 'none')."""
     missing_end_penalty: float = 1.0
-    """Size of the missing-end penalty, in normalised score units."""
+    """Size of the missing-end penalty, in normalised score units. Range: missing_end_penalty >= 0."""
     normalize_score: bool = True
     """Normalise RM scores to mean 0 / std 1 on samples of the initial policy at temperature T (OpenAI
     normalize_before). reward.py already normalises on SFT samples at T=1; this re-measures at PPO's T."""
     norm_samples: int = 256
-    """Responses sampled from the initial policy to measure that mean and std."""
+    """Responses sampled from the initial policy to measure that mean and std.
+    Range: norm_samples >= 2 (a standard deviation needs two)."""
     whiten_rewards: bool = False
     """Whiten per-token rewards (shift_mean=False) before GAE: OpenAI/lmhpd yes, TRL/summarize no."""
     gamma: float = 1.0
-    """Discount of GAE (all references: 1)."""
+    """Discount of GAE (all references: 1). Range: 0 <= gamma <= 1."""
     lam: float = 0.95
-    """GAE lambda (all references: 0.95)."""
+    """GAE lambda (all references: 0.95). Range: 0 <= lam <= 1."""
     whiten_advantages: str = "batch"
-    """Advantage whitening over the whole 'batch' (lmhpd, TRL), per 'minibatch' (OpenAI) or 'none'."""
+    """Advantage whitening over the whole 'batch' (lmhpd, TRL), per 'minibatch' (OpenAI) or 'none'.
+    Range: whiten_advantages in ('batch', 'minibatch', 'none')."""
     unbiased_variance: bool = False
     """Whitening variance with Bessel's n-1 (TRL) instead of the population variance (OpenAI, lmhpd)."""
     cliprange: float = 0.2
-    """PPO clip epsilon of the ratio pi_theta / pi_old."""
+    """PPO clip epsilon of the ratio pi_theta / pi_old. Range: 0 < cliprange < 1."""
     cliprange_value: float = 0.2
-    """Clip of the value update around the rollout's values."""
+    """Clip of the value update around the rollout's values. Range: cliprange_value > 0."""
     vf_coef: float = 0.1
-    """Weight of the value loss in L_pg + vf_coef * L_vf (all references: 0.1)."""
+    """Weight of the value loss in L_pg + vf_coef * L_vf (all references: 0.1). Range: vf_coef >= 0."""
     ent_coef: float = 0.0
-    """Entropy bonus weight (0: none, as OpenAI, lmhpd and TRL)."""
+    """Entropy bonus weight (0: none, as OpenAI, lmhpd and TRL). Range: ent_coef >= 0."""
     lr: float = 1e-4
-    """Adam learning rate of the policy and the value model (references: 1e-5 to 3e-6 for 124M+ models)."""
+    """Adam learning rate of the policy and the value model (references: 1e-5 to 3e-6 for 124M+ models).
+    Range: lr > 0."""
     anneal_lr: bool = True
     """Anneal the learning rate linearly to 0 over the iterations (OpenAI, lmhpd)."""
     adam_eps: float = 1e-5
-    """Adam epsilon (lmhpd: 1e-5; PyTorch default 1e-8)."""
+    """Adam epsilon (lmhpd: 1e-5; PyTorch default 1e-8). Range: adam_eps > 0."""
     max_grad_norm: float = 0.0
-    """Clip the gradient norm to this value; 0: no clipping (OpenAI, lmhpd; TRL clips at 1)."""
+    """Clip the gradient norm to this value; 0: no clipping (OpenAI, lmhpd; TRL clips at 1).
+    Range: max_grad_norm >= 0."""
     ckpt_every: int = 10
-    """Checkpoint every this many iterations (and at the end)."""
+    """Checkpoint every this many iterations (and at the end). Range: ckpt_every >= 1."""
     n_samples_shown: int = 4
-    """Prompts answered before and after PPO (in metrics.json)."""
+    """Prompts answered before and after PPO (in metrics.json). Range: n_samples_shown >= 0."""
+
+
+    def check(self) -> None:
+        """Rules between fields (config.validate runs them after the ranges)."""
+        if self.n_minibatches > self.batch_size:
+            raise ConfigError(f"--n-minibatches ({self.n_minibatches}) must be at most --batch-size "
+                              f"({self.batch_size}): each minibatch needs at least one episode")
 
 
 # --quick: a handful of tiny iterations, for tests and CI.
@@ -187,7 +211,7 @@ class ValueModel(nn.Module):
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         h = self.trunk(ids, attention_mask=attention_mask)                  # (B, T, C)
-        return self.head(h).squeeze(-1).float()                             # (B, T)
+        return scalar_head(self.head, h)                                    # (B, T) float32
 
     @classmethod
     def from_reward_model(cls, reward_model) -> "ValueModel":
@@ -349,7 +373,10 @@ def add_logprobs_and_values(r: Rollout, policy: GPT, ref: GPT, value_model: Valu
                                                   r.prompt_len, cfg.temperature, return_entropy=True)
         r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
                                            cfg.temperature)
-        r.values = response_values(value_model, r.tokens, r.attention_mask, r.prompt_len) * r.mask
+        # V is kept where a reward can land: the response, plus the slot after it for 'after_end' (TRL keeps
+        # V there, in GAE and in the value clip; zeroing it would bootstrap the score against V = 0)
+        vmask = value_mask(r.mask, cfg.score_position)
+        r.values = response_values(value_model, r.tokens, r.attention_mask, r.prompt_len) * vmask
     return r
 
 
@@ -715,10 +742,15 @@ def make_optimizer(policy: GPT, value_model: ValueModel, cfg: PPOConfig) -> torc
 @torch.no_grad()
 def measure_score_norm(policy: GPT, reward_model, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int,
                        pad_id: int, seed: int) -> tuple[float, float]:
-    """Mean and std of r_phi on `cfg.norm_samples` responses of the initial policy (OpenAI normalize_before).
+    """Mean and std of r_phi on `cfg.norm_samples` responses of the initial policy (OpenAI normalize_before);
+    (0, 1) when `cfg.normalize_score` is off.
 
-    Only ended responses count: unended ones receive the fixed penalty, not the RM score.
+    The one normalisation of the holistic score: the `ppo` stage and the sequence-level part of the fine-grained
+    reward both use it, so beta and the missing-end penalty mean the same in both. Only ended responses count:
+    unended ones receive the fixed penalty, not the RM score.
     """
+    if not cfg.normalize_score:
+        return 0.0, 1.0
     g = torch.Generator().manual_seed(seed + 999_983)
     scores = []
     for s in range(0, cfg.norm_samples, cfg.batch_size):
@@ -774,8 +806,8 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
         return state["metrics"]
     if reward_fn is None:
         if state["score_norm"] is None:  # the scale of r_phi on the initial policy; the value head (r_phi's) follows
-            state["score_norm"] = score_norm or ((0.0, 1.0) if not cfg.normalize_score else measure_score_norm(
-                policy, reward_model, all_prompt_ids, cfg, end_id=end_id, pad_id=pad_id, seed=seed))
+            state["score_norm"] = score_norm or measure_score_norm(ref, reward_model, all_prompt_ids, cfg,
+                                                                   end_id=end_id, pad_id=pad_id, seed=seed)
             value_model.rescale_(*state["score_norm"])
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)

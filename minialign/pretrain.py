@@ -45,27 +45,27 @@ class PretrainConfig:
     """Optimisation of the next-token loss."""
 
     steps: int = 600
-    """Optimizer steps."""
+    """Optimizer steps. Range: steps >= 1 (0 would save an untrained model)."""
     batch_size: int = 16
-    """Windows per batch (B)."""
+    """Windows per batch (B). Range: batch_size >= 1."""
     seq_len: int = 128
-    """Tokens per window (T); at most the model's block_size."""
+    """Tokens per window (T); at most the model's block_size. Range: seq_len >= 1."""
     lr: float = 3e-3
-    """Peak learning rate (small models tolerate large rates)."""
+    """Peak learning rate (small models tolerate large rates). Range: lr > 0."""
     min_lr_ratio: float = 0.1
-    """The cosine schedule decays to lr * min_lr_ratio."""
+    """The cosine schedule decays to lr * min_lr_ratio. Range: 0 <= min_lr_ratio <= 1."""
     warmup_steps: int = 50
-    """Linear warmup from 0 to lr."""
+    """Linear warmup from 0 to lr. Range: warmup_steps >= 0."""
     weight_decay: float = 0.1
-    """AdamW decoupled weight decay, on weight matrices only (see make_optimizer)."""
+    """AdamW decoupled weight decay, on weight matrices only (see make_optimizer). Range: weight_decay >= 0."""
     grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 disables)."""
+    """Clip the global gradient norm to this value (0 disables). Range: grad_clip >= 0."""
     eval_every: int = 100
-    """Validation loss every this many steps."""
+    """Validation loss every this many steps. Range: eval_every >= 1."""
     ckpt_every: int = 200
-    """Checkpoint every this many steps (and at the end)."""
+    """Checkpoint every this many steps (and at the end). Range: ckpt_every >= 1."""
     val_fraction: float = 0.05
-    """Fraction of the token stream held out for validation."""
+    """Fraction of the token stream held out for validation. Range: 0 < val_fraction < 1."""
 
 
 def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor,

@@ -24,6 +24,7 @@ The report only reads what the stages wrote (their metrics.json, figures and sta
 from __future__ import annotations
 
 import os
+import re
 import platform
 import subprocess
 import time
@@ -31,7 +32,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .config import read_json, write_json
+from .config import ConfigError, read_json, write_json
 
 # The policies of the final table: (name, stage folder). Missing stages are left out of the table.
 POLICIES = [("base", "pretrain"), ("SFT", "sft"), ("PPO", "ppo"), ("fine-grained PPO", "finegrained"),
@@ -43,14 +44,25 @@ class EvalConfig:
     """The final evaluation of every policy on the same held-out prompts."""
 
     n_prompts: int = 256
-    """Held-out prompts per kind, each answered once by every policy."""
+    """Held-out prompts per kind, each answered once by every policy. Range: n_prompts >= 1."""
     prompt_kinds: str = "instruction,toxic"
     """Kinds of held-out prompts (world.rl_prompts, split 'test'): SFT, DPO and fine-grained PPO train on
     instruction prompts, PPO on PPOConfig.prompt_kind (toxic story openings by default)."""
     temperature: float = 0.7
-    """Sampling temperature of every policy, and of the KL's log-probs (PPO's training temperature)."""
+    """Sampling temperature of every policy, and of the KL's log-probs (PPO's training temperature).
+    Range: temperature > 0."""
     max_new_tokens: int = 48
-    """Longest answer; an answer cut here has no <|end|> and loses the oracle's 'ends' component."""
+    """Longest answer; an answer cut here has no <|end|> and loses the oracle's 'ends' component.
+    Range: max_new_tokens >= 1."""
+
+
+    def check(self) -> None:
+        """Rules between fields (config.validate runs them after the ranges)."""
+        from .world.prompts import RL_KINDS
+        kinds = [k.strip() for k in self.prompt_kinds.split(",") if k.strip()]
+        if not kinds or any(k not in RL_KINDS for k in kinds):
+            raise ConfigError(f"--prompt-kinds must name one or more of {', '.join(RL_KINDS)} (comma-separated), "
+                              f"got {self.prompt_kinds!r}")
 
 
 QUICK: dict = dict(n_prompts=16, max_new_tokens=16)
@@ -198,8 +210,16 @@ def _config_block(config: dict | None) -> str:
     return f"\n<details><summary>configuration</summary>\n\n```\n{body}\n```\n</details>\n"
 
 
+def _code(text: str) -> str:
+    """`text` as an inline code span that no character of a model's output can break: the fence is one
+    backtick longer than the longest run inside (CommonMark), padded with spaces, on one line."""
+    text = repr(text)
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return f"{fence} {text} {fence}"
+
+
 def _samples(samples: list[dict], n: int = 3) -> str:
-    return "\n".join(f"- `{s['prompt']!r}` -> `{s['response']!r}`" for s in samples[:n])
+    return "\n".join(f"- {_code(s['prompt'])} -> {_code(s['response'])}" for s in samples[:n])
 
 
 def section_pretrain(m: dict) -> str:

@@ -77,7 +77,7 @@ from .batching import pad_batch
 from .chat import render
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import autocast
-from .model import GPT, GPTConfig
+from .model import GPT, GPTConfig, scalar_head
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,52 +87,62 @@ class RMConfig:
     """Training of the reward model r_phi (ALGORITHMS.md 3.4)."""
 
     epochs: int = 1
-    """Passes over the comparisons. InstructGPT and OpenAI use 1: the RM overfits after one epoch."""
+    """Passes over the comparisons. InstructGPT and OpenAI use 1: the RM overfits after one epoch.
+    Range: epochs >= 1."""
     lr: float = 1e-4
-    """Peak learning rate of AdamW, decayed linearly to 0 over the run (OpenAI books)."""
+    """Peak learning rate of AdamW, decayed linearly to 0 over the run (OpenAI books). Range: lr > 0."""
     batch_prompts: int = 8
-    """Prompts per batch; all K responses (all C(K, 2) pairs) of a prompt go in the same batch."""
+    """Prompts per batch; all K responses (all C(K, 2) pairs) of a prompt go in the same batch.
+    Range: batch_prompts >= 1."""
     weight_decay: float = 0.0
-    """AdamW weight decay on weight matrices."""
+    """AdamW weight decay on weight matrices. Range: weight_decay >= 0."""
     grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 disables)."""
+    """Clip the global gradient norm to this value (0 disables). Range: grad_clip >= 0."""
     margin: float = 0.0
-    """Margin m in -log sigma(r_w - r_l - m) (Llama 2 style); 0 is the plain Bradley-Terry loss."""
+    """Margin m in -log sigma(r_w - r_l - m) (Llama 2 style); 0 is the plain Bradley-Terry loss. Range: margin >= 0."""
     center_coef: float = 0.0
-    """Centering coefficient c of + c * (r_w + r_l)^2 (Eisenstein et al. 2023; TRL suggests 0.01)."""
+    """Centering coefficient c of + c * (r_w + r_l)^2 (Eisenstein et al. 2023; TRL suggests 0.01).
+    Range: center_coef >= 0."""
     n_train_prompts: int = 2000
-    """Prompts of the world's preference data used for training (each with K ranked responses)."""
+    """Prompts of the world's preference data used for training (each with K ranked responses).
+    Range: n_train_prompts >= 1."""
     n_eval_prompts: int = 300
-    """Held-out prompts for the accuracy, correlation and calibration metrics."""
+    """Held-out prompts for the accuracy, correlation and calibration metrics. Range: n_eval_prompts >= 1."""
     k: int = 4
-    """Responses ranked per prompt (InstructGPT: 4 to 9)."""
+    """Responses ranked per prompt (InstructGPT: 4 to 9).
+    Range: k >= 2 (a ranking of one response holds no comparison)."""
     annotator_noise: float = -1.0
-    """Bradley-Terry noise temperature of the simulated annotators; negative: the world's default."""
+    """Bradley-Terry noise temperature of the simulated annotators; negative: the world's default.
+    Range: annotator_noise >= -1 (negative: the world's default)."""
     normalize_samples: int = 256
-    """Responses sampled from the SFT policy to set the reward's gain and bias (OpenAI: 256)."""
+    """Responses sampled from the SFT policy to set the reward's gain and bias (OpenAI: 256).
+    Range: normalize_samples >= 2 (a standard deviation needs two)."""
     max_new_tokens: int = 48
-    """Length limit of those samples."""
+    """Length limit of those samples. Range: max_new_tokens >= 1."""
     eval_every: int = 100
-    """Held-out accuracy every this many steps (for the curve in accuracy.png)."""
+    """Held-out accuracy every this many steps (for the curve in accuracy.png). Range: eval_every >= 1."""
     ckpt_every: int = 200
-    """Checkpoint every this many steps (a killed run resumes from it)."""
+    """Checkpoint every this many steps (a killed run resumes from it). Range: ckpt_every >= 1."""
     data: str | None = None
     """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on
     instead of the world's preference data. Its last `eval_fraction` is held out."""
     eval_fraction: float = 0.1
-    """With `data`: the fraction of prompts held out for evaluation."""
+    """With `data`: the fraction of prompts held out for evaluation. Range: 0 < eval_fraction < 1."""
     rl_prompt_kind: str = "toxic"
     """The world's RL prompts that PPO trains on (keep it equal to PPOConfig.prompt_kind): the SFT
-    samples below are drawn on prompts of this kind."""
+    samples below are drawn on prompts of this kind.
+    Range: rl_prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     policy_sample_prompts: int = 1000
     """RL prompts (train split) whose K samples from pi^SFT, ranked by the annotators, join the world's
     comparisons: the slide's own recipe (labelers rank the model's outputs). Without them the RM never
-    sees the policy's kind of answers and PPO hacks it (module docstring); 0 = world pairs only."""
+    sees the policy's kind of answers and PPO hacks it (module docstring); 0 = world pairs only.
+    Range: policy_sample_prompts >= 0."""
     sft_sample_prompts: int = 200
     """Held-out RL prompts whose K samples from the SFT policy (ranked by the annotators) test the RM
-    on what PPO will show it (metrics["sft_samples"]); 0 skips it."""
+    on what PPO will show it (metrics["sft_samples"]); 0 skips it. Range: sft_sample_prompts >= 0."""
     sft_sample_temperature: float = 0.7
-    """Sampling temperature of the policy samples, for training and testing (PPOConfig.temperature)."""
+    """Sampling temperature of the policy samples, for training and testing (PPOConfig.temperature).
+    Range: sft_sample_temperature > 0."""
 
 
 # --quick: a handful of steps on a few prompts, seconds on a CPU.
@@ -243,7 +253,7 @@ class RewardModel(nn.Module):
         h = self.trunk(ids, attention_mask=attention_mask)                 # (B, T, C)
         last = last_token_index(attention_mask)                            # (B,)
         h_last = h[torch.arange(h.size(0), device=h.device), last]         # (B, C)
-        r = self.head(h_last.float()).squeeze(-1).float()                  # (B,)
+        r = scalar_head(self.head, h_last)                                 # (B,) float32
         return self.gain * r + self.bias if normalized else r
 
     @torch.no_grad()
@@ -853,11 +863,12 @@ def noise_ceiling(groups: list[PreferenceGroup], noise: float) -> dict:
 def preference_groups(run, cfg: RMConfig) -> tuple[list[PreferenceGroup], list[PreferenceGroup], str]:
     """(train, held-out, description): a preference JSONL (cfg.data) or the world's rankings."""
     if cfg.data:
-        from .loaders import load_preferences
+        from .loaders import DataError, load_preferences
         groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
         n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
         if len(groups) < 2:
-            raise ValueError(f"{cfg.data}: {len(groups)} prompt(s); need at least 2 to hold one out")
+            raise DataError(cfg.data, None, None, f"{len(groups)} usable prompt(s); at least 2 are needed "
+                            f"to hold one out for evaluation")
         return groups[:-n_eval], groups[-n_eval:], cfg.data
     from .world import preference_data
     noise = world_noise(cfg)

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
@@ -84,7 +85,7 @@ from .chat import Rendered, end_id, parse_response, prompt_ids, render
 from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from .config import autocast, config_text, write_json
 from .generate import generate
-from .loaders import load_alpaca
+from .loaders import DataError, load_alpaca
 from .logprobs import IGNORE_INDEX
 from .model import GPT
 from .plotting import new_figure, save_figure, smooth
@@ -103,51 +104,55 @@ class SFTConfig:
 
     # --- 1. data -------------------------------------------------------------------------------
     n_per_family: int = 200
-    """Training examples per seen task family (the mixture is balanced across families)."""
+    """Training examples per seen task family (the mixture is balanced across families). Range: n_per_family >= 1."""
     families: str = ""
     """Training families: "" = all seen families, "k" = the first k of world.SEEN_ORDER (a diverse
     set for every k), or a comma-separated list of names."""
     n_templates: int = 0
     """Prompt templates per family used for training (0 = all of its training templates); fewer
-    templates = less prompt diversity (T0)."""
+    templates = less prompt diversity (T0). Range: n_templates >= 0."""
     ni_fraction: float = 0.1
     """Fraction of each family's training examples written in the Natural Instructions schema
-    instead of a one-line T0 template."""
+    instead of a one-line T0 template. Range: 0 <= ni_fraction <= 1."""
     data: str = ""
     """An Alpaca-style JSON/JSONL file (instruction, input, output) to train on instead of the world."""
     # --- 2-4. optimisation ---------------------------------------------------------------------
     epochs: int = 4
-    """Passes over the training mixture (used when `steps` is 0)."""
+    """Passes over the training mixture (used when `steps` is 0). Range: epochs >= 1."""
     steps: int = 0
-    """Optimizer steps; 0 = `epochs` passes over the data."""
+    """Optimizer steps; 0 = `epochs` passes over the data. Range: steps >= 0."""
     batch_size: int = 32
-    """Examples per batch (B)."""
+    """Examples per batch (B). Range: batch_size >= 1."""
     lr: float = 1e-3
-    """Peak learning rate (the tiny model tolerates large rates; GPT-2 scale wants ~2e-5)."""
+    """Peak learning rate (the tiny model tolerates large rates; GPT-2 scale wants ~2e-5). Range: lr > 0."""
     min_lr_ratio: float = 0.1
-    """The cosine schedule decays to lr * min_lr_ratio."""
+    """The cosine schedule decays to lr * min_lr_ratio. Range: 0 <= min_lr_ratio <= 1."""
     warmup_steps: int = 20
-    """Linear warmup from 0 to lr."""
+    """Linear warmup from 0 to lr. Range: warmup_steps >= 0."""
     weight_decay: float = 0.0
-    """AdamW decoupled weight decay on weight matrices (0: fine-tuning stays near the base model)."""
+    """AdamW decoupled weight decay on weight matrices (0: fine-tuning stays near the base model).
+    Range: weight_decay >= 0."""
     grad_clip: float = 1.0
-    """Clip the global gradient norm to this value (0 disables)."""
+    """Clip the global gradient norm to this value (0 disables). Range: grad_clip >= 0."""
     loss_average: str = "sequence"
     """"sequence": mean NLL per response, then over the batch (each example weighs the same);
-    "token": mean over all response tokens of the batch (TRL/HF). See the module docstring."""
+    "token": mean over all response tokens of the batch (TRL/HF). See the module docstring.
+    Range: loss_average in ('sequence', 'token')."""
     bucket_batches: int = 8
-    """Bucketing: sort chunks of this many batches by length before cutting batches (1 = off)."""
+    """Bucketing: sort chunks of this many batches by length before cutting batches (1 = off).
+    Range: bucket_batches >= 1."""
     ckpt_every: int = 100
-    """Checkpoint every this many steps (and at the end)."""
+    """Checkpoint every this many steps (and at the end). Range: ckpt_every >= 1."""
     eval_loss_every: int = 50
-    """Held-out loss (teacher forced, response tokens) per split every this many steps (0 = off)."""
+    """Held-out loss (teacher forced, response tokens) per split every this many steps (0 = off).
+    Range: eval_loss_every >= 0."""
     # --- 5. evaluation -------------------------------------------------------------------------
     eval_per_family: int = 12
-    """Evaluation examples per family and split (test, unseen_template, unseen_family)."""
+    """Evaluation examples per family and split (test, unseen_template, unseen_family). Range: eval_per_family >= 1."""
     eval_batch_size: int = 64
-    """Prompts per generation batch."""
+    """Prompts per generation batch. Range: eval_batch_size >= 1."""
     max_new_tokens: int = 40
-    """Generation budget per answer (answers in the world are one or two sentences)."""
+    """Generation budget per answer (answers in the world are one or two sentences). Range: max_new_tokens >= 1."""
 
 
 # --quick: seconds. The model is too small and too briefly trained to show the effect.
@@ -369,8 +374,12 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
     ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     model.to(device).train()
     rendered, dropped = render_examples(tok, examples, model.config.block_size)
+    why = f"after dropping {dropped} of {len(examples)} longer than the context of {model.config.block_size} tokens"
     if not rendered:
-        raise ValueError(f"no training example fits the context of {model.config.block_size} tokens")
+        raise DataError(cfg.data or "the training examples", None, None, f"no example is left {why}")
+    if len(rendered) < cfg.batch_size:
+        print(f"warning: only {len(rendered)} training examples ({why}), fewer than one batch of "
+              f"--batch-size {cfg.batch_size}: every step sees all of them", file=sys.stderr)
     lengths = [len(r.ids) for r in rendered]
     cfg = replace(cfg, steps=total_steps(cfg, len(rendered)))   # resolved, for lr_at and the logs
     heldout = _heldout_sets(tok, eval_examples, model.config.block_size)

@@ -184,8 +184,9 @@ def test_the_reward_that_reaches_the_ppo_update_is_the_slides_r_t(tok, monkeypat
     cfg = PPOConfig(batch_size=2, n_minibatches=2, ppo_epochs=1, temperature=0.7, beta=0.2, max_new_tokens=12)
     ppo.prepare_models(policy, ref, None, value, torch.device("cpu"))
     weights = {"tox": 0.5, "rel": 0.3}
+    holistic = ppo.rm_reward_fn(StubSequenceRM(), cfg, tok.pad_id)      # the holistic PPO's reward, unnormalised
     reward_fn = FineGrainedReward(tok, {"tox": StubSegmentRM(ord(".")), "rel": StubSegmentRM(ord("o"))}, weights,
-                                  sequence_rm=StubSequenceRM(), w_sequence=0.25, reward_form="sign")
+                                  sequence_reward=holistic, w_sequence=0.25, reward_form="sign")
     # by hand. Segment-end tokens: row 0 "." (in ". ") at 5 and "." at 8; row 1 "." at 2 and "o" at 5.
     # tox stub: -1 where the end token is the byte "." (row 0 T=8, row 1 T=2), else +1 (row 0 T=5 is ". ").
     # rel stub: -1 where the end token is "o" (row 1 T=5), else +1.
@@ -299,9 +300,10 @@ def test_train_ppo_runs_with_the_fine_grained_reward(tmp_path):
     rm = RewardModel(tiny_gpt(tok.vocab_size, 6))
     rms = {"toxicity": SegmentRewardModel(tiny_gpt(tok.vocab_size, 7)),
            "relevance": SegmentRewardModel(tiny_gpt(tok.vocab_size, 8))}
-    reward_fn = FineGrainedReward(tok, rms, {"toxicity": 0.5, "relevance": 0.3}, sequence_rm=rm, w_sequence=0.3)
     cfg = PPOConfig(iterations=2, batch_size=4, n_minibatches=2, ppo_epochs=1, max_new_tokens=8, temperature=1.0,
                     n_samples_shown=1)
+    reward_fn = FineGrainedReward(tok, rms, {"toxicity": 0.5, "relevance": 0.3},
+                                  sequence_reward=ppo.rm_reward_fn(rm, cfg, tok.pad_id), w_sequence=0.3)
     gold = lambda p, r: float(len(r) > 0)
     metrics = ppo.train_ppo(policy, ref, None, ValueModel.from_reward_model(rm), tok, ["a. b.", "c d."], cfg,
                             str(tmp_path), "cpu", reward_fn=reward_fn, gold_fn=gold)

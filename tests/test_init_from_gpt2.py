@@ -36,6 +36,8 @@ def write_gpt2_folder(folder, source):
         json.dump(vocab, f, ensure_ascii=False)
     sd = random_hf_state_dict(n_layer=2, C=64, V=n + 1, T=256)
     torch.save(sd, os.path.join(folder, "pytorch_model.bin"))
+    with open(os.path.join(folder, "config.json"), "w") as f:    # as in every HF folder: the head count
+        json.dump({"model_type": "gpt2", "n_head": 2, "n_embd": 64, "n_layer": 2}, f)
     return n, sd
 
 
@@ -51,7 +53,7 @@ def test_tokenizer_from_vocab_json_encodes_like_the_source(tmp_path):
 
 
 def test_resize_vocab_keeps_old_logits_and_adds_mean_rows():
-    m = GPT.from_hf_gpt2(random_hf_state_dict(n_layer=1, C=64, V=40, T=16)).eval()
+    m = GPT.from_hf_gpt2(random_hf_state_dict(n_layer=1, C=64, V=40, T=16), hf_config={"n_head": 2}).eval()
     ids = torch.tensor([[1, 5, 7, 39]])
     before = m.logits(m(ids))
     old_mean = m.output_weight.mean(0).clone()

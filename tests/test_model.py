@@ -95,11 +95,12 @@ def random_hf_state_dict(n_layer=2, C=128, V=50, T=16, prefix="transformer."):
     return sd
 
 
-def reference_gpt2_logits(sd, ids, prefix="transformer."):
+def reference_gpt2_logits(sd, ids, prefix="transformer.", n_head=None):
     """GPT-2 written out by hand, one token position and one head at a time, Conv1D as x @ W + b."""
     g = lambda k: sd[prefix + k].double()
     C = g("wte.weight").shape[1]
-    H = C // 64
+    H = n_head or C // 64
+    D = C // H
     n_layer = 1 + max(int(k.split(".")[1 if not prefix else 2]) for k in sd if ".h." in "." + k)
 
     def ln(x, w, b):
@@ -119,9 +120,9 @@ def reference_gpt2_logits(sd, ids, prefix="transformer."):
         q, k, v = qkv[:, :C], qkv[:, C:2 * C], qkv[:, 2 * C:]
         out = torch.zeros(T, C, dtype=torch.float64)
         for head in range(H):
-            s = slice(64 * head, 64 * (head + 1))
+            s = slice(D * head, D * (head + 1))
             for i in range(T):
-                scores = torch.tensor([q[i, s] @ k[j, s] / 8.0 for j in range(i + 1)])
+                scores = torch.tensor([q[i, s] @ k[j, s] / math.sqrt(D) for j in range(i + 1)])
                 w = torch.softmax(scores, 0)
                 out[i, s] = sum(w[j] * v[j, s] for j in range(i + 1))
         x = x + out @ g(p + "attn.c_proj.weight") + g(p + "attn.c_proj.bias")
@@ -136,7 +137,8 @@ def reference_gpt2_logits(sd, ids, prefix="transformer."):
 def test_from_hf_gpt2_matches_written_out_gpt2(prefix, tmp_path):
     sd = random_hf_state_dict(prefix=prefix)
     torch.save(sd, tmp_path / "pytorch_model.bin")
-    m = GPT.from_hf_gpt2(tmp_path).eval()          # a folder holding pytorch_model.bin
+    write_hf_config(tmp_path, n_head=2)
+    m = GPT.from_hf_gpt2(tmp_path).eval()          # a folder holding pytorch_model.bin and config.json
     assert (m.config.n_layer, m.config.n_head, m.config.n_embd, m.config.vocab_size,
             m.config.block_size) == (2, 2, 128, 50, 16)
     ids = [3, 17, 42, 8, 8, 1, 29]
@@ -158,8 +160,44 @@ def test_from_hf_gpt2_reads_safetensors(tmp_path):
         off += len(b)
     h = json.dumps(header).encode()
     (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    write_hf_config(tmp_path, n_head=2)
     m = GPT.from_hf_gpt2(tmp_path / "model.safetensors")
     assert torch.equal(m.transformer.h[1].attn.c_attn.weight, sd["h.1.attn.c_attn.weight"].T)
+
+
+def write_hf_config(folder, **fields):
+    import json
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2", "activation_function": "gelu_new",
+                                                    "layer_norm_epsilon": 1e-5, **fields}))
+
+
+def test_from_hf_gpt2_reads_the_head_count_from_config_json(tmp_path):
+    """2 heads of 32 dimensions: the 64-dimensional assumption would give 1 head and wrong logits."""
+    sd = random_hf_state_dict(C=64, prefix="transformer.")
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    write_hf_config(tmp_path, n_head=2, n_embd=64, n_layer=2, vocab_size=50, n_positions=16)
+    m = GPT.from_hf_gpt2(tmp_path).eval()
+    assert m.config.n_head == 2
+    ids = [3, 17, 42, 8, 8, 1, 29]
+    want = reference_gpt2_logits(sd, ids, "transformer.", n_head=2)
+    got = m.logits(m(torch.tensor([ids]))).double()[0]
+    assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+
+
+def test_from_hf_gpt2_refuses_what_it_cannot_trust(tmp_path):
+    sd = random_hf_state_dict(C=64, prefix="")
+    torch.save(sd, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no config.json gives its head count"):
+        GPT.from_hf_gpt2(tmp_path)                                  # width 64 is no OpenAI release
+    write_hf_config(tmp_path, n_head=3)
+    with pytest.raises(ValueError, match="'n_head' must be a positive divisor of n_embd=64, got 3"):
+        GPT.from_hf_gpt2(tmp_path)
+    write_hf_config(tmp_path, n_head=2, n_layer=4)
+    with pytest.raises(ValueError, match="'n_layer' is 4 but the weights have 2"):
+        GPT.from_hf_gpt2(tmp_path)
+    write_hf_config(tmp_path, n_head=2, activation_function="relu")
+    with pytest.raises(ValueError, match="activation_function"):
+        GPT.from_hf_gpt2(tmp_path)
 
 
 def test_from_hf_gpt2_rejects_other_state_dicts():
