@@ -36,6 +36,7 @@ import copy
 import os
 import sys
 import time
+from dataclasses import dataclass
 from random import Random
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
@@ -43,7 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.sft import SFTConfig, generate_answers, score_answer, train_sft  # noqa: E402
@@ -57,20 +58,38 @@ ARMS = {"curated": "curated (small, diverse, good)",
 GROUPS = {"test": "seen tasks, new inputs", "unseen_family": "unseen tasks"}
 
 
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
+
+    steps: int = 300
+    """Optimizer steps of EVERY arm (same compute for each; --quick: 2). Range: steps >= 1."""
+    batch_size: int = 16
+    """Examples per optimizer step. Range: batch_size >= 1."""
+    lr: float = 3e-3
+    """Peak learning rate. Range: lr > 0."""
+    n_large: int = 2000
+    """Size of the noisy and the low-diversity sets (--quick: 64). Range: n_large >= 1."""
+    eval_per_family: int = 10
+    """Held-out prompts per task family (--quick: 1). Range: eval_per_family >= 1."""
+    max_new_tokens: int = 24
+    """Answer budget in evaluation (tokens). Range: max_new_tokens >= 1."""
+    subset: bool = True
+    """Also train the control arm: a random noisy subset as small as the curated set (--no-subset skips it)."""
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(steps=2, n_large=64, eval_per_family=1)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--steps", type=int, default=None,
-                   help="optimizer steps of EVERY arm (default 300; --quick: 2)")
-    p.add_argument("--batch-size", type=int, default=16, help="examples per optimizer step")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--n-large", type=int, default=None,
-                   help="size of the noisy and low-diversity sets (default 2000; --quick: 64)")
-    p.add_argument("--eval-per-family", type=int, default=None,
-                   help="held-out prompts per family (default 10; --quick: 1)")
-    p.add_argument("--max-new-tokens", type=int, default=24, help="answer budget in evaluation")
-    p.add_argument("--no-subset", action="store_true", help="skip the same-size noisy control")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
 
 
 def training_sets(seed: int, n_large: int, subset: bool) -> dict:
@@ -102,7 +121,7 @@ STYLE_FLAWS = {"harmless": "toxic", "fluent": "repetitive", "concise": "verbose"
                "ends": "no ending"}   # oracle component < 1  ->  the flaw the noisy set teaches
 
 
-def evaluate(model, tok, held: list, args, device) -> dict:
+def evaluate(model, tok, held: list, settings: LessonConfig, device) -> dict:
     """Greedy answers to held-out prompts, graded by the oracle; means per group.
 
     Besides the task score and the gold reward, the share of answers with a *style* flaw of the
@@ -110,7 +129,7 @@ def evaluate(model, tok, held: list, args, device) -> dict:
     (concise < 1), no proper ending (ends = 0).
     """
     answers = generate_answers(model, tok, [ex.prompt for ex in held], chat=True,
-                               max_new_tokens=args.max_new_tokens, batch_size=128, device=device)
+                               max_new_tokens=settings.max_new_tokens, batch_size=128, device=device)
     groups: dict = {}
     for ex, ans in zip(held, answers):
         row = score_answer(ex, ans["text"])
@@ -160,36 +179,33 @@ def plot(path: str, results: dict, data: dict) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
-    q = run.quick
-    steps = args.steps or (2 if q else 300)
-    n_large = args.n_large or (64 if q else 2000)
-    per_family = args.eval_per_family or (1 if q else 10)
+    steps, n_large, per_family = settings.steps, settings.n_large, settings.eval_per_family
     t0 = time.perf_counter()
     print("Lesson 06 -- slides 002 'LIMA: Less is More for Alignment', 'Important Factors', "
           "'Quality vs. Quantity vs. Diversity'.")
     if run.quick:
         print("(--quick: a seconds-long smoke run; the models are too small to show the effects)")
     base, tok = ensure_pretrained(run)
-    sets = training_sets(run.seed, n_large, subset=not args.no_subset)
+    sets = training_sets(run.seed, n_large, subset=settings.subset)
     data = {name: describe(name, examples) for name, examples in sets.items()}
     print("\nthe training sets:")
     for name, d in data.items():
         print(f"  {ARMS[name]:38s} {d['n']:5d} examples, {d['families']:2d} task families, "
               f"{d['templates']:3d} templates, {d['flawed']:.0%} flawed answers "
               f"(oracle's mean grade of the answers {d['data_gold']:.2f})")
-    cfg = SFTConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=min(10, steps),
+    cfg = SFTConfig(steps=steps, batch_size=settings.batch_size, lr=settings.lr, warmup_steps=min(10, steps),
                     ni_fraction=0.0, eval_loss_every=0, ckpt_every=10**9,
-                    max_new_tokens=args.max_new_tokens)
-    print(f"\nevery arm: {steps} optimizer steps of {args.batch_size} examples "
-          f"({steps * args.batch_size} examples seen), lr {args.lr}")
+                    max_new_tokens=settings.max_new_tokens)
+    print(f"\nevery arm: {steps} optimizer steps of {settings.batch_size} examples "
+          f"({steps * settings.batch_size} examples seen), lr {settings.lr}")
     held = instruction_data(seed=run.seed, n_per_family=per_family, splits=tuple(GROUPS))
     results, losses = {}, {}
     for name, examples in sets.items():
         model, m = fine_tune(base, tok, examples, cfg, run, name)
-        results[name] = evaluate(model, tok, held, args, run.device)
+        results[name] = evaluate(model, tok, held, settings, run.device)
         losses[name] = m["final_train_loss"]
         r = results[name]
         print(f"  [{name}] gold reward: seen {r['test']['gold']:.2f}, unseen {r['unseen_family']['gold']:.2f}; "
@@ -197,7 +213,7 @@ def main(argv=None) -> int:
               f"answers with a style flaw {r['all']['style_flawed']:.0%}")
     fig = plot(os.path.join(out_dir, "lima.png"), results, data)
     write_json(os.path.join(out_dir, "metrics.json"), {
-        "steps": steps, "batch_size": args.batch_size, "data": data, "results": results,
+        "steps": steps, "batch_size": settings.batch_size, "data": data, "results": results,
         "final_train_loss": losses, "seconds": round(time.perf_counter() - t0, 1)})
     explain(results, data)
     print(f"Figure: {fig}")
@@ -240,4 +256,4 @@ def explain(results: dict, data: dict) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.reward import (QUICK, RMConfig, RewardModel, encode_groups, ensure_rm,  # noqa: E402
@@ -53,23 +53,34 @@ from minialign.world import (agreement, preference_data, preference_pairs, ratin
                              ratings_to_pairs)
 
 NAME = "07_reward_model"
-# Labelled prompts per training set for the curves (each prompt: K = 4 responses judged).
-BUDGETS = [50, 200, 800]
-QUICK_BUDGETS = [8, 16]
 
 
-def parse_args(argv=None):
+@dataclasses.dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
+
+    budgets: list[int] = dataclasses.field(default_factory=lambda: [50, 200, 800])
+    """Numbers of labelled prompts (K = 4 responses judged each) of the curves, e.g. --budgets 50 200 800
+    (--quick: 8 16). Range: budgets >= 1."""
+    eval_prompts: int = 200
+    """Held-out prompts for the curves (--quick: 16). Range: eval_prompts >= 1."""
+    min_steps: int = 40
+    """Small training sets are repeated for at least this many steps (--quick: 2).
+    Range: min_steps >= 0 (0: one epoch)."""
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(budgets=[8, 16], eval_prompts=16, min_steps=2)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--budgets", default=None,
-                   help=f"comma-separated numbers of labelled prompts for the curves "
-                        f"(default {','.join(map(str, BUDGETS))}; --quick: {QUICK_BUDGETS})")
-    p.add_argument("--eval-prompts", type=int, default=None,
-                   help="held-out prompts for the curves (default 200; --quick: 16)")
-    p.add_argument("--min-steps", type=int, default=None,
-                   help="small training sets are repeated for at least this many steps "
-                        "(default 40; --quick: 2)")
-    return p.parse_args(argv)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
 
 
 def show_examples(rm: RewardModel, tok, held, n: int = 2) -> list[dict]:
@@ -190,14 +201,11 @@ def plot_curves(path: str, res: dict, ceiling: float, main_rm: dict | None) -> s
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", NAME)
     t0 = time.perf_counter()
-    budgets = [int(b) for b in args.budgets.split(",")] if args.budgets else (
-        QUICK_BUDGETS if run.quick else BUDGETS)
-    n_eval = args.eval_prompts or (16 if run.quick else 200)
-    min_steps = args.min_steps if args.min_steps is not None else (2 if run.quick else 40)
+    budgets, n_eval, min_steps = settings.budgets, settings.eval_prompts, settings.min_steps
     rm_cfg = RMConfig(**(QUICK if run.quick else {}))
 
     print("Lesson 07 -- slides 000/002 'Step 2: Collect comparison data and train a reward model',\n"
@@ -295,4 +303,4 @@ def _read_json(path: str):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

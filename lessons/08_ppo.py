@@ -17,7 +17,7 @@ The proxy reward is r_phi's score normalised to mean 0, std 1 on SFT samples (th
 penalty included); the gold reward is the oracle's score in [0, 1]; KL is the mean over samples of
 the summed per-token log pi_theta - log pi_ref, in nats. All three are measured on held-out prompts.
 
-Run:    python lessons/08_ppo.py [--quick] [--betas 0.1,0.03] [--iterations N] [--hack-iterations N]
+Run:    python lessons/08_ppo.py [--quick] [--betas 0.1 0.03] [--iterations N] [--hack-iterations N]
 Writes: <out>/lessons/08_ppo/{metrics.json, training_curves.png, reward_vs_kl.png, gold_components.png}
         and one PPO run folder per beta (checkpoints: a re-run reuses finished runs).
 """
@@ -29,14 +29,14 @@ import copy
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.evaluation import mean_and_se, prompt_text, sample_and_score  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
@@ -44,26 +44,42 @@ from minialign.ppo import (QUICK, PPOConfig, ValueModel, apply_missing_end, meas
                            train_ppo)
 
 LESSON = "08_ppo"
-SETTINGS = {
-    "quick": dict(betas="0.05", iterations=3, hack_iterations=4, n_eval=16, n_shown=2),
-    "default": dict(betas="0.1,0.03", iterations=30, hack_iterations=60, n_eval=128, n_shown=3),
-}
 
 
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
+
+    betas: list[float] = field(default_factory=lambda: [0.1, 0.03])
+    """KL coefficients of the sweep, e.g. --betas 0.1 0.03 (--quick: 0.05).
+    Range: betas > 0 (beta = 0 is the reward-hacking run, which always runs)."""
+    iterations: int = 30
+    """PPO iterations per beta of the sweep (--quick: 3). Range: iterations >= 1."""
+    hack_iterations: int = 60
+    """PPO iterations of the beta = 0 run (--quick: 4). Range: hack_iterations >= 1."""
+    n_eval: int = 128
+    """Held-out prompts for the final evaluation (--quick: 16). Range: n_eval >= 1."""
+    n_shown: int = 3
+    """Held-out prompts whose answers are printed, per policy (--quick: 2). Range: n_shown >= 0."""
+
+    def check(self) -> None:
+        """Rules between values (config.validate runs them after the ranges)."""
+        if len(set(self.betas)) < len(self.betas):
+            raise ConfigError(f"--betas must be distinct values (each names one run), got {self.betas}")
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(betas=[0.05], iterations=3, hack_iterations=4, n_eval=16, n_shown=2)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--betas", default=None, help="comma-separated KL coefficients of the sweep")
-    p.add_argument("--iterations", type=int, default=None, help="PPO iterations per beta of the sweep")
-    p.add_argument("--hack-iterations", type=int, default=None, help="PPO iterations of the beta = 0 run")
-    p.add_argument("--n-eval", type=int, default=None, help="held-out prompts for the final evaluation")
+    add_dataclass_args(p, LessonConfig)
     args = p.parse_args(argv)
-    s = SETTINGS["quick" if args.quick else "default"]
-    for k, v in s.items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    args.betas = [float(b) for b in str(args.betas).split(",") if b.strip()]
-    return args
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
 
 
 def build(run):
@@ -207,7 +223,7 @@ def print_table(evals: dict, iters_of: dict) -> None:
               f"+-{e['gold_se']:.3f} {e['kl']:>11.2f} {e['response_tokens']:>7.1f} {e['ended']:>6.2f}")
 
 
-def print_hacking(histories: dict, evals: dict, args) -> bool:
+def print_hacking(histories: dict, evals: dict, settings: LessonConfig) -> bool:
     hacked, text = verdict(histories["beta=0"], evals["SFT"], evals["beta=0"])
     print("\n=== 3. Reward hacking with beta = 0 (slide 000 'Limitations of RL + reward modeling') ===")
     print("  " + text)
@@ -225,9 +241,9 @@ def print_hacking(histories: dict, evals: dict, args) -> bool:
     else:
         print("  No reward hacking showed in this run: the gold reward did not fall while the proxy rose.\n"
               "  At this scale it needs more iterations (--hack-iterations) or a weaker reward model.")
-    print(f"  (The beta = 0 run is trained for {args.hack_iterations} iterations, the sweep for {args.iterations}: "
-          f"longer training at beta = 0\n  makes the hacking plain; training_curves.png compares the runs "
-          f"iteration by iteration.)")
+    print(f"  (The beta = 0 run is trained for {settings.hack_iterations} iterations, the sweep for "
+          f"{settings.iterations}: longer training at beta = 0\n  makes the hacking plain; training_curves.png "
+          f"compares the runs iteration by iteration.)")
     return hacked
 
 
@@ -252,7 +268,7 @@ def print_correlation(evals: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", LESSON)
     os.makedirs(out_dir, exist_ok=True)
@@ -262,18 +278,19 @@ def main(argv=None) -> int:
     from minialign.world import rl_prompts
     base_cfg = PPOConfig(**(QUICK if run.quick else {}))
     prompts = rl_prompts(base_cfg.prompt_kind, n=base_cfg.n_prompts, seed=run.seed, split="train")
-    held_out = rl_prompts(base_cfg.prompt_kind, n=args.n_eval, seed=run.seed + 1, split="test")
+    held_out = rl_prompts(base_cfg.prompt_kind, n=settings.n_eval, seed=run.seed + 1, split="test")
     print(f"\n[08] PPO from the SFT model on {len(prompts)} RL prompts; evaluation on {len(held_out)} held-out prompts")
     # The proxy reward's scale: r_phi normalised on SFT samples at the PPO temperature, shared by every run
     norm = measure_score_norm(sft, rm, [prompt_ids(tok, prompt_text(p)) for p in prompts], base_cfg,
                               end_id=end_id(tok), pad_id=tok.pad_id, seed=run.seed)
-    runs = [(f"beta={b:g}", b, args.iterations) for b in args.betas] + [("beta=0", 0.0, args.hack_iterations)]
+    runs = ([(f"beta={b:g}", b, settings.iterations) for b in settings.betas]
+            + [("beta=0", 0.0, settings.hack_iterations)])
     histories, evals, seconds = train_and_evaluate(runs, sft, rm, tok, prompts, held_out, base_cfg, norm, out_dir,
                                                    run)
     iters_of = {name: it for name, _, it in runs}
-    print_answers(evals, held_out, args.n_shown)
+    print_answers(evals, held_out, settings.n_shown)
     print_table(evals, iters_of)
-    hacked = print_hacking(histories, evals, args)
+    hacked = print_hacking(histories, evals, settings)
     corr = print_correlation(evals)
 
     paths = [plot_curves(histories, os.path.join(out_dir, "training_curves.png")),
@@ -282,7 +299,8 @@ def main(argv=None) -> int:
     per_sample = ("responses", "proxy_per_sample", "gold_per_sample")
     metrics = {"runs": {name: {k: v for k, v in e.items() if k not in per_sample} for name, e in evals.items()},
                "proxy_gold_correlation": corr, "iterations": iters_of, "score_norm": list(norm),
-               "reward_hacking": hacked, "samples": {name: e["responses"][:args.n_shown] for name, e in evals.items()},
+               "reward_hacking": hacked,
+               "samples": {name: e["responses"][:settings.n_shown] for name, e in evals.items()},
                "seconds": {**{k: round(v, 1) for k, v in seconds.items()},
                            "total": round(time.perf_counter() - t_start, 1)},
                "seconds_per_iteration": {name: time_split(h) for name, h in histories.items()}}
@@ -292,4 +310,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -34,13 +34,11 @@ sentences (by the oracle and by the RM PPO optimised) and their completeness? Th
 are relative to a completeness weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1
 for bringing back everyone.
 In a run here with w_rel = 1 and 0.3 the policy learned to stop at once for about a quarter of the openings
-(the empty answer has no off-topic sentence): try --weights 1,0.3,0.
+(the empty answer has no off-topic sentence): try --weights 1 0.3 0.
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
 Writes: <out>/lessons/09_fine_grained/{metrics.json, detox_table.png, sample_efficiency.png, customization.png}
 """
-
-from __future__ import annotations
 
 import argparse
 import copy
@@ -48,13 +46,14 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import write_json  # noqa: E402
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.evaluation import mean_and_se  # noqa: E402
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
                                    ToxicityReward, combine_rewards, detox_eval, evaluate_segment_rm,
@@ -66,47 +65,76 @@ from minialign.ppo import PPOConfig, ValueModel  # noqa: E402
 from minialign.world import rl_prompts, story_completeness, toxicity  # noqa: E402
 
 LESSON = "09_fine_grained"
-SETTINGS = {
-    "quick": dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, eval_every=1, seeds=1,
-                  custom_iterations=2, custom_batch_size=8, custom_max_new_tokens=16, n_custom_train=32,
-                  n_custom_eval=6, k_custom=2, n_rm_prompts=16, weights="0.15,0.1,0.05", custom_lr=5e-5),
-    "default": dict(iterations=4, batch_size=64, max_new_tokens=24, n_train=512, n_eval=64, k=8, eval_every=1, seeds=3,
-                    custom_iterations=12, custom_batch_size=64, custom_max_new_tokens=32, n_custom_train=512,
-                    n_custom_eval=64, k_custom=4, n_rm_prompts=512, weights="0.15,0.1,0.05", custom_lr=5e-5),
-}
 MODES = ("holistic", "fine-grained")
 W_TOXICITY = 1.0          # part 2's fixed weights while w_rel varies
 W_COMPLETE = 1.0
 BASE = "GPT (base, pi_init)"
 
 
-def parse_args(argv=None):
+@dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
+
+    # --- part 1: detoxification ---------------------------------------------------------------------------------
+    iterations: int = 4
+    """PPO iterations of each detoxification run (--quick: 2). Range: iterations >= 1."""
+    batch_size: int = 64
+    """Episodes per PPO iteration (detoxification; --quick: 8). Range: batch_size >= 1."""
+    max_new_tokens: int = 24
+    """Continuation length budget (detoxification; --quick: 12). Range: max_new_tokens >= 1."""
+    n_train: int = 512
+    """Toxic prompts to train on (--quick: 32). Range: n_train >= 1."""
+    n_eval: int = 64
+    """Held-out toxic prompts of the table (--quick: 6). Range: n_eval >= 1."""
+    k: int = 8
+    """Samples per held-out prompt (RealToxicityPrompts: 25; --quick: 2). Range: k >= 1."""
+    eval_every: int = 1
+    """Held-out toxicity every this many iterations (the sample-efficiency curve). Range: eval_every >= 1."""
+    seeds: int = 3
+    """Seeds per detoxification run; the table averages them (--quick: 1). Range: seeds >= 1."""
+    # --- part 2: customization -----------------------------------------------------------------------------------
+    custom_iterations: int = 12
+    """PPO iterations per relevance weight (--quick: 2). Range: custom_iterations >= 1."""
+    custom_batch_size: int = 64
+    """Episodes per PPO iteration (customization; --quick: 8). Range: custom_batch_size >= 1."""
+    custom_max_new_tokens: int = 32
+    """Continuation budget (customization; --quick: 16). Range: custom_max_new_tokens >= 1."""
+    custom_lr: float = 5e-5
+    """PPO learning rate of the customization runs. Range: custom_lr > 0."""
+    n_custom_train: int = 512
+    """Story openings to train on (customization; --quick: 32). Range: n_custom_train >= 1."""
+    n_custom_eval: int = 64
+    """Held-out story openings (customization; --quick: 6). Range: n_custom_eval >= 1."""
+    k_custom: int = 4
+    """Samples per held-out opening (customization; --quick: 2). Range: k_custom >= 1."""
+    n_rm_prompts: int = 512
+    """Openings whose continuations train the relevance RM (--quick: 16). Range: n_rm_prompts >= 1."""
+    weights: list[float] = field(default_factory=lambda: [0.15, 0.1, 0.05])
+    """Relevance weights w_rel, one PPO run each, e.g. --weights 0.15 0.1 0.05 (slide: 0.4 0.3 0.2).
+    Range: weights >= 0."""
+    skip_custom: bool = False
+    """Only the detoxification part (part 1)."""
+
+    def check(self) -> None:
+        """Rules between values (config.validate runs them after the ranges)."""
+        if len(set(self.weights)) < len(self.weights):
+            raise ConfigError(f"--weights must be distinct values (each names one run), got {self.weights}")
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, seeds=1,
+                    custom_iterations=2, custom_batch_size=8, custom_max_new_tokens=16, n_custom_train=32,
+                    n_custom_eval=6, k_custom=2, n_rm_prompts=16)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--iterations", type=int, default=None, help="PPO iterations of each detoxification run")
-    p.add_argument("--batch-size", type=int, default=None, help="episodes per PPO iteration (detoxification)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="continuation length budget (detoxification)")
-    p.add_argument("--n-train", type=int, default=None, help="toxic prompts to train on")
-    p.add_argument("--n-eval", type=int, default=None, help="held-out toxic prompts of the table")
-    p.add_argument("--k", type=int, default=None, help="samples per held-out prompt (RealToxicityPrompts: 25)")
-    p.add_argument("--eval-every", type=int, default=None, help="held-out toxicity every this many iterations")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per detoxification run (the table averages them)")
-    p.add_argument("--custom-iterations", type=int, default=None, help="PPO iterations per relevance weight")
-    p.add_argument("--custom-batch-size", type=int, default=None, help="episodes per iteration (customization)")
-    p.add_argument("--custom-max-new-tokens", type=int, default=None, help="continuation budget (customization)")
-    p.add_argument("--custom-lr", type=float, default=None, help="PPO learning rate of the customization runs")
-    p.add_argument("--n-custom-train", type=int, default=None, help="story openings to train on (customization)")
-    p.add_argument("--n-custom-eval", type=int, default=None, help="held-out story openings (customization)")
-    p.add_argument("--k-custom", type=int, default=None, help="samples per held-out opening (customization)")
-    p.add_argument("--n-rm-prompts", type=int, default=None, help="openings whose continuations train the relevance RM")
-    p.add_argument("--weights", default=None, help="comma-separated relevance weights (slide: 0.4,0.3,0.2)")
-    p.add_argument("--skip-custom", action="store_true", help="only the detoxification part")
+    add_dataclass_args(p, LessonConfig)
     args = p.parse_args(argv)
-    for k, v in SETTINGS["quick" if args.quick else "default"].items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    args.weights = [float(w) for w in str(args.weights).split(",") if w.strip()]
-    return args
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -120,14 +148,14 @@ def openings(kind: str, n_train: int, n_eval: int, seed: int) -> tuple[list, lis
     return train, list(held.values())[:n_eval]
 
 
-def toxic_prompts(tok, args, seed: int):
+def toxic_prompts(tok, settings: LessonConfig, seed: int):
     """The angry openings' ids (the base model continues raw text): training and held-out, and the held-out texts."""
-    train, held = openings("toxic", args.n_train, args.n_eval, seed)
+    train, held = openings("toxic", settings.n_train, settings.n_eval, seed)
     held_text = [p.meta["prefix"] for p in held]
     return [tok.encode(p.meta["prefix"]) for p in train], [tok.encode(t) for t in held_text], held_text
 
 
-def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, args, seed: int, device):
+def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, settings: LessonConfig, seed: int, device):
     """One PPO run from the base model with the holistic or the fine-grained toxicity reward."""
     torch.manual_seed(seed)
     policy, ref = copy.deepcopy(base), copy.deepcopy(base)
@@ -135,15 +163,15 @@ def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, args, s
     curve_ids = held_ids[:max(1, len(held_ids) // 2)]
 
     def curve(m):                                    # a smaller held-out check for the sample-efficiency curve
-        e = detox_eval(m, base, tok, curve_ids, k=max(2, args.k // 2), max_new_tokens=cfg.max_new_tokens,
+        e = detox_eval(m, base, tok, curve_ids, k=max(2, settings.k // 2), max_new_tokens=cfg.max_new_tokens,
                        seed=seed + 7)
         return {"toxicity_avg_max": e["toxicity_avg_max"], "length": e["length"]}
 
     reward = ToxicityReward(tok, "holistic" if mode == "holistic" else "finegrained")
     history = train_text_ppo(policy, ref, value, reward, train_ids, cfg, stop_id=tok.eot_id, pad_id=tok.pad_id,
                              device=device, seed=seed, desc=f"detox {mode} (seed {seed})", eval_fn=curve,
-                             eval_every=args.eval_every)
-    table = detox_eval(policy, base, tok, held_ids, k=args.k, max_new_tokens=cfg.max_new_tokens, seed=seed + 11)
+                             eval_every=settings.eval_every)
+    table = detox_eval(policy, base, tok, held_ids, k=settings.k, max_new_tokens=cfg.max_new_tokens, seed=seed + 11)
     return history, table
 
 
@@ -157,23 +185,23 @@ def mean_tables(tables: list[dict]) -> dict:
     return out
 
 
-def detoxification(run, args) -> dict:
+def detoxification(run, settings: LessonConfig) -> dict:
     base, tok = ensure_pretrained(run)
     base.eval()
-    train_ids, held_ids, held_text = toxic_prompts(tok, args, run.seed)
-    cfg = PPOConfig(iterations=args.iterations, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                    temperature=1.0, beta=0.05, lr=5e-5, missing_end="none")
+    train_ids, held_ids, held_text = toxic_prompts(tok, settings, run.seed)
+    cfg = PPOConfig(iterations=settings.iterations, batch_size=settings.batch_size,
+                    max_new_tokens=settings.max_new_tokens, temperature=1.0, beta=0.05, lr=5e-5, missing_end="none")
     print(f"\n[09] Part 1: detoxification. The base model continues {len(train_ids)} angry story openings; "
-          f"{len(held_ids)} held-out openings x {args.k} samples for the table.\n"
+          f"{len(held_ids)} held-out openings x {settings.k} samples for the table.\n"
           f"     PPO for both rewards: {cfg.iterations} iterations x {cfg.batch_size} episodes, beta {cfg.beta}, "
           f"lr {cfg.lr}, T {cfg.temperature}, up to {cfg.max_new_tokens} tokens")
-    tables = {BASE: [detox_eval(base, base, tok, held_ids, k=args.k, max_new_tokens=cfg.max_new_tokens,
-                                seed=run.seed + 11 + s) for s in range(args.seeds)]}
+    tables = {BASE: [detox_eval(base, base, tok, held_ids, k=settings.k, max_new_tokens=cfg.max_new_tokens,
+                                seed=run.seed + 11 + s) for s in range(settings.seeds)]}
     histories: dict = {m: [] for m in MODES}
     for mode in MODES:
         tables[mode] = []
-        for s in range(args.seeds):
-            h, t = detox_run(mode, base, tok, train_ids, held_ids, cfg, args, run.seed + s, run.device)
+        for s in range(settings.seeds):
+            h, t = detox_run(mode, base, tok, train_ids, held_ids, cfg, settings, run.seed + s, run.device)
             histories[mode].append(h)
             tables[mode].append(t)
     table = {name: mean_tables(ts) for name, ts in tables.items()}
@@ -203,9 +231,9 @@ def sample_efficiency(histories: dict, fraction: float = 0.25) -> dict:
     return out
 
 
-def print_detox(result: dict, args) -> dict:
+def print_detox(result: dict, settings: LessonConfig) -> dict:
     t = result["table"]
-    print(f"\n=== 1. Detoxification (slide 'Example: Detoxification'), {args.k} samples per held-out prompt ===")
+    print(f"\n=== 1. Detoxification (slide 'Example: Detoxification'), {settings.k} samples per held-out prompt ===")
     print(f"{'':22s} {'toxicity avg max (v)':>21} {'fluency PPL (v)':>16} {'dist-2 (^)':>11} {'dist-3 (^)':>11} "
           f"{'tokens':>7} {'toxic samples':>14}")
     for name, r in t.items():
@@ -217,15 +245,15 @@ def print_detox(result: dict, args) -> dict:
     wins = d["mean"] < -2 * d["se"]
     verdict = ("beat the holistic one" if wins else "lost to the holistic one" if d["mean"] > 2 * d["se"] else
                "did not clearly beat the holistic one (within 2 standard errors)")
-    print(f"\n  At equal steps ({args.iterations} iterations x {args.batch_size} episodes, {args.seeds} seed(s)), the "
-          f"fine-grained reward {verdict} on toxicity\n"
+    print(f"\n  At equal steps ({settings.iterations} iterations x {settings.batch_size} episodes, "
+          f"{settings.seeds} seed(s)), the fine-grained reward {verdict} on toxicity\n"
           f"  ({fg['toxicity_avg_max']:.3f} vs {hol['toxicity_avg_max']:.3f}; base model "
           f"{base['toxicity_avg_max']:.3f}), "
           f"with perplexity {fg['ppl']:.2f} vs {hol['ppl']:.2f} under the frozen base model\n"
           f"  (base {base['ppl']:.2f}) and continuations of {fg['length']:.1f} vs {hol['length']:.1f} tokens "
           f"(base {base['length']:.1f}). Paired over held-out prompts: fine-grained minus holistic max toxicity "
           f"{d['mean']:+.3f} +- {d['se']:.3f}.")
-    if args.seeds > 1:
+    if settings.seeds > 1:
         seeds = lambda m: " / ".join(f"{x:.3f}" for x in result["per_seed"][m])
         print(f"  Toxicity per seed: fine-grained {seeds('fine-grained')}, holistic {seeds('holistic')}.")
     if steps["fine-grained"] is not None or steps["holistic"] is not None:
@@ -314,31 +342,31 @@ class StoryReward:
                          "sentences": torch.tensor([len(e) for e in rel_ends], dtype=torch.float32)}
 
 
-def story_prompts(tok, args, seed: int):
+def story_prompts(tok, settings: LessonConfig, seed: int):
     """Story openings, calm and angry: (ids of the opening the base model continues, the prompt text the oracle
     labels against), for training and held out."""
-    train, held = openings("story", args.n_custom_train, args.n_custom_eval, seed)
+    train, held = openings("story", settings.n_custom_train, settings.n_custom_eval, seed)
     pair = lambda p: (tok.encode(p.meta["prefix"]), p.prompt)
     return [pair(p) for p in train], [pair(p) for p in held]
 
 
-def labelled_continuations(policy, base, tok, prompts, args, cfg: FineGrainedConfig, seed: int):
+def labelled_continuations(policy, base, tok, prompts, settings: LessonConfig, cfg: FineGrainedConfig, seed: int):
     """k samples per prompt with the oracle's per-sentence relevance labels (LabelledResponse items) and the texts."""
-    out = sample_continuations(policy, base, tok, [ids for ids, _ in prompts], k=args.k_custom,
-                               max_new_tokens=args.custom_max_new_tokens, seed=seed)
-    jobs = [p for p in prompts for _ in range(args.k_custom)]
+    out = sample_continuations(policy, base, tok, [ids for ids, _ in prompts], k=settings.k_custom,
+                               max_new_tokens=settings.custom_max_new_tokens, seed=seed)
+    jobs = [p for p in prompts for _ in range(settings.k_custom)]
     items = [label_text_response(tok, ids, r, text, ["relevance"], cfg)
              for (ids, text), r in zip(jobs, out["response_ids"])]
     return out, jobs, items
 
 
-def train_relevance_rm(run, base, tok, train, held, args):
+def train_relevance_rm(run, base, tok, train, held, settings: LessonConfig):
     """R_phi_rel: a copy of the base model's trunk (SegmentRewardModel.from_sft takes any GPT) + a head, trained
     on the oracle's per-sentence relevance labels of the base model's own continuations of training openings
     (finegrained.train_segment_rm, the pipeline's segment-RM training); its accuracy on held-out openings."""
     cfg = FineGrainedConfig(rm_epochs=2)
-    _, _, items = labelled_continuations(base, base, tok, train[:args.n_rm_prompts], args, cfg, run.seed + 5)
-    _, _, test = labelled_continuations(base, base, tok, held, args, cfg, run.seed + 6)
+    _, _, items = labelled_continuations(base, base, tok, train[:settings.n_rm_prompts], settings, cfg, run.seed + 5)
+    _, _, test = labelled_continuations(base, base, tok, held, settings, cfg, run.seed + 6)
     items, test = [x for x in items if x is not None], [x for x in test if x is not None]
     rm = SegmentRewardModel.from_sft(base, "relevance")
     train_segment_rm(rm, items, "relevance", cfg, tok.pad_id, run.device, seed=run.seed)
@@ -346,10 +374,10 @@ def train_relevance_rm(run, base, tok, train, held, args):
                        "n_train_responses": len(items)}
 
 
-def story_eval(policy, base, tok, held, rm, args, cfg, seed: int, device) -> dict:
+def story_eval(policy, base, tok, held, rm, settings: LessonConfig, cfg, seed: int, device) -> dict:
     """Length, the oracle's irrelevant-sentence share beside the relevance RM's, completeness, toxicity and
     perplexity under the frozen base model, on k samples of each held-out opening."""
-    out, jobs, items = labelled_continuations(policy, base, tok, held, args, cfg, seed)
+    out, jobs, items = labelled_continuations(policy, base, tok, held, settings, cfg, seed)
     texts = out["texts"]
     # the RM's view of the sentences beside the oracle's labels the items already carry
     view = evaluate_segment_rm(rm, [x for x in items if x is not None], "relevance", tok.pad_id, device)
@@ -365,38 +393,39 @@ def story_eval(policy, base, tok, held, rm, args, cfg, seed: int, device) -> dic
             "toxicity": float(np.mean([toxicity(t) for t in texts])), "ppl": out["ppl"],
             "empty_fraction": float(np.mean([not t.strip() for t in texts])), "n_samples": len(texts),
             "n_sentences": n_sentences,
-            "examples": texts[:4 * args.k_custom:args.k_custom]}
+            "examples": texts[:4 * settings.k_custom:settings.k_custom]}
 
 
-def customization(run, args) -> dict:
+def customization(run, settings: LessonConfig) -> dict:
     base, tok = ensure_pretrained(run)
     base.eval()
-    train, held = story_prompts(tok, args, run.seed)
+    train, held = story_prompts(tok, settings, run.seed)
     cfg = FineGrainedConfig()
     print(f"\n[09] Part 2: customization. The base model continues {len(train)} story openings (calm and angry).\n"
           f"     Fixed: toxicity -dTox per sentence (weight {W_TOXICITY:g}) and completeness on the last token (weight "
           f"{W_COMPLETE:g}: the share of the opening's people and things the continuation brings back);\n"
           f"     varied: the relevance RM, -w_rel per sentence it calls off topic, w_rel = "
-          f"{', '.join(f'{w:g}' for w in args.weights)}. First the relevance RM, from the oracle's sentence labels:")
-    rm, rm_metrics = train_relevance_rm(run, base, tok, train, held, args)
+          f"{', '.join(f'{w:g}' for w in settings.weights)}. First the relevance RM, from the oracle's sentence "
+          f"labels:")
+    rm, rm_metrics = train_relevance_rm(run, base, tok, train, held, settings)
     if rm_metrics["n_segments"]:
         print(f"     relevance RM on held-out continuations: accuracy {rm_metrics['accuracy']:.3f} (balanced "
               f"{rm_metrics['balanced_accuracy']:.3f}), {rm_metrics['error_fraction']:.1%} of "
               f"{rm_metrics['n_segments']} sentences off topic")
-    pcfg = PPOConfig(iterations=args.custom_iterations, batch_size=args.custom_batch_size,
-                     max_new_tokens=args.custom_max_new_tokens, temperature=1.0, beta=0.05, lr=args.custom_lr,
+    pcfg = PPOConfig(iterations=settings.custom_iterations, batch_size=settings.custom_batch_size,
+                     max_new_tokens=settings.custom_max_new_tokens, temperature=1.0, beta=0.05, lr=settings.custom_lr,
                      missing_end="none")
-    evals = {BASE: story_eval(base, base, tok, held, rm, args, cfg, run.seed + 3, run.device)}
+    evals = {BASE: story_eval(base, base, tok, held, rm, settings, cfg, run.seed + 3, run.device)}
     histories = {}
-    for w in args.weights:
+    for w in settings.weights:
         torch.manual_seed(run.seed)
         policy, ref, value = copy.deepcopy(base), copy.deepcopy(base), ValueModel(copy.deepcopy(base))
         histories[f"w_rel={w:g}"] = train_text_ppo(policy, ref, value, StoryReward(tok, rm, w),
                                                    [ids for ids, _ in train], pcfg, stop_id=tok.eot_id,
                                                    pad_id=tok.pad_id, device=run.device, seed=run.seed,
                                                    desc=f"relevance weight {w:g}")
-        evals[f"w_rel={w:g}"] = story_eval(policy, base, tok, held, rm, args, cfg, run.seed + 3, run.device)
-    return {"evals": evals, "relevance_rm": rm_metrics, "weights": args.weights, "ppo": pcfg.__dict__,
+        evals[f"w_rel={w:g}"] = story_eval(policy, base, tok, held, rm, settings, cfg, run.seed + 3, run.device)
+    return {"evals": evals, "relevance_rm": rm_metrics, "weights": settings.weights, "ppo": pcfg.__dict__,
             "first_opening": tok.decode(held[0][0]),
             "curves": {name: {k: h[k] for k in ("response_length", "irrelevant_rm", "completeness", "kl")}
                        for name, h in histories.items()}}
@@ -411,7 +440,7 @@ def clear_trend(values: list[float], ses: list[float]) -> int:
     return 1 if all(s >= 0 for s in steps) else -1 if all(s <= 0 for s in steps) else 0
 
 
-def print_customization(result: dict, args) -> dict:
+def print_customization(result: dict, settings: LessonConfig) -> dict:
     ev = result["evals"]
     print("\n=== 2. Customizing behaviour (slide 'Customizing LLM Behavior'): relevance weight, others fixed ===")
     print(f"{'policy':>20} {'tokens':>11} {'sentences':>10} {'off topic:':>11} {'relevance RM':>13} "
@@ -422,7 +451,7 @@ def print_customization(result: dict, args) -> dict:
               f"{e['sentences_per_response']:>10.2f} {e['irrelevant_sentences']:>11.3f} "
               f"{e['irrelevant_sentences_rm']:>13.3f} {e['completeness']:>9.3f} {e['empty_fraction']:>6.1%} "
               f"{e['ppl']:>6.2f}")
-    ws = sorted(args.weights, reverse=True)                         # largest relevance weight first
+    ws = sorted(settings.weights, reverse=True)                         # largest relevance weight first
     rows = [ev[f"w_rel={w:g}"] for w in ws]
     tokens = [r["response_tokens"] for r in rows]
     length_trend = clear_trend(tokens, [r["response_tokens_se"] for r in rows])
@@ -480,21 +509,21 @@ def plot_customization(result: dict, path: str) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", LESSON)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
-    detox = detoxification(run, args)
+    detox = detoxification(run, settings)
     t_detox = time.perf_counter() - t0
-    metrics = {"detox": {"table": detox["table"], **print_detox(detox, args), "ppo": detox["ppo"],
+    metrics = {"detox": {"table": detox["table"], **print_detox(detox, settings), "ppo": detox["ppo"],
                          "curves": {m: [h["eval"] for h in hs] for m, hs in detox["histories"].items()}}}
     paths = [plot_table(detox["table"], os.path.join(out_dir, "detox_table.png")),
              plot_sample_efficiency(detox["histories"], os.path.join(out_dir, "sample_efficiency.png"))]
-    if not args.skip_custom:
+    if not settings.skip_custom:
         t1 = time.perf_counter()
-        custom = customization(run, args)
-        metrics["customization"] = {**custom, **print_customization(custom, args),
+        custom = customization(run, settings)
+        metrics["customization"] = {**custom, **print_customization(custom, settings),
                                     "seconds": round(time.perf_counter() - t1, 1)}
         paths.append(plot_customization(custom, os.path.join(out_dir, "customization.png")))
     metrics["seconds"] = {"detox": round(t_detox, 1), "total": round(time.perf_counter() - t0, 1)}
@@ -504,4 +533,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_main(main))

@@ -22,7 +22,7 @@ The DPO paper's controlled-sentiment experiment (its Figure 2, left), reproduced
    oracle in GPT-4's place).
 7. DPO's implicit reward margins beta * [log pi/pi_ref (y_w) - log pi/pi_ref (y_l)] during training.
 
-Run:    python lessons/10_dpo.py [--quick] [--out DIR] [--betas 0.05,0.1,0.5,1] [--kl-coefs 0.05,0.2]
+Run:    python lessons/10_dpo.py [--quick] [--out DIR] [--betas 0.05 0.1 0.5 1] [--kl-coefs 0.05 0.2]
 Writes: <out>/lessons/10_dpo/{frontier.png, win_rates.png, dpo_margins.png, metrics.json} and
         <out>/lessons/10_dpo/runs/ (one folder per training run: checkpoint, curves; redone each time).
 """
@@ -36,6 +36,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -43,7 +44,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from minialign.chat import parse_response, prompt_ids  # noqa: E402
-from minialign.config import write_json  # noqa: E402
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.dpo import DPOConfig, sampled_pairs, train_dpo  # noqa: E402
 from minialign.evaluation import compare, evaluate_policy  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
@@ -55,26 +56,47 @@ from minialign.world import gold_reward, rl_prompts  # noqa: E402
 # Sizes per scale. Default: under 5 minutes on a 2-core CPU once the SFT model is cached.
 SCALE = {
     "quick": dict(train_prompts=16, K=2, eval_prompts=8, eval_samples=1, max_new_tokens=16,
-                  betas=(0.1, 1.0), kl_coefs=(0.1,), dpo_steps=4, dpo_batch=8, dpo_lr=3e-5,
-                  dpo_eval_every=2, ppo_iterations=2, ppo_batch=8, ppo_eval_every=1),
+                  dpo_steps=4, dpo_batch=8, dpo_lr=3e-5, dpo_eval_every=2, ppo_iterations=2, ppo_batch=8,
+                  ppo_eval_every=1),
     "default": dict(train_prompts=400, K=6, eval_prompts=40, eval_samples=5, max_new_tokens=40,
-                    betas=(0.05, 0.1, 0.5, 1.0), kl_coefs=(0.05, 0.2), dpo_steps=60, dpo_batch=16,
-                    dpo_lr=3e-5, dpo_eval_every=15, ppo_iterations=20, ppo_batch=32, ppo_eval_every=5),
+                    dpo_steps=60, dpo_batch=16, dpo_lr=3e-5, dpo_eval_every=15, ppo_iterations=20, ppo_batch=32,
+                    ppo_eval_every=5),
 }
 
 
-def parse_args():
+@dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK. The sizes that are
+    not flags are in SCALE."""
+
+    prompts: str = "sentiment"
+    """The world's RL prompt set to train and evaluate on. Range: prompts in ('sentiment', 'instruction')."""
+    betas: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.5, 1.0])
+    """DPO betas, one run each, e.g. --betas 0.05 0.1 0.5 1 (--quick: 0.1 1).
+    Range: betas > 0 (at beta = 0 the DPO loss is the constant log 2: nothing would train)."""
+    kl_coefs: list[float] = field(default_factory=lambda: [0.05, 0.2])
+    """PPO-GT KL coefficients, one run each, e.g. --kl-coefs 0.05 0.2 (--quick: 0.1).
+    Range: kl_coefs >= 0 (the KL coefficient; 0 turns the penalty off)."""
+
+    def check(self) -> None:
+        """Rules between values (config.validate runs them after the ranges)."""
+        for flag, values in (("--betas", self.betas), ("--kl-coefs", self.kl_coefs)):
+            if len(set(values)) < len(values):
+                raise ConfigError(f"{flag} must be distinct values (each names one run), got {values}")
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(betas=[0.1, 1.0], kl_coefs=[0.1])
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
-    p.add_argument("--prompts", default="sentiment", choices=["sentiment", "instruction"],
-                   help="the world's RL prompt set to train and evaluate on")
-    p.add_argument("--betas", default=None, help="DPO betas, comma separated (default per scale)")
-    p.add_argument("--kl-coefs", default=None, help="PPO KL coefficients, comma separated")
-    return p.parse_args()
-
-
-def floats(text, default):
-    return tuple(float(x) for x in text.split(",")) if text else default
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -287,11 +309,11 @@ def conclusions(dpo_runs, ppo_runs, sft_eval, cmp, pairs_info) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-def main():
-    args = parse_args()
+def main(argv=None) -> int:
+    args, settings = parse_args(argv)
     run = make_run(args)
-    S = dict(SCALE["quick" if run.quick else "default"])
-    S["betas"], S["kl_coefs"] = floats(args.betas, S["betas"]), floats(args.kl_coefs, S["kl_coefs"])
+    S = dict(SCALE["quick" if run.quick else "default"], betas=tuple(settings.betas),
+             kl_coefs=tuple(settings.kl_coefs))
     out = os.path.join(run.out, "lessons", "10_dpo")
     runs_dir = os.path.join(out, "runs")
     shutil.rmtree(runs_dir, ignore_errors=True)        # fresh training runs each time (a short lesson)
@@ -300,8 +322,8 @@ def main():
     sft.eval().requires_grad_(False)
     t_lesson = time.perf_counter()
 
-    train_p, eval_p = prompt_sets(args.prompts, S["train_prompts"], S["eval_prompts"], run.seed)
-    print(f"\n[1-2] {len(train_p)} '{args.prompts}' prompts x {S['K']} samples of the SFT model, pairs "
+    train_p, eval_p = prompt_sets(settings.prompts, S["train_prompts"], S["eval_prompts"], run.seed)
+    print(f"\n[1-2] {len(train_p)} '{settings.prompts}' prompts x {S['K']} samples of the SFT model, pairs "
           f"labelled by the oracle; {len(eval_p)} held-out prompts x {S['eval_samples']} samples")
     pairs, samples = sampled_pairs(sft, tok, train_p, k=S["K"], noise=0.0,
                                    max_new_tokens=S["max_new_tokens"], seed=run.seed + 1)
@@ -311,7 +333,10 @@ def main():
                   "sft_sample_gold_mean": gold_mean, "sft_sample_gold_std": gold_std}
     print(f"      {len(pairs)} pairs; SFT samples' gold reward {gold_mean:.3f} +- {gold_std:.3f}")
     if not pairs:
-        raise SystemExit("no preference pair: every SFT sample got the same gold reward; use more prompts")
+        more = ("run without --quick (more prompts and samples)" if run.quick else
+                "use more prompts or samples (train_prompts, K in SCALE, lessons/10_dpo.py)")
+        raise ConfigError(f"no preference pair: for each of the {len(train_p)} prompts, its {S['K']} SFT samples "
+                          f"got the same gold reward; {more}")
     sft_eval = evaluate_policy(sft, None, tok, eval_p, n_samples=S["eval_samples"],
                                max_new_tokens=S["max_new_tokens"], seed=run.seed)
 
@@ -349,7 +374,7 @@ def main():
     for line in lines:
         print("  - " + line)
     metrics = {
-        "prompts": args.prompts, "scale": S, "data": pairs_info,
+        "prompts": settings.prompts, "scale": S, "data": pairs_info,
         "sft": {k: v for k, v in sft_eval.items() if k not in ("scores", "groups")},
         "dpo": {f"beta={r['beta']:g}": {k: v for k, v in r.items() if k != "history"} for r in dpo_runs},
         "ppo": {f"kl_coef={r['kl_coef']:g}": r for r in ppo_runs},
@@ -359,7 +384,8 @@ def main():
     }
     write_json(os.path.join(out, "metrics.json"), metrics)
     print(f"\nfigures and metrics.json in {out} ({metrics['seconds_lesson']:.0f}s after the SFT model)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))

@@ -20,19 +20,42 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import torch  # noqa: E402
 
 from minialign.bench import format_table, run_benchmark  # noqa: E402
-from minialign.config import write_json  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.logprobs import IGNORE_INDEX, default_tiles, naive_token_logprobs, token_logprobs  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 
 GB = 1e9
 MIB = 2**20
+
+
+@dataclass
+class LessonConfig:
+    """The benchmark's shapes (section 4; the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
+
+    batch_size: int = 8
+    """B, sequences per batch (--quick: 2). Range: batch_size >= 1."""
+    seq_len: int = 128
+    """T, tokens per sequence; N = B x T tokens. Range: seq_len >= 1."""
+    hidden_size: int = 128
+    """d, the width of the hidden states h and of each row of W (--quick: 64). Range: hidden_size >= 1."""
+    vocab_sizes: list[int] = field(default_factory=lambda: [2048, 8192, 16384, 32768, 50257])
+    """V, the vocabulary sizes measured, e.g. --vocab-sizes 2048 8192 (--quick: 1024 4096 16384).
+    Range: vocab_sizes >= 1."""
+    repeats: int = 5
+    """Timed repeats per shape; the median is reported (--quick: 3). Range: repeats >= 1."""
+
+
+# --quick: seconds, small shapes.
+LESSON_QUICK = dict(batch_size=2, hidden_size=64, vocab_sizes=[1024, 4096, 16384], repeats=3)
 
 
 def human_bytes(b: float) -> str:
@@ -142,10 +165,18 @@ def plot_scaling(path: str, rows, n_tokens: int) -> str:
     return save_figure(fig, path)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_args(parser)
-    run = make_run(parser.parse_args(argv))
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(p)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
+
+
+def main(argv=None) -> int:
+    args, settings = parse_args(argv)
+    run = make_run(args)
     out_dir = os.path.join(run.out, "lessons", "11_logprob_kernel")
     print("\n\n".join(__doc__.split("\n\n")[:2]))
 
@@ -154,10 +185,8 @@ def main(argv=None) -> dict:
     check = correctness_check(run.device, run.seed)
 
     # 4. The benchmark at lesson scale (minialign.bench does the timing and the memory measurement).
-    if run.quick:
-        b, t, d, vocabs, repeats = 2, 128, 64, (1024, 4096, 16384), 3
-    else:
-        b, t, d, vocabs, repeats = 8, 128, 128, (2048, 8192, 16384, 32768, 50257), 5
+    b, t, d = settings.batch_size, settings.seq_len, settings.hidden_size
+    vocabs, repeats = settings.vocab_sizes, settings.repeats
     shapes = [(b, t, v, d) for v in vocabs]
     print(f"\n4. Measuring one forward + backward, N = {b * t} tokens, d = {d}, V = {list(vocabs)} on {run.device} "
           f"(median of {repeats}; memory = peak over the inputs, gradients included)...")
@@ -178,8 +207,8 @@ def main(argv=None) -> dict:
                    shapes=shapes, device=str(run.device), rows=rows)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(f"\nFigure: {fig_path}\nMetrics: {os.path.join(out_dir, 'metrics.json')}")
-    return metrics
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_main(main))
