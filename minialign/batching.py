@@ -48,7 +48,7 @@ def pad_batch(seqs: list[list[int]], loss_masks: list[list[int]], pad_id: int,
     """Right-pad token lists (and their loss masks) into a Batch.
 
     Sequences longer than `max_len` raise: silently cutting a response would train on a
-    truncated answer without its end token (ALGORITHMS.md 3.5 #6); callers filter instead.
+    truncated answer without its end token (docs/sft.md, pitfall 6); callers filter instead.
     """
     T = max(len(s) for s in seqs)
     if max_len is not None and T > max_len:

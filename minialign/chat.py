@@ -6,7 +6,7 @@
 
 Each part is tokenized on its own and the ids are concatenated, never the joined string: BPE can
 merge characters across a seam, and then "the prompt's tokens" would not be a prefix of "the
-prompt + response tokens" (ALGORITHMS.md 6.4 #4). The special tokens come from the tokenizer's
+prompt + response tokens" (docs/dpo.md, pitfall 4). The special tokens come from the tokenizer's
 special ids, so text typed by a user can never forge them (the tokenizer encodes "<|end|>" inside
 plain text as ordinary bytes).
 

@@ -35,7 +35,7 @@ Metrics (the DPO reference's names):
     rewards/margins  = chosen - rejected   (what the loss pushes up: loss = -log sigma(margin))
     rewards/accuracy = mean(chosen > rejected), strict: at the start (pi_theta = pi_ref) it is 0
     logps/chosen, logps/rejected = summed log pi_theta of y_w, y_l
-Why logps/chosen often FALLS while the margin grows (not a bug, ALGORITHMS.md 6.4 #8): the loss
+Why logps/chosen often FALLS while the margin grows (not a bug, docs/dpo.md, pitfall 8): the loss
 only sees the *difference* of the two log-ratios. y_w and y_l share the prompt and most of their
 words, so the gradient step that pushes y_l down also pushes the shared tokens of y_w down; making
 one distinctive token of y_l very unlikely lowers a summed log-prob a lot, so the cheapest way to
@@ -134,7 +134,7 @@ class DPOConfig:
     prompt ranked by the world's noisy annotators (on-policy data); 'world' = the world's preference
     data itself (the reference answer and flawed versions of it, ranked by the same annotators: what
     the reward model learns from). Measured on the tiny preset: 'sft_samples' wins 52% against SFT,
-    'world' 44% (off-policy pairs: pi_ref is a poor model of them, ALGORITHMS.md 6.4 #9).
+    'world' 44% (off-policy pairs: pi_ref is a poor model of them, docs/dpo.md, pitfall 9).
     Range: pairs_from in ('sft_samples', 'world')."""
     n_prompts: int = 1000
     """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with data).

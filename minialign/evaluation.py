@@ -1,7 +1,7 @@
 """Evaluating a policy the way the papers do: gold reward, KL(pi_theta || pi_ref), and win rate.
 
 Used by PPO, fine-grained PPO, DPO and the final report, so that every method is measured with the
-same ruler (ALGORITHMS.md 9.1 and 9.4):
+same ruler (docs/evaluation.md, sections 1 and 4):
 
 1. **Gold reward.** Sample responses y ~ pi_theta(. | x) on held-out prompts and score them with the
    world's oracle (`minialign.world.gold_reward`): the hidden "human" reward that a learned reward
@@ -11,8 +11,8 @@ same ruler (ALGORITHMS.md 9.1 and 9.4):
        KL(pi_theta || pi_ref) = E_{y ~ pi_theta} [ log pi_theta(y|x) - log pi_ref(y|x) ]
                               ~ (1/N) sum_n sum_t [ log pi_theta(y_t^n | x, y_<t^n) - log pi_ref(y_t^n | ...) ]
 
-   i.e. the mean over samples of the *summed* per-token k1 estimator (Schulman's k1, ALGORITHMS.md
-   1.2), the x-axis of the DPO paper's reward-vs-KL frontier (its Figure 2, left). Single samples can
+   i.e. the mean over samples of the *summed* per-token k1 estimator (Schulman's k1, docs/kl.md,
+   section 1), the x-axis of the DPO paper's reward-vs-KL frontier (its Figure 2, left). Single samples can
    be negative; the mean is unbiased. Both models score the same sampled tokens through
    `batching.sequence_token_logprobs`, at the sampling temperature (the KL between the two
    distributions the samples were actually drawn from; at temperature 1, the default, that is the

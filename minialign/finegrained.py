@@ -22,7 +22,7 @@ The pieces, in the order the code runs them:
    split across two tokens belongs to the token that completes it), which gives the character offset where
    each token ends; T_j is the first token whose end offset reaches the segment's last character. Nothing is
    re-tokenised: tokenising `text[:end]` can merge the boundary differently from what was generated
-   (ALGORITHMS.md 5.5 #1). T_j is clipped to the last valid token (5.5 #2).
+   (docs/finegrained.md, pitfall 1). T_j is clipped to the last valid token (pitfall 2).
 2. Segment reward models (`SegmentRewardModel`): the SFT trunk + a scalar head read at each segment's last
    token T_j; ONE forward per response gives the logits of all its segments; the loss is a binary
    cross-entropy per segment (label 1 = no error), with the labels of the world's oracle
@@ -42,10 +42,10 @@ Detoxification (lesson 09, slide "Example: Detoxification"), with the world's to
 for the Perspective API (a scorer, not a learned model, as in the paper):
     holistic      r = 1 - Tox(y)                          on the last token
     fine-grained  R_j = -(Tox(y_<=j) - Tox(y_<j))         on the last token of sentence j
-Tox(empty) is defined as 0 (5.5 #7: the first sentence's reward is minus its own toxicity; the slide's
-"Sent1 reward = 0.00 - 0.72"). The fine-grained rewards of a response sum to -Tox(y) (the deltas
-telescope): the two rewards differ by the constant 1 per response and rank responses identically; only
-WHERE the signal arrives differs.
+Tox(empty) is defined as 0 (docs/finegrained.md, pitfall 7: the first sentence's reward is minus its own
+toxicity; the slide's "Sent1 reward = 0.00 - 0.72"). The fine-grained rewards of a response sum to -Tox(y)
+(the deltas telescope): the two rewards differ by the constant 1 per response and rank responses
+identically; only WHERE the signal arrives differs.
 
 Customization (lesson 09, slide "Customizing LLM Behavior"): the same base model continuing story openings with
 a learned relevance RM (`label_text_response` + `train_segment_rm` on its own continuations), -w_rel per
@@ -65,7 +65,8 @@ Deviations from the paper and the FineGrainedRLHF code, said plainly:
   of a Longformer token classifier reading "</s>" separators; a segment's label may depend on what came
   before it (a repeated sentence is irrelevant), which the causal read-out sees.
 - Log-probs use the sampling temperature on both sides (FineGrainedRLHF computes them at T=1 while sampling
-  at T=0.7 with top-k; 5.4, 5.5 #5). Whitening divides by the std, not its square root (5.5 #6; ppo.whiten).
+  at T=0.7 with top-k; docs/finegrained.md, section 5 and pitfall 5). Whitening divides by the std, not its
+  square root (pitfall 6; ppo.whiten).
 - The detoxification policy is the pretrained base model continuing raw text (the paper's GPT-2 without
   SFT, on RealToxicityPrompts), because the SFT model of the world is already polite on these prompts.
   `train_ppo` renders chat prompts, so that experiment runs `ppo_iteration` in a short loop of its own
@@ -751,7 +752,7 @@ def train_text_ppo(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pr
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 7. Evaluation: the detoxification table (ALGORITHMS.md 9.3) and fine-grained error rates
+# 7. Evaluation: the detoxification table (docs/evaluation.md, section 3) and fine-grained error rates
 # ----------------------------------------------------------------------------------------------------------------
 def distinct_n(texts: list[str], n: int) -> float:
     """dist-n: unique word n-grams / all word n-grams over `texts` (nan when there are none)."""

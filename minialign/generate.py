@@ -12,7 +12,7 @@ output") and DPO evaluation. What it does, per call:
    softmax(logits / temperature) restricted to the top-k tokens and/or the smallest set whose
    probability reaches top-p. PPO uses pure sampling (top_k=0, top_p=1): any truncation makes the
    sampled tokens improbable under the unmodified policy and the per-token KL negative
-   (ALGORITHMS.md 4.5 #1).
+   (docs/ppo.md, pitfall 1).
 4. A row stops when it emits one of `stop_ids` (the stop token is kept, it is part of the
    response); afterwards it receives pads with mask 0. The loop ends when every row has stopped or
    after `max_new_tokens`.

@@ -9,11 +9,12 @@ update sees (slide: r = r_theta - lambda r_KL) is given per token t of the respo
     r_t = - beta * (log pi_theta(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t))   (+ r_phi(x, y) at the last token)
 
 One iteration (`ppo_iteration`) in the order of OpenAI's lm-human-preferences, its PyTorch reproduction
-(lmhpd) and TRL (ALGORITHMS.md 4.1):
+(lmhpd) and TRL (docs/ppo.md, section 2):
   1. rollout: sample y ~ pi_theta(. | x) at temperature T with pure sampling (top_k=0, top_p=1),
      stopping at <|end|>;
   2. score: the frozen reward model reads (x, y) at its last real token; a response that never
-     emits <|end|> gets a penalty score instead (InstructGPT/lmhpd: -1);
+     emits <|end|> gets a penalty score instead (-1 in OpenAI's lm-human-preferences code, lmhpd and
+     summarize-from-feedback-details);
   3. log-probs of pi_theta (the "old" policy) and of pi_ref, both at temperature T, through the shared
      kernel (`batching.sequence_token_logprobs`), and the values V(s_t) of the value model;
   4. per-token rewards r_t = -beta * k1_t, with the score added at the last response token;
@@ -30,7 +31,7 @@ response token i, and `mask` (B, N) is 1 on real response tokens (the <|end|> to
 Choices, each documented on its PPOConfig field and switchable where the references disagree:
 - Score position: on the last real response token (<|end|>), the textbook MDP used by OpenRLHF and old
   TRL. `score_position="after_end"` emulates TRL >= 0.12 / summarize-from-feedback-details, which add
-  it one slot later (ALGORITHMS.md 4.5 #6).
+  it one slot later (docs/ppo.md, pitfall 6).
 - Value model: a separate GPT trunk + a scalar head per token, initialised from the reward model
   (summarize-from-feedback-details, TRL). It starts out knowing what is rewarded, so the first
   advantages already point somewhere useful; a zero-initialised head on the policy (OpenAI, lmhpd)
@@ -49,7 +50,7 @@ Choices, each documented on its PPOConfig field and switchable where the referen
   On a CPU everything is float32.
 - Dropout is switched off in every model (`disable_dropout`), the reference and the reward model are
   frozen in eval mode, and the pad token differs from <|end|> (checked): otherwise the probability
-  ratio is not 1 on the first minibatch (ALGORITHMS.md 4.4), or pads hide real end tokens.
+  ratio is not 1 on the first minibatch (docs/ppo.md, section 6), or pads hide real end tokens.
 - Deviation: PyTorch's Adam (eps 1e-5), not lmhpd's TF-style Adam; learning rates are larger than the
   references' 1e-5 because the models are ~1M parameters, not 124M+.
 
@@ -132,8 +133,8 @@ class PPOConfig:
     'after_end' = one slot after it (TRL >= 0.12, summarize-from-feedback-details).
     Range: score_position in ('end', 'after_end')."""
     missing_end: str = "replace"
-    """Responses without <|end|>: 'replace' the score by -missing_end_penalty (OpenAI, lmhpd,
-    InstructGPT summarization), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'.
+    """Responses without <|end|>: 'replace' the score by -missing_end_penalty (OpenAI's code, lmhpd,
+    summarize-from-feedback-details), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'.
     Range: missing_end in ('replace', 'subtract', 'none')."""
     missing_end_penalty: float = 1.0
     """Size of the missing-end penalty, in normalised score units. Range: missing_end_penalty >= 0."""
@@ -328,7 +329,7 @@ def response_logprobs(model: GPT, tokens, attention_mask, response_mask, prompt_
     """log pi(y_i | x, y_<i) of every response token: (B, N) [, entropy (B, N)], 0 off the response.
 
     The shared kernel gives logp[:, t] = log pi(ids[t+1] | ids[<=t]); response token i is ids[P+i], so its
-    log-prob sits at column P-1+i: the slice [P-1 : -1] (ALGORITHMS.md 1.1).
+    log-prob sits at column P-1+i: the slice [P-1 : -1] (docs/logprobs.md, section 2).
     """
     out = sequence_token_logprobs(model, tokens, attention_mask, response_mask, temperature=temperature,
                                   return_entropy=return_entropy)
@@ -349,7 +350,7 @@ def sample_rollout(policy: GPT, prompt_ids: list[list[int]], cfg: PPOConfig, *, 
     """Step 1: y ~ pi_theta(. | x) by pure sampling at temperature T (top_k=0, top_p=1), stopping at <|end|>."""
     if pad_id == end_id:
         raise ValueError("the pad id equals the end id: masks built from pads would hide real end tokens "
-                         "(ALGORITHMS.md 4.5 #3); give the tokenizer a separate <|pad|> token")
+                         "(docs/ppo.md, pitfall 3); give the tokenizer a separate <|pad|> token")
     gen = generate(policy, prompt_ids, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
                    temperature=cfg.temperature, top_k=0, top_p=1.0, generator=generator)
     width = None
@@ -477,7 +478,7 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = False) -> t
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, unbiased: bool = False) -> torch.Tensor:
-    """(x - mu) / sqrt(var + 1e-8) over the masked entries; `shift_mean=False` adds mu back (ALGORITHMS.md 1.3).
+    """(x - mu) / sqrt(var + 1e-8) over the masked entries; `shift_mean=False` adds mu back (docs/ppo.md, section 3).
 
     Divides by the standard deviation (not its square root, FineGrainedRLHF's bug). Entries off the mask are
     returned transformed too; callers multiply by the mask.
@@ -494,7 +495,7 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch
     """Per-token KL(pi_theta || pi_ref) estimate on sampled tokens, 0 off the mask: (B, N).
 
     k1 = log pi_theta - log pi_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
-    r = pi_ref / pi_theta (unbiased, >= 0). Schulman, "Approximating KL divergence"; ALGORITHMS.md 1.2.
+    r = pi_ref / pi_theta (unbiased, >= 0). Schulman, "Approximating KL divergence"; docs/kl.md, section 1.
     """
     log_ratio = logprobs - ref_logprobs                                   # log pi_theta - log pi_ref
     if estimator == "k1":
@@ -591,7 +592,7 @@ def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: 
     """
     mask = rollout.mask
     vmask = value_mask(mask, cfg.score_position)
-    rewards = rewards.detach()                              # rewards never carry gradients (ALGORITHMS 4.5 #10)
+    rewards = rewards.detach()                              # rewards never carry gradients (docs/ppo.md, pitfall 10)
     # 5. optional reward whitening: scale only, the mean (the sign of the reward) stays
     if cfg.whiten_rewards:
         rewards = whiten(rewards, vmask, shift_mean=False, unbiased=cfg.unbiased_variance) * vmask

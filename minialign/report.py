@@ -5,7 +5,7 @@
     <out>/evaluate/components_<kind>.png    the gold reward's components, per policy
     <out>/report.md                  per-stage numbers and figures, the final table, config, versions, times
 
-The final comparison (slide 002 "DPO versus Baselines"; ALGORITHMS.md 9). Each policy answers the same
+The final comparison (slide 002 "DPO versus Baselines"; docs/evaluation.md). Each policy answers the same
 held-out prompts of each kind (instruction prompts of the world's "test" split: seen tasks, inputs no stage
 trained on; and the RL prompts PPO trained on, held-out texts) by pure sampling at one temperature; the oracle scores every answer (the gold reward, which no stage optimised),
 and the SFT model scores the same tokens for the KL:

@@ -8,7 +8,7 @@ Training"; 000 "Human judgments are noisy and miscalibrated" (why we ask for com
 
     L_R(r_phi, D) = - E_{(x, y_w, y_l) ~ D} [ log sigma( r_phi(x, y_w) - r_phi(x, y_l) ) ]      (Bradley-Terry)
 
-The model (ALGORITHMS.md 3.2). The SFT model's trunk (a GPT, initialised from pi^SFT as on the slide)
+The model (docs/reward_model.md, section 2). The SFT model's trunk (a GPT, initialised from pi^SFT as on the slide)
 reads the rendered conversation `<|user|> x <|end|> <|assistant|> y <|end|>` (chat.render); a linear
 head maps the final hidden state of the **last real token** (the closing <|end|>, whose state has
 seen all of x and y) to one number. The last real token is found in ONE place, `last_token_index`:
@@ -16,7 +16,7 @@ the index of the last 1 in the attention mask, so right-padded training batches 
 left-padded rollouts (prompt pads on the left, response pads on the right) are read the same way.
 Head init as in OpenAI's lm-human-preferences: weight ~ N(0, 1/sqrt(d_model + 1)), bias 0.
 
-The loss, as run here (ALGORITHMS.md 3.1):
+The loss, as run here (docs/reward_model.md, section 1):
 - K-wise rankings (InstructGPT): all C(K, 2) pairs of one prompt sit in the same batch and each of
   the K responses is forwarded ONCE (K forward passes, not 2 C(K, 2)). Each prompt weighs the same:
   its pairs get weight 1 / C(K, 2), then the mean over prompts. A flat mean over all pairs would
@@ -84,7 +84,7 @@ from .model import GPT, GPTConfig, scalar_head
 # Configuration
 @dataclass
 class RMConfig:
-    """Training of the reward model r_phi (ALGORITHMS.md 3.4)."""
+    """Training of the reward model r_phi (docs/reward_model.md, section 5)."""
 
     epochs: int = 1
     """Passes over the comparisons. InstructGPT and OpenAI use 1: the RM overfits after one epoch.
@@ -237,7 +237,7 @@ class RewardModel(nn.Module):
         """A fresh RM whose trunk is a copy of the SFT model (slide: "initialized from pi^SFT").
 
         The copy is built with dropout 0: dropout stays off for RM training and scoring
-        (ALGORITHMS.md 3.5 #5).
+        (docs/reward_model.md, pitfall 5).
         """
         trunk = GPT(GPTConfig(**{**sft_model.config.to_dict(), "dropout": 0.0}))
         trunk.load_state_dict(sft_model.state_dict())
@@ -287,7 +287,7 @@ class RewardModel(nn.Module):
 def preference_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
                     weights: torch.Tensor, *, margin: float = 0.0,
                     center_coef: float = 0.0) -> torch.Tensor:
-    """Bradley-Terry loss of a batch (slide 002 "Reward Model Training"; ALGORITHMS.md 3.1).
+    """Bradley-Terry loss of a batch (slide 002 "Reward Model Training"; docs/reward_model.md, section 1).
 
     rewards (N,): r_phi of the batch's N responses (each forwarded once); winners, losers (P,): pair
     indices into `rewards`; weights (P,): 1 / C(K, 2) / n_prompts each (see `pair_indices`). Returns
@@ -321,7 +321,7 @@ def encode_groups(tok, groups: list[PreferenceGroup], max_len: int) -> list[_Enc
     """Render every (prompt, response) once; drop groups with a response longer than `max_len`.
 
     Dropping rather than truncating: a reward read at a truncated position is meaningless
-    (ALGORITHMS.md 3.5 #6).
+    (docs/reward_model.md, pitfall 6).
     """
     out = []
     for g in groups:
@@ -493,7 +493,7 @@ def lr_at(step: int, total_steps: int, lr: float) -> float:
 def batches_of(encoded: list[_Encoded], batch_prompts: int, epochs: int, seed: int):
     """The training batches, in a fixed order drawn from `seed`: a list of lists of groups.
 
-    The groups of one prompt are never split across batches (ALGORITHMS.md 3.5 #3). Each epoch is
+    The groups of one prompt are never split across batches (docs/reward_model.md, pitfall 3). Each epoch is
     a fresh permutation; the order depends only on `seed`, so a resumed run replays it exactly.
     """
     g = torch.Generator().manual_seed(seed)

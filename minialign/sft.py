@@ -37,7 +37,7 @@ The steps, in the order the code runs them (`ensure_sft` -> `train_sft` -> `eval
    harmless, on topic, concise, well formed) is reported for every answer too. Scores are
    reported per family and per split.
 
-How the loss is averaged (ALGORITHMS.md §2, pitfall 2). Three conventions exist. TRL and Hugging
+How the loss is averaged (docs/sft.md, section 2 and pitfall 2). Three conventions exist. TRL and Hugging
 Face average over all response tokens of the batch (`loss_average="token"`):
 
     L_token(theta) = - sum_{b,t} m[b,t+1] log pi_theta(x[b,t+1] | x[b,<=t]) / sum_{b,t} m[b,t+1]
