@@ -73,13 +73,14 @@ def print_samples(run: Run, model, tok, prompts, n_tokens: int = 40, temperature
         print(f"--- {p!r} ->\n{p}{tok.decode([i for i in ids if i != tok.eot_id])}")
 
 
-def cmd_stage(module_name: str, config_name: str, ensure_name: str):
-    """A subcommand for a post-training stage module: build its config from the flags, run it."""
+def cmd_stage(module_name: str, config_name: str, ensure_name: str, ensure_module: str = "minialign.pipeline"):
+    """A subcommand for a post-training stage: its config (from the algorithm module, built from the flags) and
+    the stage function that builds it (`pipeline.ensure_<stage>`)."""
     def run_stage(run: Run, args) -> None:
         module = importlib.import_module(module_name)
         cls = getattr(module, config_name)
         cfg = from_args(cls, args, **(module.QUICK if run.quick else {}))
-        getattr(module, ensure_name)(run, cfg)
+        getattr(importlib.import_module(ensure_module), ensure_name)(run, cfg)
     return run_stage
 
 
@@ -97,7 +98,7 @@ STAGES = {
                     "PPO with fine-grained segment rewards", ("minialign.finegrained", "FineGrainedConfig")),
     "dpo": (cmd_stage("minialign.dpo", "DPOConfig", "ensure_dpo"),
             "direct preference optimization from the SFT model", ("minialign.dpo", "DPOConfig")),
-    "evaluate": (cmd_stage("minialign.report", "EvalConfig", "ensure_evaluation"),
+    "evaluate": (cmd_stage("minialign.report", "EvalConfig", "ensure_evaluation", "minialign.report"),
                  "every policy on the same held-out prompts; writes report.md", ("minialign.report", "EvalConfig")),
 }
 # Stages that train with DistributedDataParallel under torchrun (the others run on one process).

@@ -34,10 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
-from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
+from minialign.pipeline import add_run_args, ensure_pretrained, ensure_sft, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.sft import QUICK as SFT_QUICK  # noqa: E402
-from minialign.sft import (EVAL_SPLITS, SPLIT_LABELS, SFTConfig, ensure_sft, evaluate_sft,  # noqa: E402
+from minialign.sft import (EVAL_SPLITS, SPLIT_LABELS, SFTConfig, evaluate_sft,  # noqa: E402
                            plot_scores)
 from minialign.world import instruction_data  # noqa: E402
 

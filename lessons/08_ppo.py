@@ -38,7 +38,7 @@ import torch  # noqa: E402
 
 from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.evaluation import mean_and_se, prompt_text, sample_and_score  # noqa: E402
-from minialign.pipeline import add_run_args, make_run  # noqa: E402
+from minialign.pipeline import add_run_args, ensure_rm, ensure_sft, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import (QUICK, PPOConfig, ValueModel, apply_missing_end, measure_score_norm,  # noqa: E402
                            train_ppo)
@@ -84,11 +84,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
 
 def build(run):
     """The SFT model (pi_ref and the start of pi_theta) and the reward model r_phi, from the pipeline cache."""
-    from minialign.reward import ensure_rm
-    from minialign.sft import ensure_sft
     sft, tok = ensure_sft(run)
-    rm = ensure_rm(run)
-    rm = rm[0] if isinstance(rm, tuple) else rm
+    rm, _ = ensure_rm(run)
     return sft.eval(), rm.eval(), tok
 
 

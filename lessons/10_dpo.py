@@ -50,7 +50,7 @@ from minialign.evaluation import compare, evaluate_policy  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel, apply_missing_end, place_scores, train_ppo  # noqa: E402
-from minialign.sft import ensure_sft  # noqa: E402
+from minialign.pipeline import ensure_sft  # noqa: E402
 from minialign.world import gold_reward, rl_prompts  # noqa: E402
 
 # Sizes per scale. Default: under 5 minutes on a 2-core CPU once the SFT model is cached.

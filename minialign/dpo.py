@@ -68,7 +68,6 @@ evaluates, writes checkpoints, metrics and the figure.
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import sys
@@ -84,11 +83,13 @@ from tqdm.auto import tqdm
 from . import distributed
 from .batching import pad_batch, sequence_logprob_sums
 from .chat import render
-from .loaders import DataError
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError
 from .config import autocast, config_text, write_json
 from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
+from .loaders import DataError
 from .plotting import new_figure, save_figure, smooth
+from .training import Checkpoint, set_lr, steps, stopped_early, warmup_constant
+from .world import rank_responses
 
 
 @dataclass
@@ -270,7 +271,6 @@ def sampled_pairs(policy, tok, prompts, *, k: int = 4, noise: float = 0.0, max_n
     y_w. A sample cut at max_new_tokens is kept as it is: `chat.render` closes it with <|end|> for
     training, and the oracle judged that same cut text. Returns (pairs, the `evaluation.Samples`).
     """
-    from .world import rank_responses
     s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
                          seed=seed)
     rng = Random(f"dpo-pairs|{seed}")
@@ -365,11 +365,6 @@ def make_optimizer(model, cfg: DPOConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}: use 'adamw' or 'rmsprop'")
 
 
-def lr_at(step: int, cfg: DPOConfig) -> float:
-    """Linear warmup over warmup_steps, then constant (the DPO reference's schedule)."""
-    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-
-
 def total_steps(n_pairs: int, cfg: DPOConfig) -> int:
     """Optimizer steps of a run: epochs x ceil(pairs / batch), capped by max_steps."""
     steps = cfg.epochs * math.ceil(n_pairs / cfg.batch_size)
@@ -416,7 +411,6 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     rank 0 alone evaluates and writes, and every rank returns its metrics.
     """
     device = torch.device(device)
-    ckpt_path = os.path.join(out_dir, "ckpt.pt")
     policy.to(device).eval().requires_grad_(True)            # dropout off: pi_theta = pi_ref at step 0
     ref.to(device).eval().requires_grad_(False)
     data = render_pairs(tok, as_pairs(pairs), policy.config.block_size)   # 0. render, filter
@@ -428,15 +422,19 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
               f"{cfg.batch_size}: every step sees all of them", file=sys.stderr)
     n_steps = total_steps(len(data), cfg)
     opt = make_optimizer(policy, cfg)
-    state = resume(ckpt_path, policy, opt, len(data))
-    if state.get("done"):
+    ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": policy}, opt,
+                      model_config=policy.config.to_dict(), dpo_config=asdict(cfg))
+    state = ckpt.resume({"step": 0, "history": {"step": [], "eval": []}, "ref_logps": None}, "DPO",
+                        saved=same_pairs(ckpt, len(data)))
+    if state["done"]:
         return state["metrics"]
-    step, history, ref_lp = state["step"], state["history"], state["ref_logps"]
+    history = state["history"]
     if not quiet:
         print(f"[dpo] {len(data)} pairs (dropped: {data.why_dropped(policy.config.block_size)}), "
               f"{n_steps} steps\n{config_text(cfg)}")
-    if ref_lp is None:                                       # 1. pi_ref log-probs, once
-        ref_lp = reference_logps(ref, tok, data, 2 * cfg.batch_size, device)
+    if state["ref_logps"] is None:                           # 1. pi_ref log-probs, once
+        state["ref_logps"] = reference_logps(ref, tok, data, 2 * cfg.batch_size, device)
+    ref_lp = state["ref_logps"]
 
     def evaluate(at_step):                                   # 4. gold reward, KL(pi_theta || pi_ref)
         e = evaluate_policy(policy, ref, tok, eval_prompts, judge=judge, n_samples=cfg.eval_samples,
@@ -444,24 +442,14 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         history["eval"].append({"step": at_step, "gold_reward": e["gold_reward"], "kl": e["kl"]})
         return e
 
-    def checkpoint(done, metrics=None):
-        if not distributed.is_main():   # one writer: every rank holds the same weights
-            return
-        save_checkpoint(ckpt_path, model=policy.state_dict(), optimizer=opt.state_dict(), step=step,
-                        history=history, ref_logps=ref_lp, done=done, metrics=metrics,
-                        model_config=policy.config.to_dict(), dpo_config=asdict(cfg))
-
     evaluating = eval_prompts is not None and cfg.eval_every > 0 and distributed.is_main()
-    if step == 0 and evaluating:
+    if state["step"] == 0 and evaluating:
         evaluate(0)
-    stop_at = n_steps if max_steps is None else min(n_steps, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=n_steps, desc=f"dpo beta={cfg.beta:g}",
-               unit="step", disable=not distributed.is_main())
     loss_of = distributed.wrap(policy, dpo_step)   # dpo_step(policy, ...), DDP under torchrun
+    bar = steps(state, n_steps, desc=f"dpo beta={cfg.beta:g}", max_steps=max_steps)
     for step in bar:
         t0 = time.perf_counter()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        set_lr(opt, warmup_constant(step, cfg.lr, cfg.warmup_steps))
         # 2-3. forward, loss: this rank's slice of the step's pairs (all of them in one process)
         idx, weight = distributed.shard(batch_indices(step, len(data), cfg, seed))
         loss, m = loss_of(tok, data, ref_lp, idx, cfg, device)
@@ -475,15 +463,12 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         history["step"].append({"step": step, **m, "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{m['loss']:.3f}", margin=f"{m['rewards/margins']:.2f}",
                         acc=f"{m['rewards/accuracy']:.2f}")
-        step += 1
-        if evaluating and step % cfg.eval_every == 0 and step < n_steps:
-            evaluate(step)
-        if step % cfg.ckpt_every == 0 and step < n_steps:
-            checkpoint(done=False)
+        state["step"] = step + 1
+        if evaluating and state["step"] % cfg.eval_every == 0 and state["step"] < n_steps:
+            evaluate(state["step"])
+        ckpt.save_every(state, cfg.ckpt_every, n_steps)
     bar.close()
-    if step < n_steps:                     # stopped early on purpose: leave a resumable checkpoint
-        checkpoint(done=False)
-        distributed.barrier()
+    if stopped_early(ckpt, state, n_steps):
         return {}
     metrics = None
     if distributed.is_main():              # final evaluation, figure, metrics, checkpoint
@@ -493,7 +478,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
                                             reference_eval, seed))
         plot_training(history, os.path.join(out_dir, "dpo_training.png"))
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
-        checkpoint(done=True, metrics=metrics)
+        ckpt.save(state, done=True, metrics=metrics)
     distributed.barrier()                  # the other ranks wait for the checkpoint
     return distributed.broadcast_object(metrics)
 
@@ -505,21 +490,15 @@ def global_metrics(m: dict, weight: float) -> dict:
     return distributed.all_reduce_mean({k: v * weight for k, v in m.items()})
 
 
-def resume(ckpt_path: str, policy, opt, n_pairs: int) -> dict:
-    """The saved state of a partial run (loaded into `policy` and `opt`), or a fresh one."""
-    if not os.path.exists(ckpt_path):
-        return {"step": 0, "history": {"step": [], "eval": []}, "ref_logps": None}
-    state = load_checkpoint(ckpt_path)
-    policy.load_state_dict(state["model"])
-    if state.get("done"):
-        return state
-    if state["ref_logps"].shape[0] != n_pairs:
-        raise CheckpointError(f"checkpoint {ckpt_path} was trained on {state['ref_logps'].shape[0]} "
+def same_pairs(ckpt: Checkpoint, n_pairs: int) -> dict | None:
+    """The saved checkpoint, refused when a partial run was trained on other pairs (its pi_ref log-probs,
+    computed once, belong to them)."""
+    saved = ckpt.saved()
+    if saved is not None and not saved.get("done") and saved["ref_logps"].shape[0] != n_pairs:
+        raise CheckpointError(f"checkpoint {ckpt.path} was trained on {saved['ref_logps'].shape[0]} "
                               f"pairs, this run has {n_pairs}: use another output folder, or delete "
                               f"the checkpoint to start over")
-    opt.load_state_dict(state["optimizer"])
-    print(f"resuming DPO from step {state['step']} ({ckpt_path})")
-    return state
+    return saved
 
 
 def final_evaluation(final: dict, ref, tok, eval_prompts, cfg: DPOConfig, judge, reference_eval,
@@ -575,67 +554,3 @@ def plot_training(history: dict, path: str) -> str:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# The pipeline stage
-def preference_pairs(run, cfg: DPOConfig, sft_model=None, tok=None) -> list[PreferencePair]:
-    """The training pairs: a preference JSONL (cfg.data), the world's preference data, or
-    samples of the SFT model ranked by the world's annotators (cfg.pairs_from)."""
-    if cfg.data:
-        from .loaders import load_preferences
-        return as_pairs(load_preferences(cfg.data))
-    from .world import preference_data
-    rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
-    if cfg.pairs_from == "world":
-        return as_pairs(rankings)
-    if cfg.pairs_from == "sft_samples":
-        pairs, _ = sampled_pairs(sft_model, tok, [r.prompt for r in rankings], k=4,
-                                 noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
-                                 seed=run.seed)
-        return pairs
-    raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
-
-
-def held_out_prompts(run, n: int):
-    """Held-out prompts for evaluation: instruction prompts of the world's "test" split (seen tasks,
-    new inputs; the preference pairs come from the "train" split)."""
-    from .world import rl_prompts
-    return rl_prompts("instruction", n, run.seed, split="test")
-
-
-def ensure_dpo(run, cfg: DPOConfig | None = None):
-    """The DPO policy: `<out>/dpo/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
-
-    Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
-    """
-    from .pipeline import finished_model, load_model
-    from .sft import ensure_sft
-
-    cfg = cfg or DPOConfig(**(QUICK if run.quick else {}))
-    out_dir = run.stage_dir("dpo")
-    ckpt = os.path.join(out_dir, "ckpt.pt")
-    sft_model, tok = ensure_sft(run)
-    finished = finished_model(ckpt, run.device)
-    if finished is not None:
-        return finished, tok
-    policy = copy.deepcopy(sft_model)
-    ref = sft_model.eval().requires_grad_(False)
-    # rank 0 builds the pairs (sampling pi_ref) and sends them: every rank needs the same list
-    pairs = distributed.broadcast_object(preference_pairs(run, cfg, sft_model, tok)
-                                         if distributed.is_main() else None)
-    metrics = train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
-                        eval_prompts=held_out_prompts(run, cfg.eval_prompts))
-    print_summary(metrics)
-    return load_model(ckpt, run.device), tok
-
-
-def print_summary(metrics: dict) -> None:
-    """The stage's result in words: implicit-reward accuracy, gold reward, KL and win rate."""
-    f, e, b, w = (metrics.get(k) for k in ("final", "eval", "eval_reference", "win_rate_vs_reference"))
-    print(f"[dpo] implicit reward accuracy {f['rewards/accuracy']:.0%}, margin {f['rewards/margins']:.2f} "
-          f"(last 10% of steps)")
-    if e and b and w:
-        print(f"[dpo] gold reward on held-out prompts: SFT {b['gold_reward']:.3f} -> DPO "
-              f"{e['gold_reward']:.3f} at KL(pi_theta || pi_ref) = {e['kl']:.2f} nats; DPO wins "
-              f"{w['win_rate']:.0%} of comparisons with SFT (95% CI {w['ci_low']:.0%}-{w['ci_high']:.0%})")

@@ -159,6 +159,18 @@ class Samples:
     """Summed token k1 of each response: log pi_theta(y|x) - log pi_ref(y|x) (empty without a ref)."""
 
 
+def gold_stats(gold_fn, prompts: list, responses: list[str]) -> dict:
+    """Mean gold reward of the oracle (and of each of its components) over a batch: logged, never optimised.
+
+    `prompts` are given to the oracle as they came (world prompt objects carry e.g. the right answer).
+    """
+    golds = [split_score(gold_fn(p, r)) for p, r in zip(prompts, responses)]
+    out = {"gold_reward": float(np.mean([total for total, _ in golds]))}
+    for name in golds[0][1]:
+        out[f"gold/{name}"] = float(np.mean([parts.get(name, 0.0) for _, parts in golds]))
+    return out
+
+
 @torch.no_grad()
 def sample_and_score(policy, ref, tok, prompts, *, judge=None, n_samples: int = 1,
                      max_new_tokens: int = 48, temperature: float = 1.0, batch_size: int = 64,

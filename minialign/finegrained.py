@@ -76,12 +76,9 @@ Deviations from the paper and the FineGrainedRLHF code, said plainly:
 from __future__ import annotations
 
 import codecs
-import copy
 import math
-import os
-import time
 from bisect import bisect_left
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -91,20 +88,17 @@ from tqdm.auto import tqdm
 
 from .batching import pad_batch, sequence_token_logprobs
 from .chat import end_id as chat_end_id
-from .chat import parse_response, render
-from .chat import prompt_ids as chat_prompt_ids
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import ConfigError, autocast, config_text, read_json, write_json
+from .chat import render
+from .config import ConfigError, autocast
 from .evaluation import prompt_text, sample_and_score, summarize
 from .generate import generate
 from .model import GPT, GPTConfig, scalar_head
 from .plotting import new_figure, save_figure, smooth
 from .ppo import QUICK as PPO_QUICK
-from .ppo import (KLController, PPOConfig, Rollout, ValueModel, make_optimizer, measure_score_norm, place_scores,
-                  ppo_iteration, prepare_models, rm_reward_fn, train_ppo)
+from .ppo import (KLController, PPOConfig, Rollout, ValueModel, make_optimizer, place_scores, ppo_iteration,
+                  prepare_models)
 from .pretrain import make_optimizer as adamw
-from .reward import sample_policy
-from .world import label_sentences, preference_data, rl_prompts, split_sentences, toxicity
+from .world import label_sentences, split_sentences, toxicity
 from .world.text import words
 
 FEEDBACK_TYPES = ("toxicity", "relevance", "factuality")
@@ -522,84 +516,6 @@ def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], n
     return hist
 
 
-@torch.no_grad()
-def segment_rm_data(run, sft_model: GPT, tok, cfg: FineGrainedConfig, names: list[str], *, split: str,
-                    n_prompts: int, n_rl: int) -> list[LabelledResponse]:
-    """Labelled responses: the world's K ranked responses per prompt (a reference answer and flawed variants:
-    toxic, off topic, verbose, repetitive, wrong, ...), `rm_policy_samples` samples of the SFT policy per prompt,
-    and one SFT sample for each of `n_rl` RL prompts (instruction and cfg.prompt_kind, half each): feedback on the
-    policy's own answers to the prompts PPO will train on, as the paper collects it."""
-    rankings = preference_data(seed=run.seed, n_prompts=n_prompts, K=4, split=split)
-    pairs = [(r.prompt, resp) for r in rankings for resp in r.responses]
-    prompts = [r.prompt for r in rankings for _ in range(cfg.rm_policy_samples)]
-    rl_seed = run.seed if split == "train" else run.seed + 1
-    kinds = ("instruction", cfg.prompt_kind if cfg.prompt_kind != "instruction" else "sentiment")
-    prompts += [p.prompt for kind in kinds
-                for p in rl_prompts(kind, n=n_rl // 2, seed=rl_seed, split=split)] if n_rl >= 2 else []
-    if prompts:
-        gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
-        texts = [parse_response(tok, ids)[0] for g in gens for ids in g.response_ids]
-        pairs += list(zip(prompts, texts))
-    items = [label_response(tok, p, r, names, cfg) for p, r in pairs]
-    max_len = sft_model.config.block_size
-    return [x for x in items if x is not None and len(x.ids) <= max_len]
-
-
-def ensure_segment_rms(run, cfg: FineGrainedConfig | None = None, sft_model: GPT | None = None, tok=None) -> dict:
-    """The segment reward models {name: SegmentRewardModel}: `<out>/finegrained/segment_rms.pt`, trained if missing.
-
-    Trained from the SFT model on oracle-labelled segments (see `segment_rm_data`); held-out accuracy per type
-    is stored with them and in the stage's metrics.json.
-    """
-    from .sft import ensure_sft
-    cfg = cfg or FineGrainedConfig(**(QUICK if run.quick else {}))
-    names = reward_names(cfg)
-    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
-    if sft_model is None or tok is None:
-        sft_model, tok = ensure_sft(run)
-    data_cfg = {k: getattr(cfg, k) for k in RM_DATA_FIELDS}
-    if os.path.exists(path):
-        state = load_checkpoint(path)
-        if all(n in state["model"] for n in names) and state.get("rm_data") == data_cfg:
-            return _load_segment_rms(state, names, run.device)
-    t0 = time.perf_counter()
-    train = segment_rm_data(run, sft_model, tok, cfg, names, split="train", n_prompts=cfg.rm_prompts,
-                            n_rl=cfg.rm_rl_prompts)
-    held = segment_rm_data(run, sft_model, tok, cfg, names, split="test", n_prompts=cfg.rm_eval_prompts,
-                           n_rl=cfg.rm_rl_prompts // 4)
-    print(f"[finegrained] segment RMs {names}: {len(train)} labelled responses, {len(held)} held out")
-    models, metrics, hists = {}, {}, {}
-    for i, name in enumerate(names):
-        torch.manual_seed(run.seed + i)
-        model = SegmentRewardModel.from_sft(sft_model, name).to(run.device)
-        hists[name] = train_segment_rm(model, train, name, cfg, tok.pad_id, run.device, seed=run.seed + i)
-        metrics[name] = evaluate_segment_rm(model, held, name, tok.pad_id, run.device)
-        print(f"[finegrained] {name} RM: held-out accuracy {metrics[name]['accuracy']:.3f}, balanced "
-              f"{metrics[name]['balanced_accuracy']:.3f} ({metrics[name]['n_segments']} segments, "
-              f"{metrics[name]['error_fraction']:.1%} with an error)")
-        models[name] = model.eval()
-    metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
-    save_checkpoint(path, model={n: m.state_dict() for n, m in models.items()},
-                    model_config=sft_model.config.to_dict(), rm_data=data_cfg, metrics=metrics, history=hists)
-    plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
-    return models
-
-
-def _load_segment_rms(state: dict, names: list[str], device) -> dict:
-    out = {}
-    for n in names:
-        model = SegmentRewardModel(GPT(GPTConfig(**state["model_config"])), n)
-        model.load_state_dict(state["model"][n])
-        out[n] = model.to(device).eval()
-    return out
-
-
-def segment_rm_metrics(run) -> dict:
-    """The held-out metrics stored with the segment RMs ({} if they are not trained yet)."""
-    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
-    return load_checkpoint(path).get("metrics", {}) if os.path.exists(path) else {}
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # 4. reward_fn(rollout) for ppo.train_ppo
 # ----------------------------------------------------------------------------------------------------------------
@@ -872,89 +788,3 @@ def plot_comparison(evals: dict, path: str) -> str:
         ax.set_title(key.replace("_", " "), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The pipeline stage
-# ----------------------------------------------------------------------------------------------------------------
-def build_reward(tok, cfg: FineGrainedConfig, segment_rms: dict, holistic) -> FineGrainedReward:
-    """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the holistic reward."""
-    names = reward_names(cfg)
-    return FineGrainedReward(tok, {n: segment_rms[n] for n in names}, weights_of(cfg), sequence_reward=holistic,
-                             w_sequence=cfg.w_sequence, reward_form=cfg.reward_form,
-                             kinds={n: segment_kind_of(n, cfg) for n in names})
-
-
-def holistic_reward(sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, seed: int):
-    """The `ppo` stage's reward, rebuilt: r_phi normalised on the SFT policy's samples exactly as ppo.train_ppo
-    normalises it (same prompts, seed and temperature). Returns (reward_fn, (mean, std))."""
-    prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
-    norm = measure_score_norm(sft, sequence_rm, prompt_ids, pcfg, end_id=chat_end_id(tok), pad_id=tok.pad_id,
-                              seed=seed)
-    return rm_reward_fn(sequence_rm, pcfg, tok.pad_id, *norm), norm
-
-
-def run_policy(name: str, reward_fn, sft: GPT, sequence_rm, norm, tok, prompts, pcfg: PPOConfig, out_dir: str,
-               run):
-    """PPO from the SFT model with `reward_fn`, via ppo.train_ppo (resumes; a finished run is reloaded)."""
-    policy, ref = copy.deepcopy(sft), copy.deepcopy(sft)
-    value = ValueModel.from_reward_model(sequence_rm)        # V starts as the holistic RM score, normalised as
-    value.rescale_(*norm)                                    # the reward is (as train_ppo does for the ppo stage)
-    metrics = train_ppo(policy, ref, None, value, tok, prompts, pcfg, out_dir, run.device, reward_fn=reward_fn,
-                        seed=run.seed, desc=name)
-    return policy, metrics
-
-
-def ensure_finegrained(run, cfg: FineGrainedConfig | None = None):
-    """The fine-grained PPO policy: `<out>/finegrained/ckpt.pt`, trained (or resumed) if not finished.
-
-    Returns (policy GPT, tokenizer). Steps: 1. the SFT model and the holistic RM (ensure_sft, ensure_rm);
-    2. the segment RMs (ensure_segment_rms); 3. PPO with the combined reward (ppo.train_ppo); 4. held-out
-    evaluation of SFT, fine-grained PPO (and the holistic baseline when asked): gold reward, KL, sentence
-    error rates; metrics.json and comparison.png.
-    """
-    from .pipeline import finished_model, load_model
-    from .reward import ensure_rm
-    from .sft import ensure_sft
-
-    cfg = cfg or FineGrainedConfig(**(QUICK if run.quick else {}))
-    out_dir = run.stage_dir("finegrained")
-    ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
-    sft, tok = ensure_sft(run)
-    if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "finegrained":
-        finished = finished_model(ckpt, run.device)
-        if finished is not None:
-            return finished, tok
-    t0 = time.perf_counter()
-    rm = ensure_rm(run)
-    rm = rm[0] if isinstance(rm, tuple) else rm
-    segment_rms = ensure_segment_rms(run, cfg, sft, tok)
-    pcfg = ppo_config(cfg)
-    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split="train")
-    print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
-    holistic, norm = holistic_reward(sft, rm, tok, prompts, pcfg, run.seed)
-    policy, train_metrics = run_policy("finegrained", build_reward(tok, cfg, segment_rms, holistic), sft, rm, norm,
-                                       tok, prompts, pcfg, out_dir, run)
-    held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
-    ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
-                                               temperature=pcfg.temperature, seed=run.seed + 1)
-    evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
-    ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
-    ppo_policy = finished_model(ppo_ckpt, run.device)               # the holistic PPO stage, if built
-    if ppo_policy is not None:
-        evals["holistic (ppo stage)"] = ev(ppo_policy)
-    if cfg.holistic_baseline:
-        baseline, _ = run_policy("holistic", holistic, sft, rm, norm, tok, prompts, pcfg,
-                                 os.path.join(out_dir, "holistic"), run)
-        evals["holistic"] = ev(baseline)
-    plot_comparison(evals, os.path.join(out_dir, "comparison.png"))
-    metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
-               "weights": {**weights_of(cfg), "sequence": cfg.w_sequence},
-               "train": {k: v for k, v in train_metrics.items() if k != "history"},
-               "config": asdict(cfg), "total_seconds": round(time.perf_counter() - t0, 1)}
-    write_json(metrics_path, metrics)
-    for name, e in evals.items():
-        print(f"[finegrained] {name:13s} gold {e['gold_reward']:.3f}  KL {e.get('kl', 0):.2f}  toxic "
-              f"{e['toxic_sentences']:.3f}  irrelevant {e['irrelevant_sentences']:.3f}  wrong "
-              f"{e['wrong_sentences']:.3f}  sentences {e['sentences_per_response']:.2f}")
-    return load_model(ckpt, run.device), tok

@@ -9,6 +9,10 @@ its finished checkpoint is missing, and resuming it when a partial checkpoint ex
 every lesson call these functions, so a lesson run after `python train.py` reuses its models,
 and a lesson run alone builds what it needs.
 
+This file is also where each stage gathers its data (the world's comparisons, the SFT policy's ranked
+samples, RL prompts) and hands it to its algorithm file (sft.py, reward.py, ppo.py, finegrained.py,
+dpo.py), which imports nothing from here: an algorithm file is the algorithm.
+
 `--quick` shrinks everything (corpus, model, steps) so a stage runs in seconds: tests and CI use it.
 Its models are too small to show the lessons' effects; the default scale does.
 """
@@ -16,16 +20,30 @@ Its models are too small to show the lessons' effects; the default scale does.
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from random import Random
 
+import numpy as np
 import torch
 
-from .checkpoint import check_compatible, load_checkpoint
-from .config import config_text, from_args, pick_device, seed_everything
-from .model import GPT, PRESETS, make_config
+from . import distributed, dpo, finegrained, ppo, reward, sft
+from .chat import end_id as chat_end_id
+from .chat import parse_response
+from .chat import prompt_ids as chat_prompt_ids
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
+from .config import config_text, from_args, pick_device, read_json, seed_everything, write_json
+from .evaluation import prompt_text, sample_and_score
+from .loaders import DataError, load_preferences, load_text
+from .model import GPT, PRESETS, GPTConfig, make_config
+from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_ppo
 from .pretrain import PretrainConfig, pretrain, tokens_of
-from .tokenizer import Tokenizer, train_bpe
+from .reward import sample_policy
+from .tokenizer import Tokenizer, tokenizer_from_hf_gpt2, train_bpe
+from .world import DEFAULT_NOISE, pretraining_corpus, preference_data, rank_responses, rl_prompts
 
 # BPE vocabulary size per preset (the real GPT-2 shape keeps its own 50257).
 VOCAB_SIZE = {"tiny": 2048, "small": 4096, "gpt2": 50257}
@@ -95,10 +113,8 @@ def make_run(args: argparse.Namespace, default_out: str = "runs/default") -> Run
 def corpus(run: Run) -> list[str]:
     """The pretraining documents: a plain-text file (--corpus), or the embedded world's corpus."""
     if run.corpus:
-        from .loaders import load_text
         text = load_text(run.corpus)
         return [doc for doc in text.split("\n\n") if doc.strip()]
-    from .world import pretraining_corpus
     n_docs = CORPUS_DOCS["quick" if run.quick else run.preset if run.preset in CORPUS_DOCS else "tiny"]
     return pretraining_corpus(seed=run.seed, n_docs=n_docs)
 
@@ -108,10 +124,8 @@ def ensure_tokenizer(run: Run) -> Tokenizer:
     path = os.path.join(run.stage_dir("tokenizer"), "tokenizer.json")
     if os.path.exists(path):
         return Tokenizer.load(path)
-    from . import distributed
     if distributed.is_main():       # under torchrun, rank 0 writes it and the others read its file
         if run.init_from:           # GPT-2's own BPE, so its weights fit
-            from .tokenizer import tokenizer_from_hf_gpt2
             print(f"[tokenizer] GPT-2's tokenizer from {run.init_from}/vocab.json -> {path}")
             tok = tokenizer_from_hf_gpt2(run.init_from)
         else:
@@ -139,7 +153,6 @@ def load_model(source: str | dict, device) -> GPT:
     """A GPT from a minialign checkpoint (its config is stored beside the weights): its path, or the dict
     `load_checkpoint` returned (a stage that already read it for checks does not read it twice)."""
     state = load_checkpoint(source) if isinstance(source, str) else source
-    from .model import GPTConfig
     model = GPT(GPTConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.to(device)
@@ -181,8 +194,6 @@ def ensure_pretrained(run: Run, cfg: PretrainConfig | None = None) -> tuple[GPT,
 def gpt2_as_base_model(run: Run, tok: Tokenizer, ckpt: str) -> GPT:
     """The base model from real GPT-2 weights (`--init-from`), saved as the pretraining stage's output
     so that every later stage loads it as usual. The embedding grows by our special tokens' rows."""
-    from . import distributed
-    from .checkpoint import save_checkpoint
     if not os.path.exists(ckpt):
         if distributed.is_main():
             model = GPT.from_hf_gpt2(run.init_from).resize_vocab(tok.vocab_size)
@@ -193,7 +204,513 @@ def gpt2_as_base_model(run: Run, tok: Tokenizer, ckpt: str) -> GPT:
         distributed.barrier()
     state = load_checkpoint(ckpt)
     if state.get("init_from") != os.path.abspath(run.init_from):
-        from .checkpoint import CheckpointError
         raise CheckpointError(f"checkpoint {ckpt} was not made from {run.init_from} (it has "
                               f"init_from={state.get('init_from')!r}). Use another --out folder.")
     return load_model(state, run.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Instruction tuning (SFT): minialign/sft.py
+
+def sft_config(run) -> sft.SFTConfig:
+    return sft.SFTConfig(**sft.QUICK) if run.quick else sft.SFTConfig()
+
+
+def ensure_sft(run, cfg: sft.SFTConfig | None = None):
+    """The SFT model: `<out>/sft/ckpt.pt`, trained (or resumed) from the base model if not finished.
+
+    Returns (GPT, Tokenizer), like `pipeline.ensure_pretrained`. Also writes metrics.json (base
+    and SFT scores per split and family), loss.png and scores.png into `<out>/sft/`.
+    """
+    base, tok = ensure_pretrained(run)
+    out_dir = run.stage_dir("sft")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    if os.path.exists(ckpt):
+        state = load_checkpoint(ckpt)
+        check_compatible(ckpt, state["model_config"], base.config.to_dict(),
+                         base.config.to_dict().keys())
+        if state.get("done"):
+            return load_model(state, run.device), tok
+    cfg = cfg or sft_config(run)
+    print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
+    train, held_out = sft.sft_data(cfg, run.seed)
+    base_eval = load_base_eval(ckpt)
+    if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
+        base_eval = sft.evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
+                                 batch_size=cfg.eval_batch_size, device=run.device)
+    torch.manual_seed(run.seed)
+    model, metrics = sft.train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
+                               eval_examples=held_out, base_eval=base_eval, seed=run.seed,
+                               extra_state={"base_eval": base_eval})
+    print_sft_summary(metrics)
+    return model.eval(), tok
+
+
+def load_base_eval(ckpt: str) -> dict | None:
+    """The base model's scores saved in a partial SFT checkpoint (so a resume does not redo them)."""
+    if os.path.exists(ckpt):
+        return load_checkpoint(ckpt).get("base_eval")
+    return None
+
+
+def print_sft_summary(metrics: dict) -> None:
+    """Base vs SFT scores per split, in words."""
+    ev, base = metrics.get("eval"), metrics.get("base_eval")
+    if not ev:
+        return
+    print("[sft] task score (exact match where the task has answers, else the oracle's correctness grade):")
+    for split, s in ev["splits"].items():
+        b = (base or {}).get("splits", {}).get(split, {})
+        print(f"  {sft.SPLIT_LABELS.get(split, split).replace(chr(10), ' '):32s} "
+              f"base {_fmt_score(b.get('score'))}  ->  SFT {_fmt_score(s['score'])}   "
+              f"(exact match {_fmt_score(b.get('exact_match'))} -> {_fmt_score(s['exact_match'])}, "
+              f"gold {_fmt_score(b.get('gold'))} -> {_fmt_score(s['gold'])})")
+    for split, samples in ev["samples"].items():
+        for x in samples[:2]:
+            print(f"  [{split} / {x['family']}] {x['prompt']!r} -> {x['response']!r}")
+
+
+def _fmt_score(v) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+
+# ----------------------------------------------------------------------------------------------
+# The reward model: minialign/reward.py
+
+def world_groups(rankings) -> list[reward.PreferenceGroup]:
+    """Rankings (`minialign.world.preference_data` or `loaders.load_preferences`: responses best
+    first, gold rewards in the same order when known) as PreferenceGroups with all C(K, 2) pairs.
+    A (chosen, rejected) record is a ranking of 2."""
+    return [reward.group_from_ranking(r.prompt, list(r.responses), list(range(len(r.responses))),
+                               gold=list(r.gold) if r.gold is not None else None)
+            for r in rankings]
+
+
+def rating_groups(ratings, k: int | None = None) -> list[reward.PreferenceGroup]:
+    """The world's absolute ratings (`minialign.world.rating_data`: one per response, each by one of
+    several miscalibrated annotators, the K responses of a prompt in a row) as one group per
+    prompt (a new group also starts after `k` responses), for the ratings-regression variant."""
+    groups: list[reward.PreferenceGroup] = []
+    for r in ratings:
+        if not groups or groups[-1].prompt != r.prompt or len(groups[-1].responses) == k:
+            groups.append(reward.PreferenceGroup(r.prompt, [], ratings=[], gold=[]))
+        groups[-1].responses.append(r.response)
+        groups[-1].ratings.append(float(r.rating))
+        groups[-1].gold.append(r.gold)
+    return groups
+
+
+def world_noise(cfg: reward.RMConfig) -> float:
+    """The annotators' Bradley-Terry temperature T: cfg.annotator_noise, or the world's default."""
+    return DEFAULT_NOISE if cfg.annotator_noise < 0 else cfg.annotator_noise
+
+
+def noise_ceiling(groups: list[reward.PreferenceGroup], noise: float) -> dict:
+    """How often noisy annotators agree with the gold ordering, measured and predicted.
+
+    Bradley-Terry annotators label a pair with gold rewards g_a > g_b correctly with probability
+    sigma((g_a - g_b) / T), so over a set of pairs the expected agreement is
+        E[ sigma(|g_a - g_b| / T) ]                                  (the "noise ceiling")
+    A reward model that knew the gold exactly would score this accuracy against held-out annotator
+    labels, no more. Against the oracle an RM can do better than its annotators: it averages
+    their noise away over many comparisons.
+    """
+    diffs = [abs(g.gold[w] - g.gold[l]) for g in groups if g.gold is not None for w, l in g.pairs]
+    if not diffs:
+        return {}
+    expected = float(np.mean([1.0 / (1.0 + math.exp(-d / noise)) for d in diffs])) if noise > 0 else 1.0
+    return {"annotator_noise": noise, "noise_ceiling_expected": expected,
+            "annotators_vs_oracle": reward.label_agreement_with_oracle(groups)}
+
+
+def preference_groups(run, cfg: reward.RMConfig) -> tuple[list[reward.PreferenceGroup], list[reward.PreferenceGroup], str]:
+    """(train, held-out, description): a preference JSONL (cfg.data) or the world's rankings."""
+    if cfg.data:
+        groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
+        n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
+        if len(groups) < 2:
+            raise DataError(cfg.data, None, None, f"{len(groups)} usable prompt(s); at least 2 are needed "
+                            f"to hold one out for evaluation")
+        return groups[:-n_eval], groups[-n_eval:], cfg.data
+    noise = world_noise(cfg)
+    train = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
+                                         noise=noise, split="train"))
+    held = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
+                                        noise=noise, split="test"))
+    return train, held, "world"
+
+
+def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, max_new_tokens: int,
+                      noise: float, seed: int = 0) -> list[reward.PreferenceGroup]:
+    """k samples of `policy` per prompt, ranked by the world's annotators: the slide's own data recipe,
+    and the distribution a reward model must judge during PPO. Identical samples are kept once; a
+    prompt with fewer than two distinct samples gives no pairs and is left out. Used to train the RM
+    (RMConfig.policy_sample_prompts) and to test it on held-out prompts (metrics["sft_samples"]).
+
+    Why test on these: the world's training comparisons pit a reference answer against systematically
+    flawed copies of it. An RM can learn to spot those flaws and still not tell a right answer from a
+    wrong one in the form the policy writes them; then PPO climbs the RM without improving the gold.
+    """
+    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
+                         temperature=temperature, seed=seed)
+    rng = Random(f"rm-sft-samples|{seed}")
+    groups = []
+    for i, example in enumerate(prompts):
+        distinct = list(dict.fromkeys(r for r, j in zip(s.responses, s.prompt_index) if j == i))
+        if len(distinct) >= 2:
+            ranking = rank_responses(example.prompt, distinct, rng, noise)
+            groups.append(reward.group_from_ranking(example.prompt, ranking.responses, list(range(len(distinct))),
+                                             gold=list(ranking.gold)))
+    return groups
+
+
+def normalization_prompts(run, cfg: reward.RMConfig, held: list[reward.PreferenceGroup]) -> list[str]:
+    """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
+    prompts of cfg.rl_prompt_kind, train split), else the held-out preference prompts (for a file)."""
+    if not cfg.data:
+        return [ex.prompt for ex in rl_prompts(cfg.rl_prompt_kind, n=cfg.normalize_samples, seed=run.seed,
+                                                split="train")]
+    prompts = [g.prompt for g in held]
+    return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
+
+
+def ensure_rm(run, cfg: reward.RMConfig | None = None):
+    """The reward model: `<out>/rm/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
+
+    Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (sft.ensure_sft); 2. the comparisons;
+    3. train r_phi (1 epoch of BT); 4. normalise on SFT samples; 5. held-out metrics, figures,
+    metrics.json and the final checkpoint.
+    """
+    cfg = cfg or reward.RMConfig(**(reward.QUICK if run.quick else {}))
+    out_dir = run.stage_dir("rm")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    if os.path.exists(ckpt):
+        state = load_checkpoint(ckpt)
+        if state.get("done"):
+            return reward.load_reward_model(ckpt, run.device), tok
+        check_compatible(ckpt, state.get("rm_config", {}), asdict(cfg),
+                         ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise",
+                          "rl_prompt_kind", "policy_sample_prompts"])
+    t0 = time.perf_counter()
+    # 1-2. the SFT model and the comparisons
+    train, held, source = preference_groups(run, cfg)
+
+    def ranked_sft_samples(n: int, seed: int, split: str) -> list[reward.PreferenceGroup]:
+        """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
+        return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
+                                 temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
+                                 noise=world_noise(cfg), seed=run.seed)
+
+    if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
+        train = train + ranked_sft_samples(cfg.policy_sample_prompts, run.seed, "train")
+        source = f"world + {cfg.rl_prompt_kind} samples of pi_SFT"
+    print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
+          f"{len(held)} held out, from {source}\n{config_text(cfg)}")
+    # 3. r_phi from pi^SFT, trained on every pair
+    torch.manual_seed(run.seed)
+    model = reward.RewardModel.from_sft(sft_model).to(run.device)
+    hist = reward.train_reward_model(model, tok, train, cfg, device=run.device, eval_groups=held,
+                              seed=run.seed, ckpt_path=ckpt, desc="rm")
+    t_train = time.perf_counter() - t0
+    if not distributed.is_main():   # steps 4-5 are rank 0's; the others wait for its checkpoint
+        distributed.barrier()
+        return reward.load_reward_model(ckpt, run.device), tok
+    # 4. normalisation on responses sampled from pi^SFT
+    norm = reward.fit_normalization(model, sft_model, tok, normalization_prompts(run, cfg, held),
+                             max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+    # 5. metrics and figures
+    enc = reward.encode_groups(tok, held, model.trunk.config.block_size)
+    metrics = reward.evaluate_reward_model(model, tok, held, run.device, encoded=enc)
+    metrics.update(normalization=norm, n_train_prompts=len(train), data=source,
+                   n_train_comparisons=sum(len(g.pairs) for g in train),
+                   train_seconds=round(t_train, 1), total_seconds=round(time.perf_counter() - t0, 1),
+                   final_train_loss=float(np.mean(hist["loss"][-20:])))
+    if not cfg.data:
+        metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
+        if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
+            groups = ranked_sft_samples(cfg.sft_sample_prompts, run.seed + 1, "test")
+            if groups:
+                m = reward.evaluate_reward_model(model, tok, groups, run.device)
+                metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
+                                                             "pearson_vs_gold", "spearman_vs_gold",
+                                                             "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
+    reward.plot_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
+    reward.plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
+    kept = [e.group for e in enc]
+    r = reward.rewards_of(model, enc, tok.pad_id, run.device)
+    if any(g.gold is not None for g in kept):
+        reward.plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    reward.save_reward_model(ckpt, model, done=True, metrics=metrics, history=hist, rm_config=asdict(cfg))
+
+    def pct(key):
+        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.3f}"
+    print(f"[rm] held-out accuracy: {pct('accuracy_vs_annotators')} vs annotators, "
+          f"{pct('accuracy_vs_oracle')} vs the oracle (the annotators' own labels agree with the "
+          f"oracle on {pct('annotators_vs_oracle')}); {metrics['total_seconds']:.0f}s -> {out_dir}")
+    if metrics.get("sft_samples"):
+        ss = metrics["sft_samples"]
+        print(f"[rm] on samples of the SFT policy (held-out prompts): accuracy vs the oracle "
+              f"{ss['accuracy_vs_oracle']:.3f}, Pearson with gold {ss['pearson_vs_gold']:.3f} "
+              f"({ss['n_eval_pairs']} pairs; 0.5 and 0 = no signal)")
+    distributed.barrier()
+    return reward.load_reward_model(ckpt, run.device), tok
+
+
+
+# ----------------------------------------------------------------------------------------------
+# PPO: minialign/ppo.py
+
+def load_value_model(state: dict) -> ppo.ValueModel:
+    """The value model stored in a PPO checkpoint."""
+    vm = ppo.ValueModel(GPT(GPTConfig(**state["value_config"])))
+    vm.load_state_dict(state["value_model"])
+    return vm
+
+
+def ensure_ppo(run, cfg: ppo.PPOConfig | None = None):
+    """The PPO policy: `<out>/ppo/ckpt.pt`, trained (or resumed) from the SFT model and the reward model.
+
+    Returns (policy GPT, tokenizer).
+    """
+    cfg = cfg or ppo.PPOConfig(**(ppo.QUICK if run.quick else {}))
+    out_dir = run.stage_dir("ppo")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    finished = finished_model(ckpt, run.device)
+    if finished is not None:
+        return finished, tok
+    reward_model, _ = ensure_rm(run)
+    policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
+    value_model = ppo.ValueModel.from_reward_model(reward_model)
+    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split=cfg.prompt_split)
+    print(f"[ppo] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
+    m = ppo.train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
+    first = m["initial"]
+    print(f"[ppo] training rollouts, first iteration -> mean of the last 5: proxy reward {first['proxy_reward']:+.2f} -> "
+          f"{m['proxy_reward']:+.2f}, gold reward {first['gold_reward']:.3f} -> {m['gold_reward']:.3f}, KL "
+          f"{m['kl']:.2f} nats, {m['response_length']:.1f} tokens; {m['seconds_per_iteration']:.1f}s per iteration "
+          f"-> {out_dir}")
+    return load_model(ckpt, run.device), tok
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-grained rewards: minialign/finegrained.py
+
+@torch.no_grad()
+def segment_rm_data(run, sft_model: GPT, tok, cfg: finegrained.FineGrainedConfig, names: list[str], *, split: str,
+                    n_prompts: int, n_rl: int) -> list[finegrained.LabelledResponse]:
+    """Labelled responses: the world's K ranked responses per prompt (a reference answer and flawed variants:
+    toxic, off topic, verbose, repetitive, wrong, ...), `rm_policy_samples` samples of the SFT policy per prompt,
+    and one SFT sample for each of `n_rl` RL prompts (instruction and cfg.prompt_kind, half each): feedback on the
+    policy's own answers to the prompts PPO will train on, as the paper collects it."""
+    rankings = preference_data(seed=run.seed, n_prompts=n_prompts, K=4, split=split)
+    pairs = [(r.prompt, resp) for r in rankings for resp in r.responses]
+    prompts = [r.prompt for r in rankings for _ in range(cfg.rm_policy_samples)]
+    rl_seed = run.seed if split == "train" else run.seed + 1
+    kinds = ("instruction", cfg.prompt_kind if cfg.prompt_kind != "instruction" else "sentiment")
+    prompts += [p.prompt for kind in kinds
+                for p in rl_prompts(kind, n=n_rl // 2, seed=rl_seed, split=split)] if n_rl >= 2 else []
+    if prompts:
+        gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
+        texts = [parse_response(tok, ids)[0] for g in gens for ids in g.response_ids]
+        pairs += list(zip(prompts, texts))
+    items = [finegrained.label_response(tok, p, r, names, cfg) for p, r in pairs]
+    max_len = sft_model.config.block_size
+    return [x for x in items if x is not None and len(x.ids) <= max_len]
+
+
+def ensure_segment_rms(run, cfg: finegrained.FineGrainedConfig | None = None, sft_model: GPT | None = None, tok=None) -> dict:
+    """The segment reward models {name: SegmentRewardModel}: `<out>/finegrained/segment_rms.pt`, trained if missing.
+
+    Trained from the SFT model on oracle-labelled segments (see `segment_rm_data`); held-out accuracy per type
+    is stored with them and in the stage's metrics.json.
+    """
+    cfg = cfg or finegrained.FineGrainedConfig(**(finegrained.QUICK if run.quick else {}))
+    names = finegrained.reward_names(cfg)
+    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
+    if sft_model is None or tok is None:
+        sft_model, tok = ensure_sft(run)
+    data_cfg = {k: getattr(cfg, k) for k in finegrained.RM_DATA_FIELDS}
+    if os.path.exists(path):
+        state = load_checkpoint(path)
+        if all(n in state["model"] for n in names) and state.get("rm_data") == data_cfg:
+            return _load_segment_rms(state, names, run.device)
+    t0 = time.perf_counter()
+    train = segment_rm_data(run, sft_model, tok, cfg, names, split="train", n_prompts=cfg.rm_prompts,
+                            n_rl=cfg.rm_rl_prompts)
+    held = segment_rm_data(run, sft_model, tok, cfg, names, split="test", n_prompts=cfg.rm_eval_prompts,
+                           n_rl=cfg.rm_rl_prompts // 4)
+    print(f"[finegrained] segment RMs {names}: {len(train)} labelled responses, {len(held)} held out")
+    models, metrics, hists = {}, {}, {}
+    for i, name in enumerate(names):
+        torch.manual_seed(run.seed + i)
+        model = finegrained.SegmentRewardModel.from_sft(sft_model, name).to(run.device)
+        hists[name] = finegrained.train_segment_rm(model, train, name, cfg, tok.pad_id, run.device, seed=run.seed + i)
+        metrics[name] = finegrained.evaluate_segment_rm(model, held, name, tok.pad_id, run.device)
+        print(f"[finegrained] {name} RM: held-out accuracy {metrics[name]['accuracy']:.3f}, balanced "
+              f"{metrics[name]['balanced_accuracy']:.3f} ({metrics[name]['n_segments']} segments, "
+              f"{metrics[name]['error_fraction']:.1%} with an error)")
+        models[name] = model.eval()
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
+    save_checkpoint(path, model={n: m.state_dict() for n, m in models.items()},
+                    model_config=sft_model.config.to_dict(), rm_data=data_cfg, metrics=metrics, history=hists)
+    finegrained.plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
+    return models
+
+
+def _load_segment_rms(state: dict, names: list[str], device) -> dict:
+    out = {}
+    for n in names:
+        model = finegrained.SegmentRewardModel(GPT(GPTConfig(**state["model_config"])), n)
+        model.load_state_dict(state["model"][n])
+        out[n] = model.to(device).eval()
+    return out
+
+
+def segment_rm_metrics(run) -> dict:
+    """The held-out metrics stored with the segment RMs ({} if they are not trained yet)."""
+    path = os.path.join(run.stage_dir("finegrained"), "segment_rms.pt")
+    return load_checkpoint(path).get("metrics", {}) if os.path.exists(path) else {}
+
+
+def build_finegrained_reward(tok, cfg: finegrained.FineGrainedConfig, segment_rms: dict, holistic) -> finegrained.FineGrainedReward:
+    """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the holistic reward."""
+    names = finegrained.reward_names(cfg)
+    return finegrained.FineGrainedReward(tok, {n: segment_rms[n] for n in names}, finegrained.weights_of(cfg), sequence_reward=holistic,
+                             w_sequence=cfg.w_sequence, reward_form=cfg.reward_form,
+                             kinds={n: finegrained.segment_kind_of(n, cfg) for n in names})
+
+
+def holistic_reward(sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, seed: int):
+    """The `ppo` stage's reward, rebuilt: r_phi normalised on the SFT policy's samples exactly as ppo.train_ppo
+    normalises it (same prompts, seed and temperature). Returns (reward_fn, (mean, std))."""
+    prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
+    norm = measure_score_norm(sft, sequence_rm, prompt_ids, pcfg, end_id=chat_end_id(tok), pad_id=tok.pad_id,
+                              seed=seed)
+    return rm_reward_fn(sequence_rm, pcfg, tok.pad_id, *norm), norm
+
+
+def run_finegrained_policy(name: str, reward_fn, sft: GPT, sequence_rm, norm, tok, prompts, pcfg: PPOConfig, out_dir: str,
+               run):
+    """PPO from the SFT model with `reward_fn`, via ppo.train_ppo (resumes; a finished run is reloaded)."""
+    policy, ref = copy.deepcopy(sft), copy.deepcopy(sft)
+    value = ValueModel.from_reward_model(sequence_rm)        # V starts as the holistic RM score, normalised as
+    value.rescale_(*norm)                                    # the reward is (as train_ppo does for the ppo stage)
+    metrics = train_ppo(policy, ref, None, value, tok, prompts, pcfg, out_dir, run.device, reward_fn=reward_fn,
+                        seed=run.seed, desc=name)
+    return policy, metrics
+
+
+def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
+    """The fine-grained PPO policy: `<out>/finegrained/ckpt.pt`, trained (or resumed) if not finished.
+
+    Returns (policy GPT, tokenizer). Steps: 1. the SFT model and the holistic RM (ensure_sft, ensure_rm);
+    2. the segment RMs (ensure_segment_rms); 3. PPO with the combined reward (ppo.train_ppo); 4. held-out
+    evaluation of SFT, fine-grained PPO (and the holistic baseline when asked): gold reward, KL, sentence
+    error rates; metrics.json and comparison.png.
+    """
+    cfg = cfg or finegrained.FineGrainedConfig(**(finegrained.QUICK if run.quick else {}))
+    out_dir = run.stage_dir("finegrained")
+    ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
+    sft, tok = ensure_sft(run)
+    if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "finegrained":
+        finished = finished_model(ckpt, run.device)
+        if finished is not None:
+            return finished, tok
+    t0 = time.perf_counter()
+    rm, _ = ensure_rm(run)
+    segment_rms = ensure_segment_rms(run, cfg, sft, tok)
+    pcfg = finegrained.ppo_config(cfg)
+    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split="train")
+    print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
+    holistic, norm = holistic_reward(sft, rm, tok, prompts, pcfg, run.seed)
+    policy, train_metrics = run_finegrained_policy("finegrained", build_finegrained_reward(tok, cfg, segment_rms, holistic), sft, rm, norm,
+                                       tok, prompts, pcfg, out_dir, run)
+    held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
+    ev = lambda m: finegrained.evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
+                                               temperature=pcfg.temperature, seed=run.seed + 1)
+    evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
+    ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
+    ppo_policy = finished_model(ppo_ckpt, run.device)               # the holistic PPO stage, if built
+    if ppo_policy is not None:
+        evals["holistic (ppo stage)"] = ev(ppo_policy)
+    if cfg.holistic_baseline:
+        baseline, _ = run_finegrained_policy("holistic", holistic, sft, rm, norm, tok, prompts, pcfg,
+                                 os.path.join(out_dir, "holistic"), run)
+        evals["holistic"] = ev(baseline)
+    finegrained.plot_comparison(evals, os.path.join(out_dir, "comparison.png"))
+    metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
+               "weights": {**finegrained.weights_of(cfg), "sequence": cfg.w_sequence},
+               "train": {k: v for k, v in train_metrics.items() if k != "history"},
+               "config": asdict(cfg), "total_seconds": round(time.perf_counter() - t0, 1)}
+    write_json(metrics_path, metrics)
+    for name, e in evals.items():
+        print(f"[finegrained] {name:13s} gold {e['gold_reward']:.3f}  KL {e.get('kl', 0):.2f}  toxic "
+              f"{e['toxic_sentences']:.3f}  irrelevant {e['irrelevant_sentences']:.3f}  wrong "
+              f"{e['wrong_sentences']:.3f}  sentences {e['sentences_per_response']:.2f}")
+    return load_model(ckpt, run.device), tok
+
+
+
+# ----------------------------------------------------------------------------------------------
+# DPO: minialign/dpo.py
+
+def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[dpo.PreferencePair]:
+    """The training pairs: a preference JSONL (cfg.data), the world's preference data, or
+    samples of the SFT model ranked by the world's annotators (cfg.pairs_from)."""
+    if cfg.data:
+        return dpo.as_pairs(load_preferences(cfg.data))
+    rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
+    if cfg.pairs_from == "world":
+        return dpo.as_pairs(rankings)
+    if cfg.pairs_from == "sft_samples":
+        pairs, _ = dpo.sampled_pairs(sft_model, tok, [r.prompt for r in rankings], k=4,
+                                 noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
+                                 seed=run.seed)
+        return pairs
+    raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
+
+
+def dpo_held_out_prompts(run, n: int):
+    """Held-out prompts for evaluation: instruction prompts of the world's "test" split (seen tasks,
+    new inputs; the preference pairs come from the "train" split)."""
+    return rl_prompts("instruction", n, run.seed, split="test")
+
+
+def ensure_dpo(run, cfg: dpo.DPOConfig | None = None):
+    """The DPO policy: `<out>/dpo/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
+
+    Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
+    """
+    cfg = cfg or dpo.DPOConfig(**(dpo.QUICK if run.quick else {}))
+    out_dir = run.stage_dir("dpo")
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    sft_model, tok = ensure_sft(run)
+    finished = finished_model(ckpt, run.device)
+    if finished is not None:
+        return finished, tok
+    policy = copy.deepcopy(sft_model)
+    ref = sft_model.eval().requires_grad_(False)
+    # rank 0 builds the pairs (sampling pi_ref) and sends them: every rank needs the same list
+    pairs = distributed.broadcast_object(dpo_pairs(run, cfg, sft_model, tok)
+                                         if distributed.is_main() else None)
+    metrics = dpo.train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
+                        eval_prompts=dpo_held_out_prompts(run, cfg.eval_prompts))
+    print_dpo_summary(metrics)
+    return load_model(ckpt, run.device), tok
+
+
+def print_dpo_summary(metrics: dict) -> None:
+    """The stage's result in words: implicit-reward accuracy, gold reward, KL and win rate."""
+    f, e, b, w = (metrics.get(k) for k in ("final", "eval", "eval_reference", "win_rate_vs_reference"))
+    print(f"[dpo] implicit reward accuracy {f['rewards/accuracy']:.0%}, margin {f['rewards/margins']:.2f} "
+          f"(last 10% of steps)")
+    if e and b and w:
+        print(f"[dpo] gold reward on held-out prompts: SFT {b['gold_reward']:.3f} -> DPO "
+              f"{e['gold_reward']:.3f} at KL(pi_theta || pi_ref) = {e['kl']:.2f} nats; DPO wins "
+              f"{w['win_rate']:.0%} of comparisons with SFT (95% CI {w['ci_low']:.0%}-{w['ci_high']:.0%})")
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import matplotlib
@@ -50,4 +51,29 @@ def plot_curves(path: str, curves: dict, *, xlabel: str = "step", title: str = "
         ax.set_ylabel(ylabel or name)
         ax.set_title(name if not title else f"{title}: {name}")
         ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# PPO's logged quantities, one panel each (ppo.train_ppo's history)
+PPO_PANELS = [("proxy_reward", "proxy reward (RM score)"), ("gold_reward", "gold reward (oracle)"),
+           ("kl", "KL(pi_theta || pi_ref), nats"), ("beta", "beta"), ("entropy", "entropy per token"),
+           ("clipfrac", "clip fraction"), ("approxkl", "approx KL old/new"), ("value_loss", "value loss"),
+           ("explained_variance", "explained variance"), ("response_length", "response length"),
+           ("frac_ended", "fraction ended with <|end|>")]
+
+
+def plot_ppo_history(history: dict, path: str, title: str = "ppo") -> str:
+    """One panel per logged quantity over the PPO iterations."""
+    names = [(k, label) for k, label in PPO_PANELS if k in history]
+    ncols = 4
+    fig, axes = new_figure(ncols=ncols, nrows=math.ceil(len(names) / ncols), width=3.6, height=2.8)
+    flat = axes.reshape(-1)
+    for ax, (k, label) in zip(flat, names):
+        ax.plot(history["iteration"], history[k], color="C1" if k == "gold_reward" else "C0")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("iteration", fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in flat[len(names):]:
+        ax.axis("off")
+    fig.suptitle(title)
     return save_figure(fig, path)

@@ -63,7 +63,6 @@ rewards one token. The update (`ppo_update`) only ever sees the final per-token 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -71,17 +70,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from .batching import pad_batch, sequence_token_logprobs
 from .chat import end_id as chat_end_id
 from .chat import parse_response, prompt_ids as chat_prompt_ids
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import ConfigError, autocast, config_text, write_json
-from .evaluation import prompt_text, split_score
+from .checkpoint import check_compatible
+from .config import ConfigError, autocast, write_json
+from .evaluation import gold_stats, prompt_text
 from .generate import generate
 from .model import GPT, GPTConfig, scalar_head
-from .plotting import new_figure, save_figure
+from .plotting import plot_ppo_history
+from .training import Checkpoint, linear_decay, set_lr, steps
+from .world import gold_reward
 
 
 @dataclass
@@ -192,8 +192,10 @@ QUICK = dict(iterations=3, batch_size=8, n_minibatches=2, ppo_epochs=2, n_prompt
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The models
+# Setup: the value model V, dropout off, the reference pi_ref and the reward model r_phi frozen, one optimizer
 # ----------------------------------------------------------------------------------------------------------------
+
+
 class ValueModel(nn.Module):
     """V(s_t): a GPT trunk and a linear head giving one scalar per position.
 
@@ -221,7 +223,7 @@ class ValueModel(nn.Module):
         Any scalar gain/bias the reward model applies after its head is folded into the copied head,
         so at the start V(s_t) at the last token equals the reward model's score.
         """
-        trunk = copy.deepcopy(_reward_trunk(reward_model))
+        trunk = copy.deepcopy(reward_model.trunk)
         w, b = _reward_head_affine(reward_model)
         head = nn.Linear(trunk.config.n_embd, 1)
         with torch.no_grad():
@@ -236,15 +238,6 @@ class ValueModel(nn.Module):
         """Make the head predict (v - mean) / std: used when the scores it learned are normalised."""
         self.head.weight.div_(std)
         self.head.bias.sub_(mean).div_(std)
-
-
-def _reward_trunk(reward_model) -> GPT:
-    for name in ("trunk", "gpt", "transformer", "backbone", "model"):
-        trunk = getattr(reward_model, name, None)
-        if isinstance(trunk, GPT):
-            return trunk
-    raise TypeError(f"{type(reward_model).__name__} has no GPT trunk attribute (looked for trunk, gpt, "
-                    f"transformer, backbone, model); cannot initialise the value model from it")
 
 
 def _reward_head_affine(reward_model) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,9 +272,28 @@ def freeze(model: nn.Module) -> nn.Module:
     return disable_dropout(model).requires_grad_(False).eval()
 
 
+def prepare_models(policy, ref, reward_model, value_model, device):
+    """Dropout off everywhere; reference and reward model frozen in eval mode; all on `device`."""
+    if ref is policy:
+        raise ValueError("the reference model must be a frozen copy of the policy, not the policy itself")
+    disable_dropout(policy).to(device).eval()           # eval(): dropout off; gradients still flow
+    disable_dropout(value_model).to(device).eval()
+    freeze(ref).to(device)
+    if reward_model is not None:
+        freeze(reward_model).to(device)
+
+
+def make_optimizer(policy: GPT, value_model: ValueModel, cfg: PPOConfig) -> torch.optim.Adam:
+    """One Adam over the policy and the value model, which are trained on L_pg + vf_coef * L_vf (TRL)."""
+    params = [p for p in list(policy.parameters()) + list(value_model.parameters()) if p.requires_grad]
+    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# 1-3. Rollout: sample, log-probs, values
+# 1. Sample y ~ pi_theta(. | x)
 # ----------------------------------------------------------------------------------------------------------------
+
+
 @dataclass
 class Rollout:
     """A batch of episodes. Full-width tensors are (B, P+N) as generate() lays them out; per-token ones are
@@ -324,26 +336,6 @@ def rollout_from_generation(gen, prompt_ids: list[list[int]], pad_id: int,
                    ended=gen.ended, mask=resp[:, P:].float())
 
 
-def response_logprobs(model: GPT, tokens, attention_mask, response_mask, prompt_len: int,
-                      temperature: float, return_entropy: bool = False):
-    """log pi(y_i | x, y_<i) of every response token: (B, N) [, entropy (B, N)], 0 off the response.
-
-    The shared kernel gives logp[:, t] = log pi(ids[t+1] | ids[<=t]); response token i is ids[P+i], so its
-    log-prob sits at column P-1+i: the slice [P-1 : -1] (docs/logprobs.md, section 2).
-    """
-    out = sequence_token_logprobs(model, tokens, attention_mask, response_mask, temperature=temperature,
-                                  return_entropy=return_entropy)
-    sl = slice(prompt_len - 1, -1)
-    if return_entropy:
-        return out[0][:, sl], out[1][:, sl]
-    return out[:, sl]
-
-
-def response_values(value_model: ValueModel, tokens, attention_mask, prompt_len: int) -> torch.Tensor:
-    """V of the state before each response token: (B, N), read at columns P-1 .. P+N-2."""
-    return value_model(tokens, attention_mask)[:, prompt_len - 1:-1]
-
-
 @torch.no_grad()
 def sample_rollout(policy: GPT, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int, pad_id: int,
                    generator: torch.Generator) -> Rollout:
@@ -361,36 +353,11 @@ def sample_rollout(policy: GPT, prompt_ids: list[list[int]], cfg: PPOConfig, *, 
     return r
 
 
-@torch.no_grad()
-def add_logprobs_and_values(r: Rollout, policy: GPT, ref: GPT, value_model: ValueModel, cfg: PPOConfig) -> Rollout:
-    """Step 3: log pi_theta_old and log pi_ref (both at temperature T), entropy and V, on the rollout's layout.
-
-    The log-probs are recomputed by the same forward the update uses (not taken from the sampler), so on the
-    first minibatch the ratio pi_theta / pi_old is exactly 1.
-    """
-    device = r.mask.device
-    with autocast(device):
-        r.logprobs, r.entropy = response_logprobs(policy, r.tokens, r.attention_mask, r.response_mask,
-                                                  r.prompt_len, cfg.temperature, return_entropy=True)
-        r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
-                                           cfg.temperature)
-        # V is kept where a reward can land: the response, plus the slot after it for 'after_end' (TRL keeps
-        # V there, in GAE and in the value clip; zeroing it would bootstrap the score against V = 0)
-        vmask = value_mask(r.mask, cfg.score_position)
-        r.values = response_values(value_model, r.tokens, r.attention_mask, r.prompt_len) * vmask
-    return r
-
-
-def collect_rollout(policy: GPT, ref: GPT, value_model: ValueModel, prompt_ids: list[list[int]],
-                    cfg: PPOConfig, *, end_id: int, pad_id: int, generator: torch.Generator) -> Rollout:
-    """Steps 1 and 3 together: a sampled rollout with its log-probs and values."""
-    r = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
-    return add_logprobs_and_values(r, policy, ref, value_model, cfg)
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# 2. Scoring with the reward model
+# 2. Score: r_phi(x, y), normalised, on one token
 # ----------------------------------------------------------------------------------------------------------------
+
+
 @torch.no_grad()
 def reward_model_scores(reward_model, prompt_ids: list[list[int]], response_ids: list[list[int]],
                         pad_id: int, device, batch_size: int = 64) -> torch.Tensor:
@@ -407,6 +374,31 @@ def reward_model_scores(reward_model, prompt_ids: list[list[int]], response_ids:
         with autocast(device):
             scores.append(reward_model(batch.ids, batch.attention_mask).float().reshape(-1))
     return torch.cat(scores)
+
+
+@torch.no_grad()
+def measure_score_norm(policy: GPT, reward_model, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int,
+                       pad_id: int, seed: int) -> tuple[float, float]:
+    """Mean and std of r_phi on `cfg.norm_samples` responses of the initial policy (OpenAI normalize_before);
+    (0, 1) when `cfg.normalize_score` is off.
+
+    The one normalisation of the holistic score: the `ppo` stage and the sequence-level part of the fine-grained
+    reward both use it, so beta and the missing-end penalty mean the same in both. Only ended responses count:
+    unended ones receive the fixed penalty, not the RM score.
+    """
+    if not cfg.normalize_score:
+        return 0.0, 1.0
+    g = torch.Generator().manual_seed(seed + 999_983)
+    scores = []
+    for s in range(0, cfg.norm_samples, cfg.batch_size):
+        pick = torch.randint(len(prompt_ids), (min(cfg.batch_size, cfg.norm_samples - s),), generator=g)
+        batch = [prompt_ids[i] for i in pick.tolist()]
+        gen = generate(policy, batch, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
+                       temperature=cfg.temperature, generator=g)
+        raw = reward_model_scores(reward_model, batch, gen.response_ids, pad_id, policy.output_weight.device)
+        scores.append(raw[gen.ended.to(raw.device)] if bool(gen.ended.any()) else raw)
+    scores = torch.cat(scores)
+    return scores.mean().item(), max(scores.std().item() if len(scores) > 1 else 1.0, 1e-3)
 
 
 def apply_missing_end(scores: torch.Tensor, ended: torch.Tensor, mode: str, penalty: float) -> torch.Tensor:
@@ -459,8 +451,84 @@ def rm_reward_fn(reward_model, cfg: PPOConfig, pad_id: int, score_mean: float = 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 4-6. Per-token rewards, whitening, GAE
+# 3. Log-probs of pi_old and pi_ref, and the values V(s_t), by the training forward
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def response_logprobs(model: GPT, tokens, attention_mask, response_mask, prompt_len: int,
+                      temperature: float, return_entropy: bool = False):
+    """log pi(y_i | x, y_<i) of every response token: (B, N) [, entropy (B, N)], 0 off the response.
+
+    The shared kernel gives logp[:, t] = log pi(ids[t+1] | ids[<=t]); response token i is ids[P+i], so its
+    log-prob sits at column P-1+i: the slice [P-1 : -1] (docs/logprobs.md, section 2).
+    """
+    out = sequence_token_logprobs(model, tokens, attention_mask, response_mask, temperature=temperature,
+                                  return_entropy=return_entropy)
+    sl = slice(prompt_len - 1, -1)
+    if return_entropy:
+        return out[0][:, sl], out[1][:, sl]
+    return out[:, sl]
+
+
+def response_values(value_model: ValueModel, tokens, attention_mask, prompt_len: int) -> torch.Tensor:
+    """V of the state before each response token: (B, N), read at columns P-1 .. P+N-2."""
+    return value_model(tokens, attention_mask)[:, prompt_len - 1:-1]
+
+
+@torch.no_grad()
+def add_logprobs_and_values(r: Rollout, policy: GPT, ref: GPT, value_model: ValueModel, cfg: PPOConfig) -> Rollout:
+    """Step 3: log pi_theta_old and log pi_ref (both at temperature T), entropy and V, on the rollout's layout.
+
+    The log-probs are recomputed by the same forward the update uses (not taken from the sampler), so on the
+    first minibatch the ratio pi_theta / pi_old is exactly 1.
+    """
+    device = r.mask.device
+    with autocast(device):
+        r.logprobs, r.entropy = response_logprobs(policy, r.tokens, r.attention_mask, r.response_mask,
+                                                  r.prompt_len, cfg.temperature, return_entropy=True)
+        r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
+                                           cfg.temperature)
+        # V is kept where a reward can land: the response, plus the slot after it for 'after_end' (TRL keeps
+        # V there, in GAE and in the value clip; zeroing it would bootstrap the score against V = 0)
+        vmask = value_mask(r.mask, cfg.score_position)
+        r.values = response_values(value_model, r.tokens, r.attention_mask, r.prompt_len) * vmask
+    return r
+
+
+def collect_rollout(policy: GPT, ref: GPT, value_model: ValueModel, prompt_ids: list[list[int]],
+                    cfg: PPOConfig, *, end_id: int, pad_id: int, generator: torch.Generator) -> Rollout:
+    """Steps 1 and 3 together: a sampled rollout with its log-probs and values."""
+    r = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
+    return add_logprobs_and_values(r, policy, ref, value_model, cfg)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. The per-token KL penalty (the shaped reward r_t = task_t - beta KL_t is built in ppo_iteration)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+                 estimator: str = "k1") -> torch.Tensor:
+    """Per-token KL(pi_theta || pi_ref) estimate on sampled tokens, 0 off the mask: (B, N).
+
+    k1 = log pi_theta - log pi_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
+    r = pi_ref / pi_theta (unbiased, >= 0). Schulman, "Approximating KL divergence"; docs/kl.md, section 1.
+    """
+    log_ratio = logprobs - ref_logprobs                                   # log pi_theta - log pi_ref
+    if estimator == "k1":
+        kl = log_ratio
+    elif estimator == "k3":
+        kl = torch.expm1(-log_ratio) + log_ratio
+    else:
+        raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {estimator!r}")
+    return kl * mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. Whitening
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of x over the entries where mask is 1 (a scalar)."""
     return (x * mask).sum() / mask.sum().clamp(min=1)
@@ -490,21 +558,9 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, unbiase
     return out + mu if not shift_mean else out
 
 
-def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                 estimator: str = "k1") -> torch.Tensor:
-    """Per-token KL(pi_theta || pi_ref) estimate on sampled tokens, 0 off the mask: (B, N).
-
-    k1 = log pi_theta - log pi_ref (unbiased, can be negative per token); k3 = (r - 1) - log r with
-    r = pi_ref / pi_theta (unbiased, >= 0). Schulman, "Approximating KL divergence"; docs/kl.md, section 1.
-    """
-    log_ratio = logprobs - ref_logprobs                                   # log pi_theta - log pi_ref
-    if estimator == "k1":
-        kl = log_ratio
-    elif estimator == "k3":
-        kl = torch.expm1(-log_ratio) + log_ratio
-    else:
-        raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {estimator!r}")
-    return kl * mask
+# ----------------------------------------------------------------------------------------------------------------
+# 6. GAE: advantages and returns
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def value_mask(mask: torch.Tensor, score_position: str) -> torch.Tensor:
@@ -540,8 +596,10 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 7. The losses
+# 7. The clipped policy loss and the clipped value loss
 # ----------------------------------------------------------------------------------------------------------------
+
+
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                 mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, dict]:
     """The clipped surrogate (Schulman et al. 2017, eq. 7), as a loss to minimise, averaged over tokens:
@@ -580,9 +638,43 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, stats
 
 
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(R - V) / Var(R) over the masked tokens: 1 = perfect values, 0 = no better than a constant."""
+    var_r = masked_var(returns, mask)
+    return float("nan") if var_r.item() == 0 else (1 - masked_var(returns - values, mask) / var_r).item()
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# 5-7. The update: whiten, GAE, PPO epochs
+# 8. The KL controller
 # ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KLController:
+    """beta of the KL penalty: fixed (target None) or adaptive (Ziegler et al. 2019, OpenAI AdaptiveKLController):
+
+        e = clip(KL / target - 1, -0.2, 0.2)
+        beta <- beta * (1 + e * n_steps / horizon)
+
+    where KL is the mean over the batch of the summed per-token k1, and n_steps the episodes in the batch.
+    """
+
+    beta: float
+    target: float | None = None
+    horizon: int = 10000
+
+    def update(self, kl: float, n_steps: int) -> float:
+        if self.target is not None:
+            e = min(max(kl / self.target - 1.0, -0.2), 0.2)
+            self.beta = self.beta * (1.0 + e * n_steps / self.horizon)
+        return self.beta
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps 5-7 on one rollout: whiten, GAE, PPO epochs over minibatches
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: torch.Tensor, cfg: PPOConfig,
                optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
     """Steps 5-7 on one rollout whose per-token rewards (B, N) are given (KL term included).
@@ -644,39 +736,11 @@ def ppo_minibatch_step(policy, value_model, rollout: Rollout, idx, advantages, r
     return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), **pg_stats, **vf_stats}
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(R - V) / Var(R) over the masked tokens: 1 = perfect values, 0 = no better than a constant."""
-    var_r = masked_var(returns, mask)
-    return float("nan") if var_r.item() == 0 else (1 - masked_var(returns - values, mask) / var_r).item()
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# 8. The KL controller
+# One iteration, in order (steps 1-7; the loop runs step 8)
 # ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class KLController:
-    """beta of the KL penalty: fixed (target None) or adaptive (Ziegler et al. 2019, OpenAI AdaptiveKLController):
-
-        e = clip(KL / target - 1, -0.2, 0.2)
-        beta <- beta * (1 + e * n_steps / horizon)
-
-    where KL is the mean over the batch of the summed per-token k1, and n_steps the episodes in the batch.
-    """
-
-    beta: float
-    target: float | None = None
-    horizon: int = 10000
-
-    def update(self, kl: float, n_steps: int) -> float:
-        if self.target is not None:
-            e = min(max(kl / self.target - 1.0, -0.2), 0.2)
-            self.beta = self.beta * (1.0 + e * n_steps / self.horizon)
-        return self.beta
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# One iteration, in order
-# ----------------------------------------------------------------------------------------------------------------
 def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, prompt_ids: list[list[int]],
                   cfg: PPOConfig, beta: float, optimizer, *, end_id: int, pad_id: int,
                   generator: torch.Generator, decode=None) -> tuple[Rollout, dict, dict]:
@@ -734,46 +798,6 @@ class _Clock:
 # ----------------------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------------------
-def make_optimizer(policy: GPT, value_model: ValueModel, cfg: PPOConfig) -> torch.optim.Adam:
-    """One Adam over the policy and the value model, which are trained on L_pg + vf_coef * L_vf (TRL)."""
-    params = [p for p in list(policy.parameters()) + list(value_model.parameters()) if p.requires_grad]
-    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps)
-
-
-@torch.no_grad()
-def measure_score_norm(policy: GPT, reward_model, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int,
-                       pad_id: int, seed: int) -> tuple[float, float]:
-    """Mean and std of r_phi on `cfg.norm_samples` responses of the initial policy (OpenAI normalize_before);
-    (0, 1) when `cfg.normalize_score` is off.
-
-    The one normalisation of the holistic score: the `ppo` stage and the sequence-level part of the fine-grained
-    reward both use it, so beta and the missing-end penalty mean the same in both. Only ended responses count:
-    unended ones receive the fixed penalty, not the RM score.
-    """
-    if not cfg.normalize_score:
-        return 0.0, 1.0
-    g = torch.Generator().manual_seed(seed + 999_983)
-    scores = []
-    for s in range(0, cfg.norm_samples, cfg.batch_size):
-        pick = torch.randint(len(prompt_ids), (min(cfg.batch_size, cfg.norm_samples - s),), generator=g)
-        batch = [prompt_ids[i] for i in pick.tolist()]
-        gen = generate(policy, batch, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
-                       temperature=cfg.temperature, generator=g)
-        raw = reward_model_scores(reward_model, batch, gen.response_ids, pad_id, policy.output_weight.device)
-        scores.append(raw[gen.ended.to(raw.device)] if bool(gen.ended.any()) else raw)
-    scores = torch.cat(scores)
-    return scores.mean().item(), max(scores.std().item() if len(scores) > 1 else 1.0, 1e-3)
-
-
-def prepare_models(policy, ref, reward_model, value_model, device):
-    """Dropout off everywhere; reference and reward model frozen in eval mode; all on `device`."""
-    if ref is policy:
-        raise ValueError("the reference model must be a frozen copy of the policy, not the policy itself")
-    disable_dropout(policy).to(device).eval()           # eval(): dropout off; gradients still flow
-    disable_dropout(value_model).to(device).eval()
-    freeze(ref).to(device)
-    if reward_model is not None:
-        freeze(reward_model).to(device)
 
 
 def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok, prompts: list,
@@ -795,16 +819,21 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     early (tests).
     """
     os.makedirs(out_dir, exist_ok=True)
-    ckpt_path = os.path.join(out_dir, "ckpt.pt")
     prepare_models(policy, ref, reward_model, value_model, device)
     end_id, pad_id = chat_end_id(tok), tok.pad_id
     all_prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
-    gold_fn = gold_fn if gold_fn is not None else _world_gold_fn()
+    gold_fn = gold_fn if gold_fn is not None else gold_reward
     shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]]
     optimizer = make_optimizer(policy, value_model, cfg)
-    state = _start_or_resume(ckpt_path, policy, value_model, optimizer, cfg, tok=tok, shown=shown, seed=seed)
-    if state.get("done"):
-        return state["metrics"]
+    ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": policy, "value_model": value_model}, optimizer,
+                      model_config=policy.config.to_dict(), value_config=value_model.trunk.config.to_dict(),
+                      ppo_config=asdict(cfg))
+    state = ckpt.resume({"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
+                         "samples_before": None}, "PPO", saved=same_config(ckpt, cfg))
+    if state["done"]:
+        return {**state["metrics"], "history": state["history"]}
+    if state["samples_before"] is None:
+        state["samples_before"] = sample_answers(policy, tok, shown, cfg, seed=seed)
     if reward_fn is None:
         if state["score_norm"] is None:  # the scale of r_phi on the initial policy; the value head (r_phi's) follows
             state["score_norm"] = score_norm or measure_score_norm(ref, reward_model, all_prompt_ids, cfg,
@@ -813,68 +842,52 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
 
-    def save(done: bool, metrics=None):  # the checkpoint, and the history so far in metrics.json
-        _save(ckpt_path, policy, value_model, optimizer, cfg, {**state, "beta": kl_ctl.beta}, done, metrics)
-        write_json(os.path.join(out_dir, "metrics.json"), {**(metrics or {"iteration": state["iteration"]}),
-                                                           "config": asdict(cfg), "history": state["history"]})
-
-    stop_at = cfg.iterations if max_iterations is None else min(cfg.iterations, max_iterations)
-    bar = tqdm(range(state["iteration"], stop_at), initial=state["iteration"], total=cfg.iterations, desc=desc,
-               unit="it")
+    bar = steps(state, cfg.iterations, desc=desc, unit="it", max_steps=max_iterations, key="iteration")
     for it in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)      # resuming replays the same prompts/samples
         pick = torch.randint(len(all_prompt_ids), (cfg.batch_size,), generator=g).tolist()
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
+        set_lr(optimizer, linear_decay(it, cfg.iterations, cfg.lr) if cfg.anneal_lr else cfg.lr)
         rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
                                           cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
                                           decode=lambda r: _decode(tok, r, [prompt_text(prompts[i]) for i in pick]))
         t0 = time.perf_counter()
         stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
         stats["t_gold"] = time.perf_counter() - t0
-        kl_ctl.update(stats["kl"], cfg.batch_size)                      # 8. adapt beta (no-op when fixed)
+        state["beta"] = kl_ctl.update(stats["kl"], cfg.batch_size)     # 8. adapt beta (no-op when fixed)
         _append(state["history"], it, stats)
         bar.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", gold=f"{stats['gold_reward']:.2f}",
                         kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}", len=f"{stats['response_length']:.0f}",
                         clip=f"{stats['clipfrac']:.2f}")
         state["iteration"] = it + 1
         if state["iteration"] % cfg.ckpt_every == 0 and state["iteration"] < cfg.iterations:
-            save(False)
+            save_progress(ckpt, state, cfg, out_dir)
     bar.close()
     if state["iteration"] < cfg.iterations:                            # stopped early on purpose
-        save(False)
+        save_progress(ckpt, state, cfg, out_dir)
         return {}
     metrics = final_metrics(state["history"], cfg)
     metrics["samples"] = {"before": state["samples_before"],
                           "after": sample_answers(policy, tok, shown, cfg, seed=seed)}
-    plot_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
-    save(True, metrics)
+    plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
+    save_progress(ckpt, state, cfg, out_dir, metrics)
     return {**metrics, "history": state["history"]}
 
 
-def _start_or_resume(ckpt_path, policy, value_model, optimizer, cfg: PPOConfig, *, tok, shown, seed) -> dict:
-    """A fresh run's state (with the answers before PPO), or the state saved in `ckpt_path`."""
-    if not os.path.exists(ckpt_path):
-        return {"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
-                "samples_before": sample_answers(policy, tok, shown, cfg, seed=seed)}
-    saved = load_checkpoint(ckpt_path)
-    keys = [k for k in asdict(cfg) if k not in ("ckpt_every", "n_samples_shown")]
-    check_compatible(ckpt_path, saved.get("ppo_config", {}), asdict(cfg), keys)
-    policy.load_state_dict(saved["model"])
-    value_model.load_state_dict(saved["value_model"])
-    if saved.get("done"):
-        return {"done": True, "metrics": {**saved["metrics"], "history": saved["history"]}}
-    optimizer.load_state_dict(saved["optimizer"])
-    print(f"resuming PPO from iteration {saved['iteration']} ({ckpt_path})")
-    return {k: saved[k] for k in ("iteration", "history", "beta", "score_norm", "samples_before")}
+def same_config(ckpt: Checkpoint, cfg: PPOConfig) -> dict | None:
+    """The saved checkpoint, refused when it was written with other PPO settings (a resume must replay them)."""
+    saved = ckpt.saved()
+    if saved is not None:
+        keys = [k for k in asdict(cfg) if k not in ("ckpt_every", "n_samples_shown")]
+        check_compatible(ckpt.path, saved.get("ppo_config", {}), asdict(cfg), keys)
+    return saved
 
 
-def _save(ckpt_path, policy, value_model, optimizer, cfg: PPOConfig, state: dict, done: bool, metrics=None):
-    """Atomic checkpoint: `model` is the policy (pipeline.load_model reads it), plus all a resume needs."""
-    save_checkpoint(ckpt_path, model=policy.state_dict(), model_config=policy.config.to_dict(),
-                    value_model=value_model.state_dict(), value_config=value_model.trunk.config.to_dict(),
-                    optimizer=optimizer.state_dict(), ppo_config=asdict(cfg), done=done, metrics=metrics,
-                    **{k: state[k] for k in ("iteration", "history", "beta", "score_norm", "samples_before")})
+def save_progress(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str, metrics: dict | None = None):
+    """The checkpoint (`model` is the policy: pipeline.load_model reads it), and the history so far in
+    metrics.json; with the final `metrics`, the finished run."""
+    ckpt.save(state, done=metrics is not None, metrics=metrics)
+    write_json(os.path.join(out_dir, "metrics.json"), {**(metrics or {"iteration": state["iteration"]}),
+                                                       "config": asdict(cfg), "history": state["history"]})
 
 
 def _append(history: dict, it: int, stats: dict) -> None:
@@ -888,23 +901,6 @@ def _decode(tok, rollout: Rollout, prompt_texts: list[str]) -> None:
     responses up to <|end|>."""
     rollout.prompts = list(prompt_texts)
     rollout.responses = [parse_response(tok, r)[0] for r in rollout.response_ids]
-
-
-def _world_gold_fn():
-    from .world import gold_reward
-    return gold_reward
-
-
-def gold_stats(gold_fn, prompts: list, responses: list[str]) -> dict:
-    """Mean gold reward of the oracle (and of each of its components) over a batch: logged, never optimised.
-
-    `prompts` are given to the oracle as they came (world prompt objects carry e.g. the right answer).
-    """
-    golds = [split_score(gold_fn(p, r)) for p, r in zip(prompts, responses)]
-    out = {"gold_reward": float(np.mean([total for total, _ in golds]))}
-    for name in golds[0][1]:
-        out[f"gold/{name}"] = float(np.mean([parts.get(name, 0.0) for _, parts in golds]))
-    return out
 
 
 def final_metrics(history: dict, cfg: PPOConfig, last: int = 5) -> dict:
@@ -933,73 +929,3 @@ def sample_answers(model: GPT, tok, prompts: list[str], cfg: PPOConfig, seed: in
         text, ended = parse_response(tok, ids)
         out.append({"prompt": p, "response": text, "ended": ended})
     return out
-
-
-PLOTTED = [("proxy_reward", "proxy reward (RM score)"), ("gold_reward", "gold reward (oracle)"),
-           ("kl", "KL(pi_theta || pi_ref), nats"), ("beta", "beta"), ("entropy", "entropy per token"),
-           ("clipfrac", "clip fraction"), ("approxkl", "approx KL old/new"), ("value_loss", "value loss"),
-           ("explained_variance", "explained variance"), ("response_length", "response length"),
-           ("frac_ended", "fraction ended with <|end|>")]
-
-
-def plot_history(history: dict, path: str, title: str = "ppo") -> str:
-    """One panel per logged quantity over the PPO iterations."""
-    names = [(k, label) for k, label in PLOTTED if k in history]
-    ncols = 4
-    fig, axes = new_figure(ncols=ncols, nrows=math.ceil(len(names) / ncols), width=3.6, height=2.8)
-    flat = axes.reshape(-1)
-    for ax, (k, label) in zip(flat, names):
-        ax.plot(history["iteration"], history[k], color="C1" if k == "gold_reward" else "C0")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("iteration", fontsize=8)
-        ax.grid(alpha=0.3)
-    for ax in flat[len(names):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The pipeline stage
-# ----------------------------------------------------------------------------------------------------------------
-def load_value_model(state: dict) -> ValueModel:
-    """The value model stored in a PPO checkpoint."""
-    vm = ValueModel(GPT(GPTConfig(**state["value_config"])))
-    vm.load_state_dict(state["value_model"])
-    return vm
-
-
-def ensure_ppo(run, cfg: PPOConfig | None = None):
-    """The PPO policy: `<out>/ppo/ckpt.pt`, trained (or resumed) from the SFT model and the reward model.
-
-    Returns (policy GPT, tokenizer).
-    """
-    from .pipeline import finished_model, load_model
-    from .reward import ensure_rm
-    from .sft import ensure_sft
-    from .world import rl_prompts
-
-    cfg = cfg or PPOConfig(**(QUICK if run.quick else {}))
-    out_dir = run.stage_dir("ppo")
-    ckpt = os.path.join(out_dir, "ckpt.pt")
-    sft_model, tok = ensure_sft(run)
-    finished = finished_model(ckpt, run.device)
-    if finished is not None:
-        return finished, tok
-    reward_model = _as_reward_model(ensure_rm(run))
-    policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
-    value_model = ValueModel.from_reward_model(reward_model)
-    prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split=cfg.prompt_split)
-    print(f"[ppo] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
-    m = train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
-    first = m["initial"]
-    print(f"[ppo] training rollouts, first iteration -> mean of the last 5: proxy reward {first['proxy_reward']:+.2f} -> "
-          f"{m['proxy_reward']:+.2f}, gold reward {first['gold_reward']:.3f} -> {m['gold_reward']:.3f}, KL "
-          f"{m['kl']:.2f} nats, {m['response_length']:.1f} tokens; {m['seconds_per_iteration']:.1f}s per iteration "
-          f"-> {out_dir}")
-    return load_model(ckpt, run.device), tok
-
-
-def _as_reward_model(product):
-    """ensure_rm may return the reward model alone or with its tokenizer."""
-    return product[0] if isinstance(product, tuple) else product

@@ -30,14 +30,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import autocast, write_json
 from .logprobs import IGNORE_INDEX, token_logprobs
 from .model import GPT
 from .plotting import plot_curves
+from .training import Checkpoint, set_lr, steps, stopped_early, warmup_cosine
 
 
 @dataclass
@@ -100,13 +99,9 @@ def get_batch(stream: np.ndarray, batch_size: int, seq_len: int, generator: torc
     return win[:, :-1], win[:, 1:]
 
 
-def lr_at(step: int, cfg: PretrainConfig) -> float:
-    """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup, then cosine decay to lr * min_lr_ratio at the last step (pretraining and SFT)."""
+    return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -144,35 +139,23 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
     every rank, and returns once rank 0 has written the checkpoint.
     """
     os.makedirs(out_dir, exist_ok=True)
-    ckpt_path = os.path.join(out_dir, "ckpt.pt")
     n_val = max(int(len(stream) * cfg.val_fraction), cfg.seq_len + 2)
     train_stream, val_stream = stream[:-n_val], stream[-n_val:]
     model.to(device).train()
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, history = 0, {"step": [], "loss": [], "val_step": [], "val_loss": [], "tokens_per_s": []}
-    if os.path.exists(ckpt_path):
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        if state.get("done"):
-            return state["metrics"]
-        opt.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        torch.set_rng_state(state["torch_rng"])
-        print(f"resuming pretraining from step {step} ({ckpt_path})")
-
-    def checkpoint(done: bool, metrics=None):
-        if not distributed.is_main():   # one writer: every rank holds the same weights
-            return
-        save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(), step=step,
-                        history=history, torch_rng=torch.get_rng_state(), done=done,
-                        metrics=metrics, model_config=model.config.to_dict(),
-                        pretrain_config=asdict(cfg), **(extra_state or {}))
-
-    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc="pretrain", unit="step",
-               disable=not distributed.is_main())
+    ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": model}, opt, model_config=model.config.to_dict(),
+                      pretrain_config=asdict(cfg), **(extra_state or {}))
+    state = ckpt.resume({"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": [],
+                                                "tokens_per_s": []}, "torch_rng": None}, "pretraining")
+    if state["done"]:
+        return state["metrics"]
+    rng = state.pop("torch_rng")
+    if rng is not None:                              # the dropout masks go on as if never interrupted
+        torch.set_rng_state(rng)
+    history = state["history"]
     loss_of = distributed.wrap(model, lm_loss)   # lm_loss(model, x, y), through DDP under torchrun
     t_last, tokens_since = time.perf_counter(), 0
+    bar = steps(state, cfg.steps, desc="pretrain", max_steps=max_steps)
     for step in bar:
         # 1. a batch whose offsets depend only on (seed, step): resuming replays the same data;
         #    under torchrun every rank draws the same batch and keeps its rows (all windows hold T
@@ -183,8 +166,7 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
         rows, weight = distributed.shard(range(len(x)))
         x, y = x[rows].to(device), y[rows].to(device)
         # 2. next-token loss through the shared log-prob kernel
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+        set_lr(opt, lr_at(step, cfg))
         with autocast(device):
             loss = loss_of(x, y) * weight
         # 3. AdamW step with a clipped gradient norm
@@ -205,18 +187,15 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
             t_last, tokens_since = now, 0
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", lr=f"{lr_at(step, cfg):.1e}",
                         tok_s=f"{history['tokens_per_s'][-1]:.0f}" if history["tokens_per_s"] else "-")
-        step += 1
-        if step % cfg.ckpt_every == 0 and step < cfg.steps:
-            checkpoint(done=False)
+        state["step"] = step + 1
+        ckpt.save_every(state, cfg.ckpt_every, cfg.steps, torch_rng=torch.get_rng_state())
     bar.close()
-    if step < cfg.steps:  # stopped early on purpose (max_steps): leave a resumable checkpoint
-        checkpoint(done=False)
-        distributed.barrier()
+    if stopped_early(ckpt, state, cfg.steps, torch_rng=torch.get_rng_state()):
         return {}
     metrics = None
     if distributed.is_main():
         metrics = finish(model, history, cfg, out_dir, len(train_stream), len(val_stream))
-        checkpoint(done=True, metrics=metrics)
+        ckpt.save(state, done=True, metrics=metrics, torch_rng=torch.get_rng_state())
     distributed.barrier()   # the other ranks wait for the checkpoint, which the caller loads next
     return distributed.broadcast_object(metrics)
 

@@ -90,7 +90,7 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
     """
     from .evaluation import compare, evaluate_policy
     from .pipeline import load_model
-    from .sft import ensure_sft
+    from .pipeline import ensure_sft
     from .world import rl_prompts
 
     cfg = cfg or EvalConfig(**(QUICK if run.quick else {}))

@@ -62,22 +62,23 @@ Metrics (evaluation on held-out prompts; numpy, no scipy):
 from __future__ import annotations
 
 import math
-import os
-import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import pad_batch
-from .chat import render
-from .checkpoint import load_checkpoint, save_checkpoint
+from .chat import end_id, prompt_ids, render
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast
+from .generate import generate
 from .model import GPT, GPTConfig, scalar_head
+from .plotting import new_figure, save_figure, smooth
+from .pretrain import make_optimizer
+from .training import Checkpoint, linear_decay, set_lr, steps, stopped_early
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,11 +486,6 @@ def evaluate_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup]
 
 # ----------------------------------------------------------------------------------------------
 # Training
-def lr_at(step: int, total_steps: int, lr: float) -> float:
-    """Linear decay from `lr` at step 0 to 0 after the last step (OpenAI books: "linearly annealed")."""
-    return lr * (1.0 - step / max(1, total_steps))
-
-
 def batches_of(encoded: list[_Encoded], batch_prompts: int, epochs: int, seed: int):
     """The training batches, in a fixed order drawn from `seed`: a list of lists of groups.
 
@@ -548,22 +544,6 @@ def training_set(tok, groups: list[PreferenceGroup], objective: str, max_len: in
     return encoded, rating_stats
 
 
-def resume(ckpt_path: str | None, model: RewardModel, opt, desc: str) -> tuple[int, dict]:
-    """(step, history) of a partial checkpoint at `ckpt_path` (loading model and optimizer), or a
-    fresh start."""
-    hist = {"step": [], "loss": [], "batch_accuracy": [], "eval_step": [],
-            "eval_accuracy_vs_annotators": [], "eval_accuracy_vs_oracle": []}
-    if ckpt_path and os.path.exists(ckpt_path):
-        state = load_checkpoint(ckpt_path)
-        if not state.get("done") and "optimizer" in state:
-            model.trunk.load_state_dict(state["model"])
-            model.head.load_state_dict(state["head"])
-            opt.load_state_dict(state["optimizer"])
-            print(f"[{desc}] resuming from step {state['step']} ({ckpt_path})")
-            return state["step"], state["history"]
-    return 0, hist
-
-
 def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], cfg: RMConfig, *,
                        device, eval_groups: list[PreferenceGroup] | None = None,
                        objective: str = "bt", seed: int = 0, ckpt_path: str | None = None,
@@ -589,45 +569,39 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
     whole batch's; rank 0 alone evaluates and writes checkpoints. Every rank returns rank 0's
     history.
     """
-    from .pretrain import make_optimizer
 
     device = torch.device(device)
     max_len = model.trunk.config.block_size
     encoded, rating_stats = training_set(tok, groups, objective, max_len)
-    eval_enc = encode_groups(tok, eval_groups, max_len) if eval_groups else []
+    eval_enc = encode_groups(tok, eval_groups, max_len) if eval_groups and distributed.is_main() else []
     batches = batches_of(encoded, cfg.batch_prompts, cfg.epochs, seed)
     total = len(batches)
     model.to(device).eval()   # eval mode: no dropout anywhere; gradients still flow
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, hist = resume(ckpt_path, model, opt, desc)
+    # the finished model is saved by the caller (save_reward_model); this checkpoint is for resuming
+    ckpt = Checkpoint(ckpt_path, {"model": model.trunk, "head": model.head}, opt,
+                      model_config=model.trunk.config.to_dict(), rm_config=asdict(cfg), **(extra_state or {}))
+    saved = ckpt.saved()
+    fresh = {"step": 0, "history": {"step": [], "loss": [], "batch_accuracy": [], "eval_step": [],
+                                    "eval_accuracy_vs_annotators": [], "eval_accuracy_vs_oracle": []}}
+    state = ckpt.resume(fresh, desc, saved=saved if saved and not saved.get("done") and "optimizer" in saved else None)
+    hist = state["history"]
 
-    def evaluate_now():
+    def evaluate_now(at_step):
         r = rewards_of(model, eval_enc, tok.pad_id, device, normalized=False)
         kept = [e.group for e in eval_enc]
-        hist["eval_step"].append(step)
+        hist["eval_step"].append(at_step)
         hist["eval_accuracy_vs_annotators"].append(pairwise_accuracy(r, kept))
         hist["eval_accuracy_vs_oracle"].append(oracle_accuracy(r, kept))
 
-    def checkpoint():
-        if not distributed.is_main():   # one writer: every rank holds the same weights
-            return
-        save_checkpoint(ckpt_path, model=model.trunk.state_dict(), head=model.head.state_dict(),
-                        optimizer=opt.state_dict(), step=step, history=hist, done=False,
-                        model_config=model.trunk.config.to_dict(), rm_config=asdict(cfg),
-                        **(extra_state or {}))
-
-    eval_enc = eval_enc if distributed.is_main() else []   # rank 0 evaluates
-    if eval_enc and step == 0:
-        evaluate_now()
-    stop_at = total if max_steps is None else min(total, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=total, desc=desc, unit="step",
-               disable=not distributed.is_main())
+    if eval_enc and state["step"] == 0:
+        evaluate_now(0)
     loss_of = distributed.wrap(model, batch_loss)   # batch_loss(model, ...), DDP under torchrun
     # what the loss averages over: prompts with pairs ("bt"), responses ("mse")
     count = (lambda e: 1 if e.group.pairs else 0) if objective == "bt" else (lambda e: len(e.ids))
+    bar = steps(state, total, desc=desc, max_steps=max_steps)
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg.lr)
+        set_lr(opt, linear_decay(step, total, cfg.lr))
         mine, weight = distributed.shard(batches[step], count)   # all of it in one process
         loss, acc = loss_of(mine, tok.pad_id, device, cfg, objective, rating_stats)
         loss = loss * weight
@@ -639,19 +613,17 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
         hist["step"].append(step)
         hist["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
         hist["batch_accuracy"].append(batch_accuracy(acc, mine, batches[step], weight))
-        step += 1
-        if eval_enc and (step % cfg.eval_every == 0 or step == total):
-            evaluate_now()
+        state["step"] = step + 1
+        if eval_enc and (state["step"] % cfg.eval_every == 0 or state["step"] == total):
+            evaluate_now(state["step"])
         post = {"loss": f"{np.mean(hist['loss'][-20:]):.3f}"}
         if hist["eval_step"]:
             post["acc_oracle"] = f"{hist['eval_accuracy_vs_oracle'][-1]:.3f}"
         bar.set_postfix(post)
-        if ckpt_path and step % cfg.ckpt_every == 0 and step < total:
-            checkpoint()
+        ckpt.save_every(state, cfg.ckpt_every, total)
     bar.close()
-    if ckpt_path and step < total:      # stopped early on purpose: leave a resumable checkpoint
-        checkpoint()
-    distributed.barrier()               # the other ranks wait for that checkpoint
+    if not stopped_early(ckpt, state, total):
+        distributed.barrier()           # the other ranks wait for rank 0
     return distributed.broadcast_object(hist)
 
 
@@ -682,8 +654,6 @@ def normalization_from_rewards(raw: np.ndarray) -> tuple[float, float]:
 def sample_policy(policy: GPT, tok, prompts: list[str], *, max_new_tokens: int, seed: int,
                   batch_size: int = 64):
     """Sample one response per prompt from `policy` at temperature 1: a list of Generations."""
-    from .chat import end_id, prompt_ids
-    from .generate import generate
 
     policy.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -732,7 +702,6 @@ def load_reward_model(path: str, device="cpu") -> RewardModel:
     """A RewardModel from a checkpoint written by `save_reward_model` / `ensure_rm`, in eval mode."""
     state = load_checkpoint(path)
     if "head" not in state:
-        from .checkpoint import CheckpointError
         raise CheckpointError(f"checkpoint {path} has no reward head: it is not a reward model "
                               f"(written by `python train.py rm`)")
     model = RewardModel(GPT(GPTConfig(**state["model_config"])))
@@ -746,7 +715,6 @@ def load_reward_model(path: str, device="cpu") -> RewardModel:
 # Figures
 def plot_training(path: str, hist: dict, ceiling: float | None = None) -> str:
     """Left: the BT loss per step. Right: held-out pairwise accuracy vs annotators and vs oracle."""
-    from .plotting import new_figure, save_figure, smooth
 
     fig, axes = new_figure(ncols=2)
     ax = axes[0][0]
@@ -774,7 +742,6 @@ def plot_training(path: str, hist: dict, ceiling: float | None = None) -> str:
 
 def plot_calibration(path: str, cal: dict, title: str = "reward model calibration") -> str:
     """Reliability diagram: predicted sigma(r_i - r_j) against the observed preference rate."""
-    from .plotting import new_figure, save_figure
 
     fig, axes = new_figure()
     ax = axes[0][0]
@@ -796,7 +763,6 @@ def plot_calibration(path: str, cal: dict, title: str = "reward model calibratio
 
 def plot_reward_vs_gold(path: str, rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> str:
     """Scatter of r_phi against the oracle's gold reward on held-out responses."""
-    from .plotting import new_figure, save_figure
 
     r = np.concatenate([ri for ri, g in zip(rewards, groups) if g.gold is not None])
     gold = np.concatenate([np.asarray(g.gold) for g in groups if g.gold is not None])
@@ -809,199 +775,3 @@ def plot_reward_vs_gold(path: str, rewards: list[np.ndarray], groups: list[Prefe
                  f"Spearman {spearman(r, gold):.2f}", fontsize=9)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# The pipeline stage
-def world_groups(rankings) -> list[PreferenceGroup]:
-    """Rankings (`minialign.world.preference_data` or `loaders.load_preferences`: responses best
-    first, gold rewards in the same order when known) as PreferenceGroups with all C(K, 2) pairs.
-    A (chosen, rejected) record is a ranking of 2."""
-    return [group_from_ranking(r.prompt, list(r.responses), list(range(len(r.responses))),
-                               gold=list(r.gold) if r.gold is not None else None)
-            for r in rankings]
-
-
-def rating_groups(ratings, k: int | None = None) -> list[PreferenceGroup]:
-    """The world's absolute ratings (`minialign.world.rating_data`: one per response, each by one of
-    several miscalibrated annotators, the K responses of a prompt in a row) as one group per
-    prompt (a new group also starts after `k` responses), for the ratings-regression variant."""
-    groups: list[PreferenceGroup] = []
-    for r in ratings:
-        if not groups or groups[-1].prompt != r.prompt or len(groups[-1].responses) == k:
-            groups.append(PreferenceGroup(r.prompt, [], ratings=[], gold=[]))
-        groups[-1].responses.append(r.response)
-        groups[-1].ratings.append(float(r.rating))
-        groups[-1].gold.append(r.gold)
-    return groups
-
-
-def world_noise(cfg: RMConfig) -> float:
-    """The annotators' Bradley-Terry temperature T: cfg.annotator_noise, or the world's default."""
-    from .world import DEFAULT_NOISE
-    return DEFAULT_NOISE if cfg.annotator_noise < 0 else cfg.annotator_noise
-
-
-def noise_ceiling(groups: list[PreferenceGroup], noise: float) -> dict:
-    """How often noisy annotators agree with the gold ordering, measured and predicted.
-
-    Bradley-Terry annotators label a pair with gold rewards g_a > g_b correctly with probability
-    sigma((g_a - g_b) / T), so over a set of pairs the expected agreement is
-        E[ sigma(|g_a - g_b| / T) ]                                  (the "noise ceiling")
-    A reward model that knew the gold exactly would score this accuracy against held-out annotator
-    labels, no more. Against the oracle an RM can do better than its annotators: it averages
-    their noise away over many comparisons.
-    """
-    diffs = [abs(g.gold[w] - g.gold[l]) for g in groups if g.gold is not None for w, l in g.pairs]
-    if not diffs:
-        return {}
-    expected = float(np.mean([1.0 / (1.0 + math.exp(-d / noise)) for d in diffs])) if noise > 0 else 1.0
-    return {"annotator_noise": noise, "noise_ceiling_expected": expected,
-            "annotators_vs_oracle": label_agreement_with_oracle(groups)}
-
-
-def preference_groups(run, cfg: RMConfig) -> tuple[list[PreferenceGroup], list[PreferenceGroup], str]:
-    """(train, held-out, description): a preference JSONL (cfg.data) or the world's rankings."""
-    if cfg.data:
-        from .loaders import DataError, load_preferences
-        groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
-        n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
-        if len(groups) < 2:
-            raise DataError(cfg.data, None, None, f"{len(groups)} usable prompt(s); at least 2 are needed "
-                            f"to hold one out for evaluation")
-        return groups[:-n_eval], groups[-n_eval:], cfg.data
-    from .world import preference_data
-    noise = world_noise(cfg)
-    train = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
-                                         noise=noise, split="train"))
-    held = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
-                                        noise=noise, split="test"))
-    return train, held, "world"
-
-
-def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, max_new_tokens: int,
-                      noise: float, seed: int = 0) -> list[PreferenceGroup]:
-    """k samples of `policy` per prompt, ranked by the world's annotators: the slide's own data recipe,
-    and the distribution a reward model must judge during PPO. Identical samples are kept once; a
-    prompt with fewer than two distinct samples gives no pairs and is left out. Used to train the RM
-    (RMConfig.policy_sample_prompts) and to test it on held-out prompts (metrics["sft_samples"]).
-
-    Why test on these: the world's training comparisons pit a reference answer against systematically
-    flawed copies of it. An RM can learn to spot those flaws and still not tell a right answer from a
-    wrong one in the form the policy writes them; then PPO climbs the RM without improving the gold.
-    """
-    from random import Random
-
-    from .evaluation import sample_and_score
-    from .world import rank_responses
-    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
-                         temperature=temperature, seed=seed)
-    rng = Random(f"rm-sft-samples|{seed}")
-    groups = []
-    for i, example in enumerate(prompts):
-        distinct = list(dict.fromkeys(r for r, j in zip(s.responses, s.prompt_index) if j == i))
-        if len(distinct) >= 2:
-            ranking = rank_responses(example.prompt, distinct, rng, noise)
-            groups.append(group_from_ranking(example.prompt, ranking.responses, list(range(len(distinct))),
-                                             gold=list(ranking.gold)))
-    return groups
-
-
-def normalization_prompts(run, cfg: RMConfig, held: list[PreferenceGroup]) -> list[str]:
-    """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
-    prompts of cfg.rl_prompt_kind, train split), else the held-out preference prompts (for a file)."""
-    if not cfg.data:
-        from .world import rl_prompts
-        return [ex.prompt for ex in rl_prompts(cfg.rl_prompt_kind, n=cfg.normalize_samples, seed=run.seed,
-                                                split="train")]
-    prompts = [g.prompt for g in held]
-    return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
-
-
-def ensure_rm(run, cfg: RMConfig | None = None):
-    """The reward model: `<out>/rm/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
-
-    Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (sft.ensure_sft); 2. the comparisons;
-    3. train r_phi (1 epoch of BT); 4. normalise on SFT samples; 5. held-out metrics, figures,
-    metrics.json and the final checkpoint.
-    """
-    from .checkpoint import check_compatible
-    from .config import config_text, write_json
-    from .sft import ensure_sft
-
-    cfg = cfg or RMConfig(**(QUICK if run.quick else {}))
-    out_dir = run.stage_dir("rm")
-    ckpt = os.path.join(out_dir, "ckpt.pt")
-    sft_model, tok = ensure_sft(run)
-    if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt)
-        if state.get("done"):
-            return load_reward_model(ckpt, run.device), tok
-        check_compatible(ckpt, state.get("rm_config", {}), asdict(cfg),
-                         ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise",
-                          "rl_prompt_kind", "policy_sample_prompts"])
-    t0 = time.perf_counter()
-    # 1-2. the SFT model and the comparisons
-    train, held, source = preference_groups(run, cfg)
-
-    def ranked_sft_samples(n: int, seed: int, split: str) -> list[PreferenceGroup]:
-        """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
-        from .world import rl_prompts
-        return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
-                                 temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
-                                 noise=world_noise(cfg), seed=run.seed)
-
-    if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
-        train = train + ranked_sft_samples(cfg.policy_sample_prompts, run.seed, "train")
-        source = f"world + {cfg.rl_prompt_kind} samples of pi_SFT"
-    print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
-          f"{len(held)} held out, from {source}\n{config_text(cfg)}")
-    # 3. r_phi from pi^SFT, trained on every pair
-    torch.manual_seed(run.seed)
-    model = RewardModel.from_sft(sft_model).to(run.device)
-    hist = train_reward_model(model, tok, train, cfg, device=run.device, eval_groups=held,
-                              seed=run.seed, ckpt_path=ckpt, desc="rm")
-    t_train = time.perf_counter() - t0
-    if not distributed.is_main():   # steps 4-5 are rank 0's; the others wait for its checkpoint
-        distributed.barrier()
-        return load_reward_model(ckpt, run.device), tok
-    # 4. normalisation on responses sampled from pi^SFT
-    norm = fit_normalization(model, sft_model, tok, normalization_prompts(run, cfg, held),
-                             max_new_tokens=cfg.max_new_tokens, seed=run.seed)
-    # 5. metrics and figures
-    enc = encode_groups(tok, held, model.trunk.config.block_size)
-    metrics = evaluate_reward_model(model, tok, held, run.device, encoded=enc)
-    metrics.update(normalization=norm, n_train_prompts=len(train), data=source,
-                   n_train_comparisons=sum(len(g.pairs) for g in train),
-                   train_seconds=round(t_train, 1), total_seconds=round(time.perf_counter() - t0, 1),
-                   final_train_loss=float(np.mean(hist["loss"][-20:])))
-    if not cfg.data:
-        metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
-        if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
-            groups = ranked_sft_samples(cfg.sft_sample_prompts, run.seed + 1, "test")
-            if groups:
-                m = evaluate_reward_model(model, tok, groups, run.device)
-                metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
-                                                             "pearson_vs_gold", "spearman_vs_gold",
-                                                             "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
-    plot_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
-    plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
-    kept = [e.group for e in enc]
-    r = rewards_of(model, enc, tok.pad_id, run.device)
-    if any(g.gold is not None for g in kept):
-        plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
-    write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    save_reward_model(ckpt, model, done=True, metrics=metrics, history=hist, rm_config=asdict(cfg))
-
-    def pct(key):
-        return "n/a" if metrics.get(key) is None else f"{metrics[key]:.3f}"
-    print(f"[rm] held-out accuracy: {pct('accuracy_vs_annotators')} vs annotators, "
-          f"{pct('accuracy_vs_oracle')} vs the oracle (the annotators' own labels agree with the "
-          f"oracle on {pct('annotators_vs_oracle')}); {metrics['total_seconds']:.0f}s -> {out_dir}")
-    if metrics.get("sft_samples"):
-        ss = metrics["sft_samples"]
-        print(f"[rm] on samples of the SFT policy (held-out prompts): accuracy vs the oracle "
-              f"{ss['accuracy_vs_oracle']:.3f}, Pearson with gold {ss['pearson_vs_gold']:.3f} "
-              f"({ss['n_eval_pairs']} pairs; 0.5 and 0 = no signal)")
-    distributed.barrier()
-    return load_reward_model(ckpt, run.device), tok

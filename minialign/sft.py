@@ -77,19 +77,18 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed
 from .batching import Batch, pad_batch, sequence_token_logprobs
 from .chat import Rendered, end_id, parse_response, prompt_ids, render
-from .checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from .config import autocast, config_text, write_json
+from .config import autocast, write_json
 from .generate import generate
 from .loaders import DataError, load_alpaca
 from .logprobs import IGNORE_INDEX
 from .model import GPT
 from .plotting import new_figure, save_figure, smooth
 from .pretrain import lr_at, make_optimizer
+from .training import Checkpoint, steps, stopped_early
 from .world import gold_reward, instruction_data
 from .world.text import normalize
 
@@ -371,7 +370,6 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
     max_steps: stop early and leave a resumable checkpoint (to simulate an interruption).
     """
     device = torch.device(device) if device is not None else model.output_weight.device
-    ckpt_path = os.path.join(out_dir, "ckpt.pt") if out_dir else None
     model.to(device).train()
     rendered, dropped = render_examples(tok, examples, model.config.block_size)
     why = f"after dropping {dropped} of {len(examples)} longer than the context of {model.config.block_size} tokens"
@@ -384,34 +382,21 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
     cfg = replace(cfg, steps=total_steps(cfg, len(rendered)))   # resolved, for lr_at and the logs
     heldout = _heldout_sets(tok, eval_examples, model.config.block_size)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
-    step, history = 0, {"step": [], "loss": [], "lr": [], "eval_step": [],
-                        "eval_loss": {s: [] for s in heldout}}
-    if ckpt_path and os.path.exists(ckpt_path):
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        if state.get("done"):
-            return model, state["metrics"]
-        opt.load_state_dict(state["optimizer"])
-        step, history = state["step"], state["history"]
-        print(f"[{desc}] resuming from step {step} ({ckpt_path})")
-
-    def checkpoint(done: bool, metrics=None):
-        if ckpt_path and distributed.is_main():   # one writer: every rank holds the same weights
-            save_checkpoint(ckpt_path, model=model.state_dict(), optimizer=opt.state_dict(),
-                            step=step, history=history, done=done, metrics=metrics,
-                            model_config=model.config.to_dict(), sft_config=asdict(cfg),
-                            **(extra_state or {}))
-
+    ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt") if out_dir else None, {"model": model}, opt,
+                      model_config=model.config.to_dict(), sft_config=asdict(cfg), **(extra_state or {}))
+    state = ckpt.resume({"step": 0, "history": {"step": [], "loss": [], "lr": [], "eval_step": [],
+                                                "eval_loss": {s: [] for s in heldout}}}, desc)
+    if state["done"]:
+        return model, state["metrics"]
+    history = state["history"]
     print(f"[{desc}] {len(rendered)} examples ({dropped} longer than the context dropped), "
           f"{cfg.steps} steps of {cfg.batch_size}")
     evaluating = bool(heldout and cfg.eval_loss_every and distributed.is_main())
-    if step == 0 and evaluating:                            # the starting point of the curves
+    if state["step"] == 0 and evaluating:                   # the starting point of the curves
         record_heldout_loss(model, tok, heldout, cfg, device, history, 0)
-    stop_at = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
-    bar = tqdm(range(step, stop_at), initial=step, total=cfg.steps, desc=desc, unit="step",
-               disable=not distributed.is_main())
     loss_of = distributed.wrap(model, sft_loss)   # sft_loss(model, ...), through DDP under torchrun
     count = (lambda i: trained_tokens(rendered[i])) if cfg.loss_average == "token" else None
+    bar = steps(state, cfg.steps, desc=desc, max_steps=max_steps)
     for step in bar:
         # 1. this step's batch (bucketed by length), right-padded, targets off the mask ignored;
         #    under torchrun every rank draws the same indices and keeps its slice of them
@@ -427,19 +412,16 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
         if evaluating and ((step + 1) % cfg.eval_loss_every == 0 or step + 1 == cfg.steps):
             record_heldout_loss(model, tok, heldout, cfg, device, history, step + 1)
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}")
-        step += 1
-        if step % cfg.ckpt_every == 0 and step < cfg.steps:
-            checkpoint(done=False)
+        state["step"] = step + 1
+        ckpt.save_every(state, cfg.ckpt_every, cfg.steps)
     bar.close()
-    if step < cfg.steps:  # stopped early on purpose: leave a resumable checkpoint
-        checkpoint(done=False)
-        distributed.barrier()
+    if stopped_early(ckpt, state, cfg.steps):
         return model, {}
     metrics = None
     if distributed.is_main():   # evaluation by generation, figures, the final checkpoint
         metrics = finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device,
                          n_examples=len(rendered), n_dropped=dropped)
-        checkpoint(done=True, metrics=metrics)
+        ckpt.save(state, done=True, metrics=metrics)
     distributed.barrier()       # the other ranks wait for the checkpoint, which later stages load
     return model, distributed.broadcast_object(metrics)
 
@@ -627,68 +609,3 @@ def plot_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
     ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
-
-
-# ----------------------------------------------------------------------------------------------
-# The pipeline stage
-def sft_config(run) -> SFTConfig:
-    return SFTConfig(**QUICK) if run.quick else SFTConfig()
-
-
-def ensure_sft(run, cfg: SFTConfig | None = None):
-    """The SFT model: `<out>/sft/ckpt.pt`, trained (or resumed) from the base model if not finished.
-
-    Returns (GPT, Tokenizer), like `pipeline.ensure_pretrained`. Also writes metrics.json (base
-    and SFT scores per split and family), loss.png and scores.png into `<out>/sft/`.
-    """
-    from .pipeline import ensure_pretrained, load_model  # the stage cache (imported here: no cycle)
-    base, tok = ensure_pretrained(run)
-    out_dir = run.stage_dir("sft")
-    ckpt = os.path.join(out_dir, "ckpt.pt")
-    if os.path.exists(ckpt):
-        state = load_checkpoint(ckpt)
-        check_compatible(ckpt, state["model_config"], base.config.to_dict(),
-                         base.config.to_dict().keys())
-        if state.get("done"):
-            return load_model(state, run.device), tok
-    cfg = cfg or sft_config(run)
-    print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
-    train, held_out = sft_data(cfg, run.seed)
-    base_eval = load_base_eval(ckpt)
-    if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
-        base_eval = evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
-                                 batch_size=cfg.eval_batch_size, device=run.device)
-    torch.manual_seed(run.seed)
-    model, metrics = train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
-                               eval_examples=held_out, base_eval=base_eval, seed=run.seed,
-                               extra_state={"base_eval": base_eval})
-    print_summary(metrics)
-    return model.eval(), tok
-
-
-def load_base_eval(ckpt: str) -> dict | None:
-    """The base model's scores saved in a partial SFT checkpoint (so a resume does not redo them)."""
-    if os.path.exists(ckpt):
-        return load_checkpoint(ckpt).get("base_eval")
-    return None
-
-
-def print_summary(metrics: dict) -> None:
-    """Base vs SFT scores per split, in words."""
-    ev, base = metrics.get("eval"), metrics.get("base_eval")
-    if not ev:
-        return
-    print("[sft] task score (exact match where the task has answers, else the oracle's correctness grade):")
-    for split, s in ev["splits"].items():
-        b = (base or {}).get("splits", {}).get(split, {})
-        print(f"  {SPLIT_LABELS.get(split, split).replace(chr(10), ' '):32s} "
-              f"base {_fmt(b.get('score'))}  ->  SFT {_fmt(s['score'])}   "
-              f"(exact match {_fmt(b.get('exact_match'))} -> {_fmt(s['exact_match'])}, "
-              f"gold {_fmt(b.get('gold'))} -> {_fmt(s['gold'])})")
-    for split, samples in ev["samples"].items():
-        for x in samples[:2]:
-            print(f"  [{split} / {x['family']}] {x['prompt']!r} -> {x['response']!r}")
-
-
-def _fmt(v) -> str:
-    return "  -  " if v is None else f"{v:.3f}"

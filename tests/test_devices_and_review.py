@@ -13,7 +13,8 @@ import torch
 
 from minialign import generate as generate_module
 from minialign import ppo
-from minialign.finegrained import FineGrainedReward, holistic_reward
+from minialign.finegrained import FineGrainedReward
+from minialign.pipeline import holistic_reward
 from minialign.generate import generate, generator_on
 from minialign.model import GPT, GPTConfig
 from minialign.ppo import PPOConfig, ValueModel, compute_gae, ppo_update, value_mask

@@ -197,7 +197,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_ensure_dpo_quick_builds_the_stage(tmp_path):
-    from minialign.dpo import QUICK, ensure_dpo
+    from minialign.dpo import QUICK
+    from minialign.pipeline import ensure_dpo
     from minialign.pipeline import Run
 
     run = Run(out=str(tmp_path), preset="tiny", device=torch.device("cpu"), seed=0, quick=True)

@@ -37,7 +37,8 @@ def test_lesson_07_reward_model_quick_and_rm_stage_on_a_file(tmp_path):
 
     # the same stage on a preference JSONL file (rankings), reusing the SFT model built above
     from minialign.pipeline import Run
-    from minialign.reward import QUICK, RMConfig, ensure_rm
+    from minialign.pipeline import ensure_rm
+    from minialign.reward import QUICK, RMConfig
     other = tmp_path / "file_run"
     for stage in ("tokenizer", "pretrain", "sft"):
         shutil.copytree(out / stage, other / stage)

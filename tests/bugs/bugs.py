@@ -57,7 +57,7 @@ bug("ppo-resume-resets-adaptive-beta", "ppo", PPO,
     "restart and an interrupted run no longer matches an uninterrupted one.")
 
 bug("ppo-checkpoint-saves-the-initial-beta", "ppo", PPO,
-    [('{**state, "beta": kl_ctl.beta}', "state")],
+    [('state["beta"] = kl_ctl.update(stats["kl"], cfg.batch_size)', 'kl_ctl.update(stats["kl"], cfg.batch_size)')],
     [T_WIRING + "test_resume_keeps_the_adaptive_beta"],
     "The checkpoint stores the beta the run started with, not the adapted one: every resume silently undoes "
     "the controller's work and the run depends on where it was interrupted.")
@@ -83,7 +83,7 @@ bug("ppo-reward-whitening-shifts-the-mean", "ppo", PPO,
     "is lost and the policy stops being pushed away from what everyone scores low.")
 
 bug("ppo-lr-anneal-inverted", "ppo", PPO,
-    [("cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr", "cfg.lr * (it + 1) / cfg.iterations if cfg.anneal_lr")],
+    [("linear_decay(it, cfg.iterations, cfg.lr) if cfg.anneal_lr", "cfg.lr * (it + 1) / cfg.iterations if cfg.anneal_lr")],
     [T_WIRING + "test_learning_rate_anneals_linearly_to_zero"],
     "The learning rate grows to its peak at the last iteration instead of decaying: early iterations barely "
     "move, the last ones take the largest steps and the KL shoots up at the end of training.")
@@ -222,8 +222,8 @@ bug("sft-ignored-targets-become-token-0", "sft", "minialign/batching.py",
     "Prompt and pad positions are trained towards token 0 instead of being ignored: the loss is dominated by "
     "pads and the model starts emitting that token.")
 
-bug("sft-resume-drops-optimizer-state", "checkpoint", "minialign/sft.py",
-    [('opt.load_state_dict(state["optimizer"])', "pass")],
+bug("resume-drops-optimizer-state", "checkpoint", "minialign/training.py",
+    [('self.optimizer.load_state_dict(saved["optimizer"])', "pass")],
     ["tests/test_sft.py::test_interrupted_and_resumed_sft_ends_with_the_same_weights"],
     "A resumed run restarts Adam from zero moments: the loss spikes after every restart and the result "
     "depends on how often the job was interrupted.")
