@@ -41,10 +41,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import numpy as np  # noqa: E402
 
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
-from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
+from minialign.evaluation import generate_answers  # noqa: E402
+from minialign.pipeline import add_run_args, ensure_pretrained, ensure_sft, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.pipeline import ensure_sft  # noqa: E402
-from minialign.sft import generate_answers  # noqa: E402
 from minialign.world import gold_reward, instruction_data, parse_prompt  # noqa: E402
 
 NAME = "02_lm_is_not_a_task_solver"

@@ -37,8 +37,9 @@ from minialign.config import add_dataclass_args, cli_main, from_args, write_json
 from minialign.pipeline import add_run_args, ensure_pretrained, ensure_sft, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.sft import QUICK as SFT_QUICK  # noqa: E402
-from minialign.sft import (EVAL_SPLITS, SPLIT_LABELS, SFTConfig, evaluate_sft,  # noqa: E402
-                           plot_scores)
+from minialign.evaluation import EVAL_SPLITS, SPLIT_LABELS, evaluate_sft  # noqa: E402
+from minialign.plotting import plot_sft_scores  # noqa: E402
+from minialign.sft import SFTConfig  # noqa: E402
 from minialign.world import instruction_data  # noqa: E402
 
 NAME = "03_instruction_tuning"
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     print_table(rows)
     show_samples(base_eval, sft_eval)
 
-    figs = [plot_scores(os.path.join(out_dir, "scores.png"), sft_eval, base_eval),
+    figs = [plot_sft_scores(os.path.join(out_dir, "scores.png"), sft_eval, base_eval),
             plot_components(os.path.join(out_dir, "oracle_grades.png"), base_eval, sft_eval)]
     summary = {s: {"base": base_eval["splits"][s]["score"], "sft": sft_eval["splits"][s]["score"]}
                for s in EVAL_SPLITS}

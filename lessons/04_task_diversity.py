@@ -70,8 +70,8 @@ from minialign.pipeline import (add_run_args, corpus, ensure_pretrained, load_mo
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.pretrain import pretrain, tokens_of  # noqa: E402
 from minialign.model import GPT  # noqa: E402
-from minialign.sft import (SFTConfig, evaluate_sft, heldout_loss, render_examples,  # noqa: E402
-                           train_sft)
+from minialign.evaluation import evaluate_sft  # noqa: E402
+from minialign.sft import SFTConfig, heldout_loss, render_examples, train_sft  # noqa: E402
 from minialign.world import instruction_data, task_families  # noqa: E402
 
 NAME = "04_task_diversity"

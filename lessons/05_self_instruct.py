@@ -75,7 +75,8 @@ from minialign.config import (ConfigError, add_dataclass_args, autocast, cli_mai
 from minialign.generate import generate  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.sft import SFTConfig, generate_answers, score_answer, train_sft  # noqa: E402
+from minialign.evaluation import generate_answers, score_answer  # noqa: E402
+from minialign.sft import SFTConfig, train_sft  # noqa: E402
 from minialign.world import (get_family, gold_reward, instruction_data, parse_prompt,  # noqa: E402
                              task_families)
 from minialign.world.text import words  # noqa: E402

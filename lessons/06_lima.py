@@ -47,7 +47,8 @@ import torch  # noqa: E402
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.sft import SFTConfig, generate_answers, score_answer, train_sft  # noqa: E402
+from minialign.evaluation import generate_answers, score_answer  # noqa: E402
+from minialign.sft import SFTConfig, train_sft  # noqa: E402
 from minialign.world import gold_reward, instruction_data, lima_sets  # noqa: E402
 
 NAME = "06_lima"

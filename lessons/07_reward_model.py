@@ -44,10 +44,10 @@ import torch  # noqa: E402
 
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
-from minialign.plotting import new_figure, save_figure  # noqa: E402
+from minialign.plotting import new_figure, plot_calibration, save_figure  # noqa: E402
 from minialign.pipeline import ensure_rm, ensure_sft, noise_ceiling, rating_groups, world_groups, world_noise  # noqa: E402
 from minialign.reward import (QUICK, RMConfig, RewardModel, encode_groups, evaluate_reward_model,  # noqa: E402
-                              plot_calibration, rewards_of, train_reward_model)
+                              rewards_of, train_reward_model)
 from minialign.world import (agreement, preference_data, preference_pairs, rating_data,  # noqa: E402
                              ratings_to_pairs)
 

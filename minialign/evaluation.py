@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,12 @@ from .batching import sequence_token_logprobs
 from .chat import end_id, parse_response, prompt_ids
 from .config import autocast
 from .generate import generate
+from .model import GPT
+from .world import gold_reward
+from .world.text import normalize
+
+if TYPE_CHECKING:
+    from .reward import PreferenceGroup
 
 
 # ----------------------------------------------------------------------------------------------
@@ -272,3 +279,233 @@ def compare(eval_a: dict, eval_b: dict, **kwargs) -> dict:
         raise ValueError("the two evaluations answered different prompts; evaluate both with the "
                          "same prompts and n_samples")
     return win_rate(eval_a["scores"], eval_b["scores"], groups=eval_a["groups"], **kwargs).to_dict()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reward-model metrics: agreement with the labels and with the oracle, correlation, calibration
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation: cov(x, y) / (std x std y)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else float("nan")
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n, ties get the average of the ranks they span (as scipy.stats.rankdata)."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=np.float64)
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Spearman correlation: Pearson correlation of the ranks."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+def pairwise_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
+    """Fraction of labelled pairs (w, l) with r_w > r_l (strict: a tie counts as wrong)."""
+    hits = [float(r[w] > r[l]) for r, g in zip(rewards, groups) for w, l in g.pairs]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def gold_pairs(groups: list[PreferenceGroup]) -> list[tuple[int, int, int]]:
+    """(group index, better, worse) for every pair of responses whose gold rewards differ."""
+    out = []
+    for gi, g in enumerate(groups):
+        if g.gold is None:
+            continue
+        for i in range(len(g.responses)):
+            for j in range(i + 1, len(g.responses)):
+                if g.gold[i] != g.gold[j]:
+                    out.append((gi, i, j) if g.gold[i] > g.gold[j] else (gi, j, i))
+    return out
+
+
+def oracle_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
+    """Fraction of response pairs (same prompt, different gold) that r_phi orders like the oracle."""
+    hits = [float(rewards[gi][b] > rewards[gi][w]) for gi, b, w in gold_pairs(groups)]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def label_agreement_with_oracle(groups: list[PreferenceGroup]) -> float:
+    """How often the annotators' own labels agree with the gold ordering (pairs with different gold)."""
+    hits = [float(g.gold[w] > g.gold[l]) for g in groups if g.gold is not None
+            for w, l in g.pairs if g.gold[w] != g.gold[l]]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def calibration(rewards: list[np.ndarray], groups: list[PreferenceGroup], n_bins: int = 10) -> dict:
+    """Predicted P(y_i > y_j) = sigma(r_i - r_j) against how often the labeler preferred y_i.
+
+    Every labelled pair enters in both orientations ((i, j) with outcome 1 and (j, i) with 0), so the
+    diagram does not depend on which response is listed first. Returns the bins (mean predicted,
+    observed rate, count) and the expected calibration error ECE = sum_b n_b/n |pred_b - obs_b|.
+    """
+    pred, obs = [], []
+    for r, g in zip(rewards, groups):
+        for w, l in g.pairs:
+            p = 1.0 / (1.0 + math.exp(-(float(r[w]) - float(r[l]))))
+            pred += [p, 1.0 - p]
+            obs += [1.0, 0.0]
+    pred, obs = np.asarray(pred), np.asarray(obs)
+    bins = []
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    ece = 0.0
+    for b in range(n_bins):
+        lo, hi = edges[b], edges[b + 1]
+        sel = (pred >= lo) & ((pred < hi) if b < n_bins - 1 else (pred <= hi))
+        if sel.sum() == 0:
+            continue
+        bins.append({"predicted": float(pred[sel].mean()), "observed": float(obs[sel].mean()),
+                     "count": int(sel.sum())})
+        ece += sel.sum() / len(pred) * abs(pred[sel].mean() - obs[sel].mean())
+    return {"bins": bins, "ece": float(ece)}
+
+
+def finite_or_none(x: float) -> float | None:
+    """nan -> None, so metrics.json stays valid JSON."""
+    return None if x is None or math.isnan(x) else float(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Instruction following: greedy answers scored by exact match or the oracle, per family and split (SFT)
+
+
+EVAL_SPLITS = ("test", "unseen_template", "unseen_family")
+
+
+SPLIT_LABELS = {"test": "seen families\n(new inputs)", "unseen_template": "seen families\n(new templates)",
+                "unseen_family": "unseen families", "custom": "held out"}
+
+
+@torch.no_grad()
+def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
+                     max_new_tokens: int = 40, batch_size: int = 64, device=None) -> list[dict]:
+    """Greedy answers to plain-text prompts: [{"text", "ended", "full"}] in prompt order.
+
+    chat=True: the chat template, stopping at <|end|> (an SFT model). chat=False: the prompt as
+    plain text + newline, stopping at end-of-text (a base model); "text" is then the first line
+    of the continuation and "full" all of it.
+    """
+    device = device or model.output_weight.device
+    if chat:
+        encoded = [prompt_ids(tok, p) for p in prompts]
+        stop = [end_id(tok)]
+    else:
+        encoded = [tok.encode(p + "\n") for p in prompts]
+        stop = [tok.eot_id]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))   # less left padding
+    out: list[dict] = [{}] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        with autocast(device):
+            gen = generate(model, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
+                           stop_ids=stop, pad_id=tok.pad_id, greedy=True)
+        for i, ids in zip(idx, gen.response_ids):
+            if chat:
+                text, ended = parse_response(tok, ids)
+                out[i] = {"text": text.strip(), "ended": ended, "full": text}
+            else:
+                full = tok.decode([t for t in ids if t != tok.eot_id])
+                out[i] = {"text": full.strip().split("\n")[0].strip(), "ended": tok.eot_id in ids,
+                          "full": full}
+    return out
+
+
+def exact_match(response: str, answers, reference: str | None = None) -> bool:
+    """Normalized response equals an accepted answer (or the reference response)."""
+    targets = {normalize(a) for a in answers}
+    if reference:
+        targets.add(normalize(reference))
+    return normalize(response) in targets
+
+
+def score_answer(ex, response: str) -> dict:
+    """One answer's scores: exact match (examples with answers), the oracle's gold reward and its
+    correctness grade, and the task score: exact match where there are answers, else the oracle's
+    correctness grade (its total where it does not recognize the task)."""
+    prompt, reference = example_pair(ex)
+    answers = list(example_field(ex, "answers", []) or [])
+    gold = gold_reward(prompt, response)
+    correct = gold.components.get("correct")
+    em = exact_match(response, answers, reference) if answers else None
+    score = float(em) if answers else float(correct if correct is not None else gold.total)
+    return {"exact_match": em, "gold": float(gold.total), "correct": correct, "score": score,
+            "components": dict(gold.components)}
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize_scores(rows: list[dict]) -> dict:
+    """Means of a group of scored answers (components: the oracle's parts of the gold reward)."""
+    parts = sorted({k for r in rows for k in r["components"]})
+    return {"n": len(rows), "score": _mean(r["score"] for r in rows),
+            "exact_match": _mean(r["exact_match"] for r in rows),
+            "n_exact": sum(r["exact_match"] is not None for r in rows),
+            "gold": _mean(r["gold"] for r in rows), "correct": _mean(r["correct"] for r in rows),
+            "ended": _mean(r["ended"] for r in rows),
+            "components": {k: _mean(r["components"].get(k) for r in rows) for k in parts}}
+
+
+def evaluate_sft(model: GPT, tok, eval_examples, *, chat: bool = True, max_new_tokens: int = 40,
+                 batch_size: int = 64, device=None, n_samples: int = 3) -> dict:
+    """Answer held-out examples greedily and score them; per split and per family.
+
+    eval_examples: world Examples (or dicts with prompt, response, answers, family, split).
+    chat: True for an SFT model (chat template), False for a base model (plain text, see
+    `generate_answers`). Returns {"splits": {split: summary}, "families": {split: {family:
+    summary}}, "samples": {split: [a few answers]}}; a summary has n, score, exact_match (over
+    examples with answers; n_exact of them), gold and ended.
+    """
+    prompts = [example_pair(ex)[0] for ex in eval_examples]
+    answers = generate_answers(model, tok, prompts, chat=chat, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size, device=device)
+    groups: dict[str, dict[str, list]] = {}
+    samples: dict[str, list] = {}
+    for ex, ans in zip(eval_examples, answers):
+        split, family = example_field(ex, "split", "custom"), example_field(ex, "family", "custom")
+        row = {**score_answer(ex, ans["text"]), "ended": ans["ended"]}
+        groups.setdefault(split, {}).setdefault(family, []).append(row)
+        if len(samples.setdefault(split, [])) < n_samples and family not in\
+                {s["family"] for s in samples[split]}:
+            samples[split].append({"family": family, "prompt": example_pair(ex)[0], "response": ans["text"],
+                                   "full": ans["full"], "reference": example_pair(ex)[1], **row})
+    return {"splits": {s: summarize_scores([r for rows in fams.values() for r in rows])
+                       for s, fams in groups.items()},
+            "families": {s: {f: summarize_scores(rows) for f, rows in sorted(fams.items())}
+                         for s, fams in groups.items()},
+            "samples": samples}
+
+
+# ----------------------------------------------------------------------------------------------
+# Examples in any of the project's shapes
+
+
+def example_pair(ex) -> tuple[str, str]:
+    """(prompt, response) of an example: a world Example, an object/dict with those fields, or a pair."""
+    if isinstance(ex, (tuple, list)):
+        return ex[0], ex[1]
+    if isinstance(ex, dict):
+        return ex["prompt"], ex["response"]
+    return ex.prompt, ex.response
+
+
+def example_field(ex, name: str, default=None):
+    if isinstance(ex, dict):
+        return ex.get(name, default)
+    return getattr(ex, name, default)

@@ -36,7 +36,8 @@ from .chat import parse_response
 from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .config import config_text, from_args, pick_device, read_json, seed_everything, write_json
-from .evaluation import prompt_text, sample_and_score
+from .evaluation import SPLIT_LABELS, evaluate_sft, label_agreement_with_oracle, prompt_text, sample_and_score
+from .plotting import plot_calibration, plot_reward_vs_gold, plot_rm_training
 from .loaders import DataError, load_preferences, load_text
 from .model import GPT, PRESETS, GPTConfig, make_config
 from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_ppo
@@ -236,7 +237,7 @@ def ensure_sft(run, cfg: sft.SFTConfig | None = None):
     train, held_out = sft.sft_data(cfg, run.seed)
     base_eval = load_base_eval(ckpt)
     if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
-        base_eval = sft.evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
+        base_eval = evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
                                  batch_size=cfg.eval_batch_size, device=run.device)
     torch.manual_seed(run.seed)
     model, metrics = sft.train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
@@ -261,7 +262,7 @@ def print_sft_summary(metrics: dict) -> None:
     print("[sft] task score (exact match where the task has answers, else the oracle's correctness grade):")
     for split, s in ev["splits"].items():
         b = (base or {}).get("splits", {}).get(split, {})
-        print(f"  {sft.SPLIT_LABELS.get(split, split).replace(chr(10), ' '):32s} "
+        print(f"  {SPLIT_LABELS.get(split, split).replace(chr(10), ' '):32s} "
               f"base {_fmt_score(b.get('score'))}  ->  SFT {_fmt_score(s['score'])}   "
               f"(exact match {_fmt_score(b.get('exact_match'))} -> {_fmt_score(s['exact_match'])}, "
               f"gold {_fmt_score(b.get('gold'))} -> {_fmt_score(s['gold'])})")
@@ -321,7 +322,7 @@ def noise_ceiling(groups: list[reward.PreferenceGroup], noise: float) -> dict:
         return {}
     expected = float(np.mean([1.0 / (1.0 + math.exp(-d / noise)) for d in diffs])) if noise > 0 else 1.0
     return {"annotator_noise": noise, "noise_ceiling_expected": expected,
-            "annotators_vs_oracle": reward.label_agreement_with_oracle(groups)}
+            "annotators_vs_oracle": label_agreement_with_oracle(groups)}
 
 
 def preference_groups(run, cfg: reward.RMConfig) -> tuple[list[reward.PreferenceGroup], list[reward.PreferenceGroup], str]:
@@ -436,12 +437,12 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
                 metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
                                                              "pearson_vs_gold", "spearman_vs_gold",
                                                              "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
-    reward.plot_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
-    reward.plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
+    plot_rm_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
+    plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
     kept = [e.group for e in enc]
     r = reward.rewards_of(model, enc, tok.pad_id, run.device)
     if any(g.gold is not None for g in kept):
-        reward.plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
+        plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     reward.save_reward_model(ckpt, model, done=True, metrics=metrics, history=hist, rm_config=asdict(cfg))
 

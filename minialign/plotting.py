@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import math
 import os
+from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from .evaluation import EVAL_SPLITS, SPLIT_LABELS, pearson, spearman  # noqa: E402
+
+if TYPE_CHECKING:
+    from .reward import PreferenceGroup
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6):
@@ -76,4 +83,132 @@ def plot_ppo_history(history: dict, path: str, title: str = "ppo") -> str:
     for ax in flat[len(names):]:
         ax.axis("off")
     fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The reward model (reward.py)
+
+
+def plot_rm_training(path: str, hist: dict, ceiling: float | None = None) -> str:
+    """Left: the BT loss per step. Right: held-out pairwise accuracy vs annotators and vs oracle."""
+
+    fig, axes = new_figure(ncols=2)
+    ax = axes[0][0]
+    ax.plot(hist["step"], hist["loss"], alpha=0.3, color="C0")
+    ax.plot(hist["step"], smooth(hist["loss"], 20), color="C0")
+    ax.axhline(math.log(2), color="gray", ls=":", label="log 2 (chance)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("-log sigma(r_w - r_l)")
+    ax.set_title("reward model loss")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_annotators"], marker="o", label="vs annotators")
+    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_oracle"], marker="s", label="vs oracle (gold)")
+    if ceiling is not None and not math.isnan(ceiling):
+        ax.axhline(ceiling, color="gray", ls="--", label="annotators vs oracle")
+    ax.axhline(0.5, color="gray", ls=":")
+    ax.set_xlabel("step")
+    ax.set_ylabel("held-out pairwise accuracy")
+    ax.set_title("accuracy on held-out comparisons")
+    ax.legend(fontsize=8)
+    for a in axes[0]:
+        a.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_calibration(path: str, cal: dict, title: str = "reward model calibration") -> str:
+    """Reliability diagram: predicted sigma(r_i - r_j) against the observed preference rate."""
+
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", label="perfectly calibrated")
+    xs = [b["predicted"] for b in cal["bins"]]
+    ys = [b["observed"] for b in cal["bins"]]
+    sizes = [10 + 200 * b["count"] / max(1, max(c["count"] for c in cal["bins"])) for b in cal["bins"]]
+    ax.plot(xs, ys, color="C0")
+    ax.scatter(xs, ys, s=sizes, color="C0", label=f"reward model (ECE {cal['ece']:.3f})")
+    ax.set_xlabel("predicted P(y_i > y_j) = sigma(r_i - r_j)")
+    ax.set_ylabel("observed rate the labeler preferred y_i")
+    ax.set_title(title)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_reward_vs_gold(path: str, rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> str:
+    """Scatter of r_phi against the oracle's gold reward on held-out responses."""
+
+    r = np.concatenate([ri for ri, g in zip(rewards, groups) if g.gold is not None])
+    gold = np.concatenate([np.asarray(g.gold) for g in groups if g.gold is not None])
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.scatter(gold, r, s=6, alpha=0.4)
+    ax.set_xlabel("gold reward (oracle)")
+    ax.set_ylabel("r_phi(x, y) (normalised)")
+    ax.set_title(f"held-out responses: Pearson {pearson(r, gold):.2f}, "
+                 f"Spearman {spearman(r, gold):.2f}", fontsize=9)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Instruction tuning (sft.py)
+
+
+def plot_sft_loss(path: str, history: dict) -> str:
+    """Training loss (raw and smoothed) and the held-out loss of each split."""
+    fig, axes = new_figure(ncols=2)
+    ax = axes[0][0]
+    ax.plot(history["step"], history["loss"], alpha=0.3, color="C0")
+    ax.plot(history["step"], smooth(history["loss"], 20), color="C0")
+    ax.set(xlabel="step", ylabel="NLL per response token", title="SFT training loss")
+    ax = axes[0][1]
+    for i, (split, values) in enumerate(history["eval_loss"].items()):
+        if values:
+            ax.plot(history["eval_step"][-len(values):], values, marker="o", color=f"C{i}",
+                    label=SPLIT_LABELS.get(split, split).replace("\n", " "))
+    ax.set(xlabel="step", ylabel="NLL per response token", title="held-out loss")
+    if history["eval_loss"]:
+        ax.legend(fontsize=8)
+    for ax in axes[0]:
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_sft_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
+                labels=("base model", "after SFT")) -> str:
+    """Left: task score per split, before vs after SFT. Right: per family, colored by split."""
+    splits = [s for s in (*EVAL_SPLITS, "custom") if s in sft_eval["splits"]]
+    fig, axes = new_figure(ncols=2, width=6.5, height=5.5)
+    ax = axes[0][0]
+    x = np.arange(len(splits))
+    runs = ([(labels[0], base_eval)] if base_eval else []) + [(labels[1], sft_eval)]
+    w = 0.8 / len(runs)
+    for k, (label, ev) in enumerate(runs):
+        vals = [ev["splits"].get(s, {}).get("score") or 0.0 for s in splits]
+        bars = ax.bar(x + (k - (len(runs) - 1) / 2) * w, vals, w, label=label, color=f"C{k}")
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks(x, [SPLIT_LABELS.get(s, s) for s in splits], fontsize=8)
+    ax.set(ylabel="task score (exact match / oracle)", ylim=(0, 1.05), title="seen vs unseen tasks")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    names, vals, base_vals, colors = [], [], [], []
+    for i, s in enumerate(s for s in splits if s != "unseen_template"):
+        for fam, summary in sft_eval["families"][s].items():
+            names.append(fam)
+            vals.append(summary["score"] or 0.0)
+            base = (base_eval or {}).get("families", {}).get(s, {}).get(fam, {})
+            base_vals.append(base.get("score") or 0.0)
+            colors.append("C2" if s == "unseen_family" else "C1")
+    y = np.arange(len(names))
+    ax.barh(y, vals, color=colors, label="after SFT")
+    if base_eval:
+        ax.scatter(base_vals, y, color="black", marker="|", s=80, label="base model", zorder=3)
+    ax.set_yticks(y, names, fontsize=6)
+    ax.invert_yaxis()
+    ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
+    ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)

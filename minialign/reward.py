@@ -76,7 +76,8 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast
 from .generate import generate
 from .model import GPT, GPTConfig, scalar_head
-from .plotting import new_figure, save_figure, smooth
+from .evaluation import (finite_or_none, calibration, label_agreement_with_oracle, oracle_accuracy, pairwise_accuracy,
+                         pearson, spearman)
 from .pretrain import make_optimizer
 from .training import Checkpoint, linear_decay, set_lr, steps, stopped_early
 
@@ -361,98 +362,6 @@ def rewards_of(model: RewardModel, encoded: list[_Encoded], pad_id: int, device,
 
 # ----------------------------------------------------------------------------------------------
 # Metrics (numpy)
-def pearson(x, y) -> float:
-    """Pearson correlation: cov(x, y) / (std x std y)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
-    return float((x * y).sum() / denom) if denom > 0 else float("nan")
-
-
-def rankdata(x) -> np.ndarray:
-    """Ranks 1..n, ties get the average of the ranks they span (as scipy.stats.rankdata)."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x, y) -> float:
-    """Spearman correlation: Pearson correlation of the ranks."""
-    return pearson(rankdata(x), rankdata(y))
-
-
-def pairwise_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
-    """Fraction of labelled pairs (w, l) with r_w > r_l (strict: a tie counts as wrong)."""
-    hits = [float(r[w] > r[l]) for r, g in zip(rewards, groups) for w, l in g.pairs]
-    return float(np.mean(hits)) if hits else float("nan")
-
-
-def gold_pairs(groups: list[PreferenceGroup]) -> list[tuple[int, int, int]]:
-    """(group index, better, worse) for every pair of responses whose gold rewards differ."""
-    out = []
-    for gi, g in enumerate(groups):
-        if g.gold is None:
-            continue
-        for i in range(len(g.responses)):
-            for j in range(i + 1, len(g.responses)):
-                if g.gold[i] != g.gold[j]:
-                    out.append((gi, i, j) if g.gold[i] > g.gold[j] else (gi, j, i))
-    return out
-
-
-def oracle_accuracy(rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> float:
-    """Fraction of response pairs (same prompt, different gold) that r_phi orders like the oracle."""
-    hits = [float(rewards[gi][b] > rewards[gi][w]) for gi, b, w in gold_pairs(groups)]
-    return float(np.mean(hits)) if hits else float("nan")
-
-
-def label_agreement_with_oracle(groups: list[PreferenceGroup]) -> float:
-    """How often the annotators' own labels agree with the gold ordering (pairs with different gold)."""
-    hits = [float(g.gold[w] > g.gold[l]) for g in groups if g.gold is not None
-            for w, l in g.pairs if g.gold[w] != g.gold[l]]
-    return float(np.mean(hits)) if hits else float("nan")
-
-
-def calibration(rewards: list[np.ndarray], groups: list[PreferenceGroup], n_bins: int = 10) -> dict:
-    """Predicted P(y_i > y_j) = sigma(r_i - r_j) against how often the labeler preferred y_i.
-
-    Every labelled pair enters in both orientations ((i, j) with outcome 1 and (j, i) with 0), so the
-    diagram does not depend on which response is listed first. Returns the bins (mean predicted,
-    observed rate, count) and the expected calibration error ECE = sum_b n_b/n |pred_b - obs_b|.
-    """
-    pred, obs = [], []
-    for r, g in zip(rewards, groups):
-        for w, l in g.pairs:
-            p = 1.0 / (1.0 + math.exp(-(float(r[w]) - float(r[l]))))
-            pred += [p, 1.0 - p]
-            obs += [1.0, 0.0]
-    pred, obs = np.asarray(pred), np.asarray(obs)
-    bins = []
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ece = 0.0
-    for b in range(n_bins):
-        lo, hi = edges[b], edges[b + 1]
-        sel = (pred >= lo) & ((pred < hi) if b < n_bins - 1 else (pred <= hi))
-        if sel.sum() == 0:
-            continue
-        bins.append({"predicted": float(pred[sel].mean()), "observed": float(obs[sel].mean()),
-                     "count": int(sel.sum())})
-        ece += sel.sum() / len(pred) * abs(pred[sel].mean() - obs[sel].mean())
-    return {"bins": bins, "ece": float(ece)}
-
-
-def _finite(x: float) -> float | None:
-    """nan -> None, so metrics.json stays valid JSON."""
-    return None if x is None or math.isnan(x) else float(x)
 
 
 def evaluate_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], device,
@@ -467,8 +376,8 @@ def evaluate_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup]
                                                                 model.trunk.config.block_size)
     kept = [e.group for e in encoded]
     r = rewards_of(model, encoded, tok.pad_id, device, normalized=False)
-    m = {"accuracy_vs_annotators": _finite(pairwise_accuracy(r, kept)),
-         "accuracy_vs_oracle": _finite(oracle_accuracy(r, kept)),   # None without gold rewards
+    m = {"accuracy_vs_annotators": finite_or_none(pairwise_accuracy(r, kept)),
+         "accuracy_vs_oracle": finite_or_none(oracle_accuracy(r, kept)),   # None without gold rewards
          "n_eval_prompts": len(kept),
          "n_eval_pairs": sum(len(g.pairs) for g in kept)}
     with_gold = [(ri, g) for ri, g in zip(r, kept) if g.gold is not None]
@@ -713,65 +622,5 @@ def load_reward_model(path: str, device="cpu") -> RewardModel:
 
 # ----------------------------------------------------------------------------------------------
 # Figures
-def plot_training(path: str, hist: dict, ceiling: float | None = None) -> str:
-    """Left: the BT loss per step. Right: held-out pairwise accuracy vs annotators and vs oracle."""
-
-    fig, axes = new_figure(ncols=2)
-    ax = axes[0][0]
-    ax.plot(hist["step"], hist["loss"], alpha=0.3, color="C0")
-    ax.plot(hist["step"], smooth(hist["loss"], 20), color="C0")
-    ax.axhline(math.log(2), color="gray", ls=":", label="log 2 (chance)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("-log sigma(r_w - r_l)")
-    ax.set_title("reward model loss")
-    ax.legend(fontsize=8)
-    ax = axes[0][1]
-    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_annotators"], marker="o", label="vs annotators")
-    ax.plot(hist["eval_step"], hist["eval_accuracy_vs_oracle"], marker="s", label="vs oracle (gold)")
-    if ceiling is not None and not math.isnan(ceiling):
-        ax.axhline(ceiling, color="gray", ls="--", label="annotators vs oracle")
-    ax.axhline(0.5, color="gray", ls=":")
-    ax.set_xlabel("step")
-    ax.set_ylabel("held-out pairwise accuracy")
-    ax.set_title("accuracy on held-out comparisons")
-    ax.legend(fontsize=8)
-    for a in axes[0]:
-        a.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
-def plot_calibration(path: str, cal: dict, title: str = "reward model calibration") -> str:
-    """Reliability diagram: predicted sigma(r_i - r_j) against the observed preference rate."""
-
-    fig, axes = new_figure()
-    ax = axes[0][0]
-    ax.plot([0, 1], [0, 1], color="gray", ls=":", label="perfectly calibrated")
-    xs = [b["predicted"] for b in cal["bins"]]
-    ys = [b["observed"] for b in cal["bins"]]
-    sizes = [10 + 200 * b["count"] / max(1, max(c["count"] for c in cal["bins"])) for b in cal["bins"]]
-    ax.plot(xs, ys, color="C0")
-    ax.scatter(xs, ys, s=sizes, color="C0", label=f"reward model (ECE {cal['ece']:.3f})")
-    ax.set_xlabel("predicted P(y_i > y_j) = sigma(r_i - r_j)")
-    ax.set_ylabel("observed rate the labeler preferred y_i")
-    ax.set_title(title)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
-
-
-def plot_reward_vs_gold(path: str, rewards: list[np.ndarray], groups: list[PreferenceGroup]) -> str:
-    """Scatter of r_phi against the oracle's gold reward on held-out responses."""
-
-    r = np.concatenate([ri for ri, g in zip(rewards, groups) if g.gold is not None])
-    gold = np.concatenate([np.asarray(g.gold) for g in groups if g.gold is not None])
-    fig, axes = new_figure()
-    ax = axes[0][0]
-    ax.scatter(gold, r, s=6, alpha=0.4)
-    ax.set_xlabel("gold reward (oracle)")
-    ax.set_ylabel("r_phi(x, y) (normalised)")
-    ax.set_title(f"held-out responses: Pearson {pearson(r, gold):.2f}, "
-                 f"Spearman {spearman(r, gold):.2f}", fontsize=9)
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)

@@ -80,21 +80,16 @@ import torch
 
 from . import distributed
 from .batching import Batch, pad_batch, sequence_token_logprobs
-from .chat import Rendered, end_id, parse_response, prompt_ids, render
+from .chat import Rendered, render
 from .config import autocast, write_json
-from .generate import generate
+from .evaluation import EVAL_SPLITS, evaluate_sft, example_field, example_pair
 from .loaders import DataError, load_alpaca
 from .logprobs import IGNORE_INDEX
 from .model import GPT
-from .plotting import new_figure, save_figure, smooth
+from .plotting import plot_sft_loss, plot_sft_scores
 from .pretrain import lr_at, make_optimizer
 from .training import Checkpoint, steps, stopped_early
-from .world import gold_reward, instruction_data
-from .world.text import normalize
-
-EVAL_SPLITS = ("test", "unseen_template", "unseen_family")
-SPLIT_LABELS = {"test": "seen families\n(new inputs)", "unseen_template": "seen families\n(new templates)",
-                "unseen_family": "unseen families", "custom": "held out"}
+from .world import instruction_data
 
 
 @dataclass
@@ -161,19 +156,6 @@ QUICK = dict(n_per_family=8, epochs=1, batch_size=16, warmup_steps=2, eval_per_f
 
 # ----------------------------------------------------------------------------------------------
 # 1. Data
-def example_pair(ex) -> tuple[str, str]:
-    """(prompt, response) of an example: a world Example, an object/dict with those fields, or a pair."""
-    if isinstance(ex, (tuple, list)):
-        return ex[0], ex[1]
-    if isinstance(ex, dict):
-        return ex["prompt"], ex["response"]
-    return ex.prompt, ex.response
-
-
-def _field(ex, name: str, default=None):
-    if isinstance(ex, dict):
-        return ex.get(name, default)
-    return getattr(ex, name, default)
 
 
 def parse_families(spec: str):
@@ -349,7 +331,7 @@ def _heldout_sets(tok, eval_examples, max_len: int) -> dict[str, list[Rendered]]
     taken at an even stride so that every family is represented."""
     by_split: dict[str, list] = {}
     for ex in eval_examples or []:
-        by_split.setdefault(_field(ex, "split", "custom"), []).append(ex)
+        by_split.setdefault(example_field(ex, "split", "custom"), []).append(ex)
     return {s: render_examples(tok, exs[::max(1, len(exs) // 64)][:64], max_len)[0]
             for s, exs in by_split.items()}
 
@@ -442,170 +424,18 @@ def finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device, 
     if base_eval is not None:
         metrics["base_eval"] = base_eval
     if out_dir:
-        plot_loss(os.path.join(out_dir, "loss.png"), history)
+        plot_sft_loss(os.path.join(out_dir, "loss.png"), history)
         if "eval" in metrics:
-            plot_scores(os.path.join(out_dir, "scores.png"), metrics["eval"], base_eval)
+            plot_sft_scores(os.path.join(out_dir, "scores.png"), metrics["eval"], base_eval)
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
     return metrics
 
 
 # ----------------------------------------------------------------------------------------------
 # 5. Evaluation: greedy answers, exact match or the oracle, per family and per split
-@torch.no_grad()
-def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
-                     max_new_tokens: int = 40, batch_size: int = 64, device=None) -> list[dict]:
-    """Greedy answers to plain-text prompts: [{"text", "ended", "full"}] in prompt order.
-
-    chat=True: the chat template, stopping at <|end|> (an SFT model). chat=False: the prompt as
-    plain text + newline, stopping at end-of-text (a base model); "text" is then the first line
-    of the continuation and "full" all of it.
-    """
-    device = device or model.output_weight.device
-    if chat:
-        encoded = [prompt_ids(tok, p) for p in prompts]
-        stop = [end_id(tok)]
-    else:
-        encoded = [tok.encode(p + "\n") for p in prompts]
-        stop = [tok.eot_id]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))   # less left padding
-    out: list[dict] = [{}] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        with autocast(device):
-            gen = generate(model, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
-                           stop_ids=stop, pad_id=tok.pad_id, greedy=True)
-        for i, ids in zip(idx, gen.response_ids):
-            if chat:
-                text, ended = parse_response(tok, ids)
-                out[i] = {"text": text.strip(), "ended": ended, "full": text}
-            else:
-                full = tok.decode([t for t in ids if t != tok.eot_id])
-                out[i] = {"text": full.strip().split("\n")[0].strip(), "ended": tok.eot_id in ids,
-                          "full": full}
-    return out
-
-
-def exact_match(response: str, answers, reference: str | None = None) -> bool:
-    """Normalized response equals an accepted answer (or the reference response)."""
-    targets = {normalize(a) for a in answers}
-    if reference:
-        targets.add(normalize(reference))
-    return normalize(response) in targets
-
-
-def score_answer(ex, response: str) -> dict:
-    """One answer's scores: exact match (examples with answers), the oracle's gold reward and its
-    correctness grade, and the task score: exact match where there are answers, else the oracle's
-    correctness grade (its total where it does not recognize the task)."""
-    prompt, reference = example_pair(ex)
-    answers = list(_field(ex, "answers", []) or [])
-    gold = gold_reward(prompt, response)
-    correct = gold.components.get("correct")
-    em = exact_match(response, answers, reference) if answers else None
-    score = float(em) if answers else float(correct if correct is not None else gold.total)
-    return {"exact_match": em, "gold": float(gold.total), "correct": correct, "score": score,
-            "components": dict(gold.components)}
-
-
-def _mean(values) -> float | None:
-    values = [float(v) for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def summarize_scores(rows: list[dict]) -> dict:
-    """Means of a group of scored answers (components: the oracle's parts of the gold reward)."""
-    parts = sorted({k for r in rows for k in r["components"]})
-    return {"n": len(rows), "score": _mean(r["score"] for r in rows),
-            "exact_match": _mean(r["exact_match"] for r in rows),
-            "n_exact": sum(r["exact_match"] is not None for r in rows),
-            "gold": _mean(r["gold"] for r in rows), "correct": _mean(r["correct"] for r in rows),
-            "ended": _mean(r["ended"] for r in rows),
-            "components": {k: _mean(r["components"].get(k) for r in rows) for k in parts}}
-
-
-def evaluate_sft(model: GPT, tok, eval_examples, *, chat: bool = True, max_new_tokens: int = 40,
-                 batch_size: int = 64, device=None, n_samples: int = 3) -> dict:
-    """Answer held-out examples greedily and score them; per split and per family.
-
-    eval_examples: world Examples (or dicts with prompt, response, answers, family, split).
-    chat: True for an SFT model (chat template), False for a base model (plain text, see
-    `generate_answers`). Returns {"splits": {split: summary}, "families": {split: {family:
-    summary}}, "samples": {split: [a few answers]}}; a summary has n, score, exact_match (over
-    examples with answers; n_exact of them), gold and ended.
-    """
-    prompts = [example_pair(ex)[0] for ex in eval_examples]
-    answers = generate_answers(model, tok, prompts, chat=chat, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, device=device)
-    groups: dict[str, dict[str, list]] = {}
-    samples: dict[str, list] = {}
-    for ex, ans in zip(eval_examples, answers):
-        split, family = _field(ex, "split", "custom"), _field(ex, "family", "custom")
-        row = {**score_answer(ex, ans["text"]), "ended": ans["ended"]}
-        groups.setdefault(split, {}).setdefault(family, []).append(row)
-        if len(samples.setdefault(split, [])) < n_samples and family not in \
-                {s["family"] for s in samples[split]}:
-            samples[split].append({"family": family, "prompt": example_pair(ex)[0], "response": ans["text"],
-                                   "full": ans["full"], "reference": example_pair(ex)[1], **row})
-    return {"splits": {s: summarize_scores([r for rows in fams.values() for r in rows])
-                       for s, fams in groups.items()},
-            "families": {s: {f: summarize_scores(rows) for f, rows in sorted(fams.items())}
-                         for s, fams in groups.items()},
-            "samples": samples}
 
 
 # ----------------------------------------------------------------------------------------------
 # Figures
-def plot_loss(path: str, history: dict) -> str:
-    """Training loss (raw and smoothed) and the held-out loss of each split."""
-    fig, axes = new_figure(ncols=2)
-    ax = axes[0][0]
-    ax.plot(history["step"], history["loss"], alpha=0.3, color="C0")
-    ax.plot(history["step"], smooth(history["loss"], 20), color="C0")
-    ax.set(xlabel="step", ylabel="NLL per response token", title="SFT training loss")
-    ax = axes[0][1]
-    for i, (split, values) in enumerate(history["eval_loss"].items()):
-        if values:
-            ax.plot(history["eval_step"][-len(values):], values, marker="o", color=f"C{i}",
-                    label=SPLIT_LABELS.get(split, split).replace("\n", " "))
-    ax.set(xlabel="step", ylabel="NLL per response token", title="held-out loss")
-    if history["eval_loss"]:
-        ax.legend(fontsize=8)
-    for ax in axes[0]:
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
-def plot_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
-                labels=("base model", "after SFT")) -> str:
-    """Left: task score per split, before vs after SFT. Right: per family, colored by split."""
-    splits = [s for s in (*EVAL_SPLITS, "custom") if s in sft_eval["splits"]]
-    fig, axes = new_figure(ncols=2, width=6.5, height=5.5)
-    ax = axes[0][0]
-    x = np.arange(len(splits))
-    runs = ([(labels[0], base_eval)] if base_eval else []) + [(labels[1], sft_eval)]
-    w = 0.8 / len(runs)
-    for k, (label, ev) in enumerate(runs):
-        vals = [ev["splits"].get(s, {}).get("score") or 0.0 for s in splits]
-        bars = ax.bar(x + (k - (len(runs) - 1) / 2) * w, vals, w, label=label, color=f"C{k}")
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_xticks(x, [SPLIT_LABELS.get(s, s) for s in splits], fontsize=8)
-    ax.set(ylabel="task score (exact match / oracle)", ylim=(0, 1.05), title="seen vs unseen tasks")
-    ax.legend(fontsize=8)
-    ax = axes[0][1]
-    names, vals, base_vals, colors = [], [], [], []
-    for i, s in enumerate(s for s in splits if s != "unseen_template"):
-        for fam, summary in sft_eval["families"][s].items():
-            names.append(fam)
-            vals.append(summary["score"] or 0.0)
-            base = (base_eval or {}).get("families", {}).get(s, {}).get(fam, {})
-            base_vals.append(base.get("score") or 0.0)
-            colors.append("C2" if s == "unseen_family" else "C1")
-    y = np.arange(len(names))
-    ax.barh(y, vals, color=colors, label="after SFT")
-    if base_eval:
-        ax.scatter(base_vals, y, color="black", marker="|", s=80, label="base model", zorder=3)
-    ax.set_yticks(y, names, fontsize=6)
-    ax.invert_yaxis()
-    ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
-    ax.legend(fontsize=7, loc="lower right")
-    return save_figure(fig, path)

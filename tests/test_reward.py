@@ -15,11 +15,10 @@ from minialign.batching import pad_batch
 from minialign.chat import render
 from minialign.generate import left_pad
 from minialign.model import GPT, GPTConfig
-from minialign.reward import (PreferenceGroup, RMConfig, RewardModel, calibration,
-                              fit_normalization, group_from_ranking, last_token_index,
-                              load_reward_model, normalization_from_rewards, oracle_accuracy,
-                              pair_indices, pairwise_accuracy, pearson, preference_loss,
-                              sample_policy, save_reward_model, spearman, train_reward_model)
+from minialign.evaluation import calibration, oracle_accuracy, pairwise_accuracy, pearson, spearman
+from minialign.reward import (PreferenceGroup, RMConfig, RewardModel, fit_normalization, group_from_ranking,
+                              last_token_index, load_reward_model, normalization_from_rewards, pair_indices,
+                              preference_loss, sample_policy, save_reward_model, train_reward_model)
 from minialign.tokenizer import Tokenizer
 
 TOK = Tokenizer([])   # bytes only: 256 byte tokens + the special tokens, no training needed

@@ -17,8 +17,8 @@ from minialign.batching import Batch
 from minialign.chat import end_id, render
 from minialign.model import GPT, GPTConfig
 from minialign.pretrain import PretrainConfig, pretrain, tokens_of
-from minialign.sft import (SFTConfig, collate, epoch_batches, evaluate_sft, exact_match,
-                           generate_answers, render_examples, sft_loss, train_sft)
+from minialign.evaluation import evaluate_sft, exact_match, generate_answers
+from minialign.sft import SFTConfig, collate, epoch_batches, render_examples, sft_loss, train_sft
 from minialign.tokenizer import train_bpe
 from minialign.world import instruction_data, pretraining_corpus
 
