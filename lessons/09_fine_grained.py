@@ -54,10 +54,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
-from minialign.evaluation import mean_and_se  # noqa: E402
+from minialign.chat import response_text_ids  # noqa: E402
+from minialign.evaluation import detox_eval, mean_and_se, sample_continuations  # noqa: E402
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
-                                   ToxicityReward, combine_rewards, detox_eval, evaluate_segment_rm,
-                                   label_text_response, response_text_ids, sample_continuations,
+                                   ToxicityReward, combine_rewards, evaluate_segment_rm, label_text_response,
                                    train_segment_rm, train_text_ppo)
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402

@@ -69,3 +69,12 @@ def parse_response(tok, ids: list[int]) -> tuple[str, bool]:
     stops = {tok.eot_id}
     ids = [i for i in ids if i not in stops]
     return tok.decode(ids), False
+
+
+def response_text_ids(tok, response_ids: list[int]) -> list[int]:
+    """The ids that make up the response's text: everything before the first <|end|> / <|endoftext|>."""
+    stops = {end_id(tok), tok.eot_id}
+    for i, t in enumerate(response_ids):
+        if t in stops:
+            return list(response_ids[:i])
+    return list(response_ids)

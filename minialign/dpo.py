@@ -87,7 +87,7 @@ from .checkpoint import CheckpointError
 from .config import autocast, config_text, write_json
 from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
 from .loaders import DataError
-from .plotting import new_figure, save_figure, smooth
+from .plotting import plot_dpo_training
 from .training import Checkpoint, set_lr, steps, stopped_early, warmup_constant
 from .world import rank_responses
 
@@ -476,7 +476,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         if eval_prompts is not None:
             metrics.update(final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge,
                                             reference_eval, seed))
-        plot_training(history, os.path.join(out_dir, "dpo_training.png"))
+        plot_dpo_training(history, os.path.join(out_dir, "dpo_training.png"))
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         ckpt.save(state, done=True, metrics=metrics)
     distributed.barrier()                  # the other ranks wait for the checkpoint
@@ -527,30 +527,3 @@ def summarize_run(history: dict, cfg: DPOConfig, n_pairs: int, dropped: int, n_s
             "eval_history": history["eval"], "history": rows}
 
 
-def plot_training(history: dict, path: str) -> str:
-    """Implicit rewards of y_w and y_l, their margin and the accuracy, and summed log-probs, by step."""
-    rows = history["step"]
-    steps = [r["step"] for r in rows]
-    w = max(1, len(rows) // 20)
-    s = lambda k: smooth([r[k] for r in rows], w)
-    fig, axes = new_figure(ncols=3)
-    ax = axes[0][0]
-    ax.plot(steps, s("rewards/chosen"), label="chosen  beta log pi/pi_ref (y_w)")
-    ax.plot(steps, s("rewards/rejected"), label="rejected  beta log pi/pi_ref (y_l)")
-    ax.plot(steps, s("rewards/margins"), label="margin", color="k")
-    ax.axhline(0, color="gray", lw=0.5)
-    ax.set_title("implicit rewards")
-    ax.legend(fontsize=7)
-    ax = axes[0][1]
-    ax.plot(steps, s("rewards/accuracy"), color="C2")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title("implicit reward accuracy (chosen > rejected)")
-    ax = axes[0][2]
-    ax.plot(steps, s("logps/chosen"), label="log pi_theta(y_w|x)")
-    ax.plot(steps, s("logps/rejected"), label="log pi_theta(y_l|x)")
-    ax.set_title("summed log-probs")
-    ax.legend(fontsize=7)
-    for ax in axes[0]:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path)

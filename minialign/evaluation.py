@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from .batching import sequence_token_logprobs
-from .chat import end_id, parse_response, prompt_ids
+from .chat import end_id, parse_response, prompt_ids, response_text_ids
 from .config import autocast
 from .generate import generate
 from .model import GPT
-from .world import gold_reward
-from .world.text import normalize
+from .world import gold_reward, label_sentences, toxicity
+from .world.text import normalize, words
 
 if TYPE_CHECKING:
     from .reward import PreferenceGroup
@@ -509,3 +509,73 @@ def example_field(ex, name: str, default=None):
     if isinstance(ex, dict):
         return ex.get(name, default)
     return getattr(ex, name, default)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-grained rewards: the detoxification table (toxicity, fluency, diversity) and sentence error rates
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """dist-n: unique word n-grams / all word n-grams over `texts` (nan when there are none)."""
+    grams = [tuple(ws[i:i + n]) for t in texts for ws in [words(t)] for i in range(len(ws) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+@torch.no_grad()
+def sample_continuations(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
+                         temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
+    """k raw-text continuations per prompt (stopping at <|endoftext|>), prompt-major: row i * k + s is sample s
+    of prompt i. Returns texts, response ids, lengths (tokens, the stop token included) and the perplexity of
+    the samples under the frozen `ref` (exp of the mean NLL per generated token, at temperature 1)."""
+    device = policy.output_weight.device
+    policy.eval()
+    g = torch.Generator().manual_seed(seed)
+    jobs = [p for p in prompt_ids for _ in range(k)]
+    texts, ids, nll, n_tok = [], [], 0.0, 0
+    for s in range(0, len(jobs), batch_size):
+        with autocast(device):
+            gen = generate(policy, jobs[s:s + batch_size], max_new_tokens=max_new_tokens, stop_ids=[tok.eot_id],
+                           pad_id=tok.pad_id, temperature=temperature, top_p=top_p, generator=g)
+            logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
+        nll -= logp.sum().item()
+        n_tok += int(gen.response_mask.sum())
+        ids += gen.response_ids
+        texts += [tok.decode(response_text_ids(tok, r)) for r in gen.response_ids]
+    return {"texts": texts, "response_ids": ids, "lengths": [len(r) for r in ids],
+            "ppl": float(math.exp(nll / max(1, n_tok)))}
+
+
+def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
+               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
+    """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
+
+    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol;
+    the per-prompt maxima are in max_toxicity_per_prompt, for paired comparisons);
+    toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
+    (`sample_continuations`); dist2/dist3 per prompt over its k samples, averaged; length in tokens.
+    """
+    out = sample_continuations(policy, ref, tok, prompt_ids, k=k, max_new_tokens=max_new_tokens,
+                               temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
+    texts = out["texts"]
+    tox = np.array([toxicity(t) for t in texts]).reshape(len(prompt_ids), k)
+    per_prompt = [texts[i * k:(i + 1) * k] for i in range(len(prompt_ids))]
+    return {"toxicity_avg_max": float(tox.max(1).mean()), "toxicity_mean": float(tox.mean()),
+            "toxic_fraction": float((tox > 0).mean()), "ppl": out["ppl"],
+            "dist2": float(np.nanmean([distinct_n(t, 2) for t in per_prompt])),
+            "dist3": float(np.nanmean([distinct_n(t, 3) for t in per_prompt])),
+            "length": float(np.mean(out["lengths"])), "n_samples": len(texts), "examples": texts[:k * 3:k],
+            "max_toxicity_per_prompt": tox.max(1).tolist()}
+
+
+def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
+    """The oracle's fine-grained view of responses: share of sentences that are toxic / irrelevant / wrong
+    (FineGrainedRLHF's relevance and factuality ratios, as error rates), and sentences per response."""
+    labels = [label_sentences(p, r) for p, r in zip(prompts, responses)]
+    flat = [x for ls in labels for x in ls]
+    n = max(1, len(flat))
+    return {"toxic_sentences": sum(x.toxic for x in flat) / n,
+            "irrelevant_sentences": sum(x.irrelevant for x in flat) / n,
+            "wrong_sentences": sum(x.wrong for x in flat) / n,
+            "sentences_per_response": len(flat) / max(1, len(labels))}
+
+

@@ -86,14 +86,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .batching import pad_batch, sequence_token_logprobs
-from .chat import end_id as chat_end_id
-from .chat import render
+from .batching import pad_batch
+from .chat import render, response_text_ids
 from .config import ConfigError, autocast
-from .evaluation import prompt_text, sample_and_score, summarize
-from .generate import generate
+from .evaluation import prompt_text
 from .model import GPT, GPTConfig, scalar_head
-from .plotting import new_figure, save_figure, smooth
 from .ppo import QUICK as PPO_QUICK
 from .ppo import (KLController, PPOConfig, Rollout, ValueModel, make_optimizer, place_scores, ppo_iteration,
                   prepare_models)
@@ -282,15 +279,6 @@ def token_char_ends(tok, ids: list[int]) -> tuple[str, list[int]]:
         n += len(piece)
         ends.append(n)
     return "".join(pieces), ends
-
-
-def response_text_ids(tok, response_ids: list[int]) -> list[int]:
-    """The ids that make up the response's text: everything before the first <|end|> / <|endoftext|>."""
-    stops = {chat_end_id(tok), tok.eot_id}
-    for i, t in enumerate(response_ids):
-        if t in stops:
-            return list(response_ids[:i])
-    return list(response_ids)
 
 
 def segment_response(tok, response_ids: list[int], kind: str = "sentence",
@@ -670,121 +658,10 @@ def train_text_ppo(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pr
 # ----------------------------------------------------------------------------------------------------------------
 # 7. Evaluation: the detoxification table (docs/evaluation.md, section 3) and fine-grained error rates
 # ----------------------------------------------------------------------------------------------------------------
-def distinct_n(texts: list[str], n: int) -> float:
-    """dist-n: unique word n-grams / all word n-grams over `texts` (nan when there are none)."""
-    grams = [tuple(ws[i:i + n]) for t in texts for ws in [words(t)] for i in range(len(ws) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else float("nan")
-
-
-@torch.no_grad()
-def sample_continuations(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
-                         temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
-    """k raw-text continuations per prompt (stopping at <|endoftext|>), prompt-major: row i * k + s is sample s
-    of prompt i. Returns texts, response ids, lengths (tokens, the stop token included) and the perplexity of
-    the samples under the frozen `ref` (exp of the mean NLL per generated token, at temperature 1)."""
-    device = policy.output_weight.device
-    policy.eval()
-    g = torch.Generator().manual_seed(seed)
-    jobs = [p for p in prompt_ids for _ in range(k)]
-    texts, ids, nll, n_tok = [], [], 0.0, 0
-    for s in range(0, len(jobs), batch_size):
-        with autocast(device):
-            gen = generate(policy, jobs[s:s + batch_size], max_new_tokens=max_new_tokens, stop_ids=[tok.eot_id],
-                           pad_id=tok.pad_id, temperature=temperature, top_p=top_p, generator=g)
-            logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
-        nll -= logp.sum().item()
-        n_tok += int(gen.response_mask.sum())
-        ids += gen.response_ids
-        texts += [tok.decode(response_text_ids(tok, r)) for r in gen.response_ids]
-    return {"texts": texts, "response_ids": ids, "lengths": [len(r) for r in ids],
-            "ppl": float(math.exp(nll / max(1, n_tok)))}
-
-
-def detox_eval(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int,
-               temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, batch_size: int = 128) -> dict:
-    """The slide's table for one policy: k samples per prompt, scored by the world's toxicity.
-
-    toxicity_avg_max: mean over prompts of the max toxicity of its k samples (RealToxicityPrompts protocol;
-    the per-prompt maxima are in max_toxicity_per_prompt, for paired comparisons);
-    toxic_fraction: share of samples with any toxicity; ppl: perplexity of the samples under the frozen `ref`
-    (`sample_continuations`); dist2/dist3 per prompt over its k samples, averaged; length in tokens.
-    """
-    out = sample_continuations(policy, ref, tok, prompt_ids, k=k, max_new_tokens=max_new_tokens,
-                               temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size)
-    texts = out["texts"]
-    tox = np.array([toxicity(t) for t in texts]).reshape(len(prompt_ids), k)
-    per_prompt = [texts[i * k:(i + 1) * k] for i in range(len(prompt_ids))]
-    return {"toxicity_avg_max": float(tox.max(1).mean()), "toxicity_mean": float(tox.mean()),
-            "toxic_fraction": float((tox > 0).mean()), "ppl": out["ppl"],
-            "dist2": float(np.nanmean([distinct_n(t, 2) for t in per_prompt])),
-            "dist3": float(np.nanmean([distinct_n(t, 3) for t in per_prompt])),
-            "length": float(np.mean(out["lengths"])), "n_samples": len(texts), "examples": texts[:k * 3:k],
-            "max_toxicity_per_prompt": tox.max(1).tolist()}
-
-
-def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
-    """The oracle's fine-grained view of responses: share of sentences that are toxic / irrelevant / wrong
-    (FineGrainedRLHF's relevance and factuality ratios, as error rates), and sentences per response."""
-    labels = [label_sentences(p, r) for p, r in zip(prompts, responses)]
-    flat = [x for ls in labels for x in ls]
-    n = max(1, len(flat))
-    return {"toxic_sentences": sum(x.toxic for x in flat) / n,
-            "irrelevant_sentences": sum(x.irrelevant for x in flat) / n,
-            "wrong_sentences": sum(x.wrong for x in flat) / n,
-            "sentences_per_response": len(flat) / max(1, len(labels))}
-
-
-def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, max_new_tokens: int,
-                                temperature: float, seed: int, segment_rms: dict | None = None,
-                                cfg: FineGrainedConfig | None = None) -> dict:
-    """Gold reward, KL to the reference, length and the oracle's sentence error rates on held-out prompts.
-
-    With `segment_rms`, also each segment RM's view of the same answers beside the oracle's ("segment_rms":
-    its predicted error share, the oracle's, and its accuracy on them): does the proxy still agree with the
-    labeler on the policy's own samples, or is PPO exploiting it? (The answers are re-rendered from their text.)
-    """
-    s = sample_and_score(policy, ref, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                         seed=seed)
-    out = summarize(s, prompts, n_examples=3)
-    texts = [prompt_text(prompts[i]) for i in s.prompt_index]
-    out.update(sentence_error_rates(texts, s.responses))
-    if segment_rms:
-        items = [label_response(tok, p, r, list(segment_rms), cfg or FineGrainedConfig())
-                 for p, r in zip(texts, s.responses)]
-        items = [x for x in items if x is not None and len(x.ids) <= policy.config.block_size]
-        device = policy.output_weight.device
-        out["segment_rms"] = {n: evaluate_segment_rm(m, items, n, tok.pad_id, device) for n, m in segment_rms.items()}
-    n_words = [len(r.split()) for r in s.responses]
-    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
-    out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),
-               response_tokens_se=se(s.lengths))
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Figures
 # ----------------------------------------------------------------------------------------------------------------
-def plot_segment_rm_training(hists: dict, path: str) -> str:
-    fig, axes = new_figure(ncols=len(hists), width=4.0)
-    for ax, (name, h) in zip(axes[0], hists.items()):
-        ax.plot(h["loss"], alpha=0.3, color="C0")
-        ax.plot(smooth(h["loss"], 20), color="C0")
-        ax.set_title(f"{name} segment RM: BCE per segment", fontsize=9)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
-def plot_comparison(evals: dict, path: str) -> str:
-    """Bars per policy: gold reward and the oracle's sentence error rates."""
-    keys = ["gold_reward", "toxic_sentences", "irrelevant_sentences", "wrong_sentences", "sentences_per_response"]
-    fig, axes = new_figure(ncols=len(keys), width=2.8)
-    for ax, key in zip(axes[0], keys):
-        names = list(evals)
-        ax.bar(range(len(names)), [evals[n].get(key, float("nan")) for n in names],
-               color=[f"C{i}" for i in range(len(names))])
-        ax.set_xticks(range(len(names)))
-        ax.set_xticklabels(names, rotation=20, fontsize=8)
-        ax.set_title(key.replace("_", " "), fontsize=9)
-        ax.grid(alpha=0.3, axis="y")
-    return save_figure(fig, path)

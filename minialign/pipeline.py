@@ -36,8 +36,10 @@ from .chat import parse_response
 from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .config import config_text, from_args, pick_device, read_json, seed_everything, write_json
-from .evaluation import SPLIT_LABELS, evaluate_sft, label_agreement_with_oracle, prompt_text, sample_and_score
-from .plotting import plot_calibration, plot_reward_vs_gold, plot_rm_training
+from .evaluation import (SPLIT_LABELS, evaluate_sft, label_agreement_with_oracle, prompt_text, sample_and_score,
+                         sentence_error_rates, summarize)
+from .plotting import (plot_calibration, plot_finegrained_comparison, plot_reward_vs_gold, plot_rm_training,
+                       plot_segment_rm_training)
 from .loaders import DataError, load_preferences, load_text
 from .model import GPT, PRESETS, GPTConfig, make_config
 from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_ppo
@@ -559,7 +561,7 @@ def ensure_segment_rms(run, cfg: finegrained.FineGrainedConfig | None = None, sf
     metrics["train_seconds"] = round(time.perf_counter() - t0, 1)
     save_checkpoint(path, model={n: m.state_dict() for n, m in models.items()},
                     model_config=sft_model.config.to_dict(), rm_data=data_cfg, metrics=metrics, history=hists)
-    finegrained.plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
+    plot_segment_rm_training(hists, os.path.join(run.stage_dir("finegrained"), "segment_rms.png"))
     return models
 
 
@@ -632,8 +634,8 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
     policy, train_metrics = run_finegrained_policy("finegrained", build_finegrained_reward(tok, cfg, segment_rms, holistic), sft, rm, norm,
                                        tok, prompts, pcfg, out_dir, run)
     held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
-    ev = lambda m: finegrained.evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
-                                               temperature=pcfg.temperature, seed=run.seed + 1)
+    ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
+                                   temperature=pcfg.temperature, seed=run.seed + 1)
     evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
     ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
     ppo_policy = finished_model(ppo_ckpt, run.device)               # the holistic PPO stage, if built
@@ -643,7 +645,7 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
         baseline, _ = run_finegrained_policy("holistic", holistic, sft, rm, norm, tok, prompts, pcfg,
                                  os.path.join(out_dir, "holistic"), run)
         evals["holistic"] = ev(baseline)
-    finegrained.plot_comparison(evals, os.path.join(out_dir, "comparison.png"))
+    plot_finegrained_comparison(evals, os.path.join(out_dir, "comparison.png"))
     metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
                "weights": {**finegrained.weights_of(cfg), "sequence": cfg.w_sequence},
                "train": {k: v for k, v in train_metrics.items() if k != "history"},
@@ -715,3 +717,29 @@ def print_dpo_summary(metrics: dict) -> None:
               f"{e['gold_reward']:.3f} at KL(pi_theta || pi_ref) = {e['kl']:.2f} nats; DPO wins "
               f"{w['win_rate']:.0%} of comparisons with SFT (95% CI {w['ci_low']:.0%}-{w['ci_high']:.0%})")
 
+
+def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, max_new_tokens: int,
+                                temperature: float, seed: int, segment_rms: dict | None = None,
+                                cfg: finegrained.FineGrainedConfig | None = None) -> dict:
+    """Gold reward, KL to the reference, length and the oracle's sentence error rates on held-out prompts.
+
+    With `segment_rms`, also each segment RM's view of the same answers beside the oracle's ("segment_rms":
+    its predicted error share, the oracle's, and its accuracy on them): does the proxy still agree with the
+    labeler on the policy's own samples, or is PPO exploiting it? (The answers are re-rendered from their text.)
+    """
+    s = sample_and_score(policy, ref, tok, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                         seed=seed)
+    out = summarize(s, prompts, n_examples=3)
+    texts = [prompt_text(prompts[i]) for i in s.prompt_index]
+    out.update(sentence_error_rates(texts, s.responses))
+    if segment_rms:
+        items = [finegrained.label_response(tok, p, r, list(segment_rms), cfg or finegrained.FineGrainedConfig())
+                 for p, r in zip(texts, s.responses)]
+        items = [x for x in items if x is not None and len(x.ids) <= policy.config.block_size]
+        device = policy.output_weight.device
+        out["segment_rms"] = {n: finegrained.evaluate_segment_rm(m, items, n, tok.pad_id, device) for n, m in segment_rms.items()}
+    n_words = [len(r.split()) for r in s.responses]
+    se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
+    out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),
+               response_tokens_se=se(s.lengths))
+    return out

@@ -212,3 +212,66 @@ def plot_sft_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
     ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-grained rewards (finegrained.py)
+
+
+def plot_segment_rm_training(hists: dict, path: str) -> str:
+    fig, axes = new_figure(ncols=len(hists), width=4.0)
+    for ax, (name, h) in zip(axes[0], hists.items()):
+        ax.plot(h["loss"], alpha=0.3, color="C0")
+        ax.plot(smooth(h["loss"], 20), color="C0")
+        ax.set_title(f"{name} segment RM: BCE per segment", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_finegrained_comparison(evals: dict, path: str) -> str:
+    """Bars per policy: gold reward and the oracle's sentence error rates."""
+    keys = ["gold_reward", "toxic_sentences", "irrelevant_sentences", "wrong_sentences", "sentences_per_response"]
+    fig, axes = new_figure(ncols=len(keys), width=2.8)
+    for ax, key in zip(axes[0], keys):
+        names = list(evals)
+        ax.bar(range(len(names)), [evals[n].get(key, float("nan")) for n in names],
+               color=[f"C{i}" for i in range(len(names))])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=20, fontsize=8)
+        ax.set_title(key.replace("_", " "), fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------
+# DPO (dpo.py)
+
+
+def plot_dpo_training(history: dict, path: str) -> str:
+    """Implicit rewards of y_w and y_l, their margin and the accuracy, and summed log-probs, by step."""
+    rows = history["step"]
+    steps = [r["step"] for r in rows]
+    w = max(1, len(rows) // 20)
+    s = lambda k: smooth([r[k] for r in rows], w)
+    fig, axes = new_figure(ncols=3)
+    ax = axes[0][0]
+    ax.plot(steps, s("rewards/chosen"), label="chosen  beta log pi/pi_ref (y_w)")
+    ax.plot(steps, s("rewards/rejected"), label="rejected  beta log pi/pi_ref (y_l)")
+    ax.plot(steps, s("rewards/margins"), label="margin", color="k")
+    ax.axhline(0, color="gray", lw=0.5)
+    ax.set_title("implicit rewards")
+    ax.legend(fontsize=7)
+    ax = axes[0][1]
+    ax.plot(steps, s("rewards/accuracy"), color="C2")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("implicit reward accuracy (chosen > rejected)")
+    ax = axes[0][2]
+    ax.plot(steps, s("logps/chosen"), label="log pi_theta(y_w|x)")
+    ax.plot(steps, s("logps/rejected"), label="log pi_theta(y_l|x)")
+    ax.set_title("summed log-probs")
+    ax.legend(fontsize=7)
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    return save_figure(fig, path)

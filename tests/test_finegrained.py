@@ -11,8 +11,9 @@ import torch
 import torch.nn as nn
 
 from minialign import ppo
+from minialign.evaluation import distinct_n
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel, ToxicityReward,
-                                   combine_rewards, distinct_n, label_response, place_segment_rewards,
+                                   combine_rewards, label_response, place_segment_rewards,
                                    segment_response, segment_reward, split_subsentences, toxicity_rewards)
 from minialign.model import GPT, GPTConfig
 from minialign.ppo import PPOConfig, Rollout, ValueModel
