@@ -168,9 +168,8 @@ def detox_run(mode: str, base, tok, train_ids, held_ids, cfg: PPOConfig, setting
         return {"toxicity_avg_max": e["toxicity_avg_max"], "length": e["length"]}
 
     reward = ToxicityReward(tok, "holistic" if mode == "holistic" else "finegrained")
-    history = train_text_ppo(policy, ref, value, reward, train_ids, cfg, stop_id=tok.eot_id, pad_id=tok.pad_id,
-                             device=device, seed=seed, desc=f"detox {mode} (seed {seed})", eval_fn=curve,
-                             eval_every=settings.eval_every)
+    history = train_text_ppo(policy, ref, value, reward, train_ids, cfg, tok=tok, device=device, seed=seed,
+                             desc=f"detox {mode} (seed {seed})", eval_fn=curve, eval_every=settings.eval_every)
     table = detox_eval(policy, base, tok, held_ids, k=settings.k, max_new_tokens=cfg.max_new_tokens, seed=seed + 11)
     return history, table
 
@@ -421,8 +420,8 @@ def customization(run, settings: LessonConfig) -> dict:
         torch.manual_seed(run.seed)
         policy, ref, value = copy.deepcopy(base), copy.deepcopy(base), ValueModel(copy.deepcopy(base))
         histories[f"w_rel={w:g}"] = train_text_ppo(policy, ref, value, StoryReward(tok, rm, w),
-                                                   [ids for ids, _ in train], pcfg, stop_id=tok.eot_id,
-                                                   pad_id=tok.pad_id, device=run.device, seed=run.seed,
+                                                   [ids for ids, _ in train], pcfg, tok=tok,
+                                                   device=run.device, seed=run.seed,
                                                    desc=f"relevance weight {w:g}")
         evals[f"w_rel={w:g}"] = story_eval(policy, base, tok, held, rm, settings, cfg, run.seed + 3, run.device)
     return {"evals": evals, "relevance_rm": rm_metrics, "weights": settings.weights, "ppo": pcfg.__dict__,

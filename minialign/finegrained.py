@@ -92,8 +92,7 @@ from .config import ConfigError, autocast
 from .evaluation import prompt_text
 from .model import GPT, GPTConfig, scalar_head
 from .ppo import QUICK as PPO_QUICK
-from .ppo import (KLController, PPOConfig, Rollout, ValueModel, make_optimizer, place_scores, ppo_iteration,
-                  prepare_models)
+from .ppo import PPOConfig, Rollout, ValueModel, place_scores, train_ppo
 from .pretrain import make_optimizer as adamw
 from .world import label_sentences, split_sentences, toxicity
 from .world.text import words
@@ -611,48 +610,19 @@ class ToxicityReward:
 # 6. PPO on raw-text prompts (the detoxification experiment: a base model continuing text)
 # ----------------------------------------------------------------------------------------------------------------
 def train_text_ppo(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, prompt_ids: list[list[int]],
-                   cfg: PPOConfig, *, stop_id: int, pad_id: int, device, seed: int = 0, desc: str = "ppo",
-                   eval_fn=None, eval_every: int = 0) -> dict:
-    """PPO on raw prompt ids, stopping at `stop_id`: ppo.ppo_iteration in a loop (train_ppo's loop without the
-    chat template, checkpoints and samples). The per-token KL, GAE and the update are ppo.py's.
+                   cfg: PPOConfig, *, tok, device, seed: int = 0, desc: str = "ppo", eval_fn=None,
+                   eval_every: int = 0) -> dict:
+    """ppo.train_ppo on raw prompt ids continued up to <|endoftext|> (no chat template, no checkpoint).
 
     eval_fn(policy) -> {name: float} is called before training and every `eval_every` iterations (the sample-
     efficiency curve). Returns the history {name: [per iteration]}, "eval" {name: [...], "iteration": [...]} and
     "episodes_per_iteration".
     """
-    prepare_models(policy, ref, None, value_model, device)
-    optimizer = make_optimizer(policy, value_model, cfg)
-    kl_ctl = KLController(cfg.beta, cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    history: dict = {"iteration": []}
-    evals: dict = {"iteration": []}
-
-    def evaluate(it):
-        if eval_fn is not None:
-            evals["iteration"].append(it)
-            for k, v in eval_fn(policy).items():
-                evals.setdefault(k, []).append(v)
-
-    evaluate(0)
-    bar = tqdm(range(cfg.iterations), desc=desc, unit="it")
-    for it in bar:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + it)
-        pick = torch.randint(len(prompt_ids), (cfg.batch_size,), generator=g).tolist()
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * (1 - it / cfg.iterations) if cfg.anneal_lr else cfg.lr
-        _, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [prompt_ids[i] for i in pick], cfg,
-                                    kl_ctl.beta, optimizer, end_id=stop_id, pad_id=pad_id, generator=g)
-        kl_ctl.update(stats["kl"], cfg.batch_size)
-        history["iteration"].append(it)
-        for k, v in stats.items():
-            history.setdefault(k, []).append(float(v))
-        bar.set_postfix(tox=f"{stats.get('toxicity', float('nan')):.3f}", kl=f"{stats['kl']:.2f}",
-                        len=f"{stats['response_length']:.0f}")
-        if eval_every and (it + 1) % eval_every == 0:
-            evaluate(it + 1)
-    bar.close()
-    if eval_fn is not None and (not evals["iteration"] or evals["iteration"][-1] != cfg.iterations):
-        evaluate(cfg.iterations)
-    return {**history, "eval": evals, "episodes_per_iteration": cfg.batch_size}
+    m = train_ppo(policy, ref, None, value_model, tok, prompt_ids, cfg, None, device, reward_fn=reward_fn,
+                  seed=seed, desc=desc, chat=False, eval_fn=eval_fn, eval_every=eval_every)
+    history = m["history"]
+    return {**{k: v for k, v in history.items() if k != "eval"}, "eval": history.get("eval", {"iteration": []}),
+            "episodes_per_iteration": cfg.batch_size}
 
 
 # ----------------------------------------------------------------------------------------------------------------

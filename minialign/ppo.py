@@ -801,33 +801,39 @@ class _Clock:
 
 
 def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok, prompts: list,
-              cfg: PPOConfig, out_dir: str, device, reward_fn=None, *, gold_fn=None, seed: int = 0,
+              cfg: PPOConfig, out_dir: str | None, device, reward_fn=None, *, gold_fn=None, seed: int = 0,
               score_norm: tuple[float, float] | None = None, max_iterations: int | None = None,
-              desc: str = "ppo", sample_prompts: list[str] | None = None) -> dict:
+              desc: str = "ppo", sample_prompts: list[str] | None = None, chat: bool = True,
+              eval_fn=None, eval_every: int = 0) -> dict:
     """Train `policy` with PPO on `prompts`, resuming from `out_dir/ckpt.pt` when it is there.
 
-    prompts: strs or world prompt objects (rendered with their text; the oracle receives them as given).
+    prompts: with `chat` (default), strs or world prompt objects, rendered in the chat template (the oracle
+      receives them as given) and answered up to <|end|>; with `chat=False`, token id lists continued as raw
+      text up to <|endoftext|> (the detoxification experiment: a base model continuing story openings).
     reward_fn: f(rollout) -> (task rewards (B, N), {name: (B,) info}); default `rm_reward_fn(reward_model)`
       with the score normalised on samples of the initial policy (or by `score_norm=(mean, std)`); the value
       model is then taken to be a copy of the reward model (`ValueModel.from_reward_model`), and its head is
       rescaled by the same normalisation at the start.
     gold_fn: f(prompt, response text) -> the oracle's score (a float, or an object with `.total` and
-      `.components`); default minialign.world.gold_reward. Logged, never optimised.
+      `.components`); default: the world's gold reward for chat prompts, none for raw text. Logged, never
+      optimised. eval_fn(policy) -> {name: float}, when given, runs before training and every `eval_every`
+      iterations (history["eval"]).
     Writes ckpt.pt (atomic, resumable; `model` = the policy, so pipeline.load_model reads it), metrics.json
     (the per-iteration history at every checkpoint; at the end also the final numbers and the answers before
-    and after) and ppo_curves.png. Returns the metrics with the history; {} when `max_iterations` stopped it
-    early (tests).
+    and after) and ppo_curves.png; `out_dir=None` writes nothing. Returns the metrics with the history; {} when
+    `max_iterations` stopped it early (tests).
     """
-    os.makedirs(out_dir, exist_ok=True)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
     prepare_models(policy, ref, reward_model, value_model, device)
-    end_id, pad_id = chat_end_id(tok), tok.pad_id
-    all_prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts]
-    gold_fn = gold_fn if gold_fn is not None else gold_reward
-    shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]]
+    end_id, pad_id = (chat_end_id(tok), tok.pad_id) if chat else (tok.eot_id, tok.pad_id)
+    all_prompt_ids = [chat_prompt_ids(tok, prompt_text(p)) for p in prompts] if chat else prompts
+    gold_fn = gold_fn if gold_fn is not None or not chat else gold_reward
+    shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]] if chat else []
     optimizer = make_optimizer(policy, value_model, cfg)
-    ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": policy, "value_model": value_model}, optimizer,
-                      model_config=policy.config.to_dict(), value_config=value_model.trunk.config.to_dict(),
-                      ppo_config=asdict(cfg))
+    ckpt = Checkpoint(out_dir and os.path.join(out_dir, "ckpt.pt"), {"model": policy, "value_model": value_model},
+                      optimizer, model_config=policy.config.to_dict(),
+                      value_config=value_model.trunk.config.to_dict(), ppo_config=asdict(cfg))
     state = ckpt.resume({"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
                          "samples_before": None}, "PPO", saved=same_config(ckpt, cfg))
     if state["done"]:
@@ -841,36 +847,52 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
             value_model.rescale_(*state["score_norm"])
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
+    evaluate = lambda it: _record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None else None
+    if state["iteration"] == 0:
+        evaluate(0)
 
     bar = steps(state, cfg.iterations, desc=desc, unit="it", max_steps=max_iterations, key="iteration")
     for it in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)      # resuming replays the same prompts/samples
         pick = torch.randint(len(all_prompt_ids), (cfg.batch_size,), generator=g).tolist()
         set_lr(optimizer, linear_decay(it, cfg.iterations, cfg.lr) if cfg.anneal_lr else cfg.lr)
+        decode = (lambda r: _decode(tok, r, [prompt_text(prompts[i]) for i in pick])) if chat else None
         rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
                                           cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
-                                          decode=lambda r: _decode(tok, r, [prompt_text(prompts[i]) for i in pick]))
-        t0 = time.perf_counter()
-        stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
-        stats["t_gold"] = time.perf_counter() - t0
+                                          decode=decode)
+        if gold_fn is not None:
+            t0 = time.perf_counter()
+            stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
+            stats["t_gold"] = time.perf_counter() - t0
         state["beta"] = kl_ctl.update(stats["kl"], cfg.batch_size)     # 8. adapt beta (no-op when fixed)
         _append(state["history"], it, stats)
-        bar.set_postfix(proxy=f"{stats['proxy_reward']:.2f}", gold=f"{stats['gold_reward']:.2f}",
-                        kl=f"{stats['kl']:.2f}", beta=f"{stats['beta']:.3f}", len=f"{stats['response_length']:.0f}",
-                        clip=f"{stats['clipfrac']:.2f}")
+        bar.set_postfix({k: f"{stats[k]:.2f}" for k in ("proxy_reward", "gold_reward", "toxicity", "kl",
+                                                         "response_length", "clipfrac") if k in stats})
         state["iteration"] = it + 1
+        if eval_every and state["iteration"] % eval_every == 0:
+            evaluate(state["iteration"])
         if state["iteration"] % cfg.ckpt_every == 0 and state["iteration"] < cfg.iterations:
             save_progress(ckpt, state, cfg, out_dir)
     bar.close()
     if state["iteration"] < cfg.iterations:                            # stopped early on purpose
         save_progress(ckpt, state, cfg, out_dir)
         return {}
+    if eval_fn is not None and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
+        evaluate(cfg.iterations)
     metrics = final_metrics(state["history"], cfg)
     metrics["samples"] = {"before": state["samples_before"],
                           "after": sample_answers(policy, tok, shown, cfg, seed=seed)}
-    plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
+    if out_dir:
+        plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
     save_progress(ckpt, state, cfg, out_dir, metrics)
     return {**metrics, "history": state["history"]}
+
+
+def _record_eval(history: dict, iteration: int, values: dict) -> None:
+    evals = history.setdefault("eval", {"iteration": []})
+    evals["iteration"].append(iteration)
+    for k, v in values.items():
+        evals.setdefault(k, []).append(v)
 
 
 def same_config(ckpt: Checkpoint, cfg: PPOConfig) -> dict | None:
@@ -882,9 +904,11 @@ def same_config(ckpt: Checkpoint, cfg: PPOConfig) -> dict | None:
     return saved
 
 
-def save_progress(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str, metrics: dict | None = None):
+def save_progress(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str | None, metrics: dict | None = None):
     """The checkpoint (`model` is the policy: pipeline.load_model reads it), and the history so far in
-    metrics.json; with the final `metrics`, the finished run."""
+    metrics.json; with the final `metrics`, the finished run. Nothing without an `out_dir`."""
+    if not out_dir:
+        return
     ckpt.save(state, done=metrics is not None, metrics=metrics)
     write_json(os.path.join(out_dir, "metrics.json"), {**(metrics or {"iteration": state["iteration"]}),
                                                        "config": asdict(cfg), "history": state["history"]})
@@ -905,7 +929,7 @@ def _decode(tok, rollout: Rollout, prompt_texts: list[str]) -> None:
 
 def final_metrics(history: dict, cfg: PPOConfig, last: int = 5) -> dict:
     """The mean of the last few iterations of each logged number, and the run's time per iteration."""
-    keys = [k for k in history if k != "iteration"]
+    keys = [k for k in history if k not in ("iteration", "eval")]
     out = {k: float(np.mean(history[k][-last:])) for k in keys}
     out["initial"] = {k: history[k][0] for k in ("proxy_reward", "gold_reward", "kl", "response_length")
                       if k in history}
