@@ -225,6 +225,7 @@ def ensure_sft(run, cfg: sft.SFTConfig | None = None):
     Returns (GPT, Tokenizer), like `pipeline.ensure_pretrained`. Also writes metrics.json (base
     and SFT scores per split and family), loss.png and scores.png into `<out>/sft/`.
     """
+    from_file = sft.sft_data(cfg, run.seed) if cfg is not None and cfg.data else None   # a bad file stops here
     base, tok = ensure_pretrained(run)
     out_dir = run.stage_dir("sft")
     ckpt = os.path.join(out_dir, "ckpt.pt")
@@ -236,7 +237,7 @@ def ensure_sft(run, cfg: sft.SFTConfig | None = None):
             return load_model(state, run.device), tok
     cfg = cfg or sft_config(run)
     print(f"[sft] from the base model in {run.stage_dir('pretrain')}, {run.device}\n{config_text(cfg)}")
-    train, held_out = sft.sft_data(cfg, run.seed)
+    train, held_out = from_file or sft.sft_data(cfg, run.seed)
     base_eval = load_base_eval(ckpt)
     if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
         base_eval = evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
@@ -386,6 +387,7 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
     metrics.json and the final checkpoint.
     """
     cfg = cfg or reward.RMConfig(**(reward.QUICK if run.quick else {}))
+    from_file = preference_groups(run, cfg) if cfg.data else None    # a bad file stops before any stage is built
     out_dir = run.stage_dir("rm")
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)
@@ -398,7 +400,7 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
                           "rl_prompt_kind", "policy_sample_prompts"])
     t0 = time.perf_counter()
     # 1-2. the SFT model and the comparisons
-    train, held, source = preference_groups(run, cfg)
+    train, held, source = from_file or preference_groups(run, cfg)
 
     def ranked_sft_samples(n: int, seed: int, split: str) -> list[reward.PreferenceGroup]:
         """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
@@ -663,10 +665,8 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
 # DPO: minialign/dpo.py
 
 def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[dpo.PreferencePair]:
-    """The training pairs: a preference JSONL (cfg.data), the world's preference data, or
-    samples of the SFT model ranked by the world's annotators (cfg.pairs_from)."""
-    if cfg.data:
-        return dpo.as_pairs(load_preferences(cfg.data))
+    """The training pairs without a data file: the world's preference data, or samples of the SFT model ranked
+    by the world's annotators (cfg.pairs_from)."""
     rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
     if cfg.pairs_from == "world":
         return dpo.as_pairs(rankings)
@@ -690,6 +690,7 @@ def ensure_dpo(run, cfg: dpo.DPOConfig | None = None):
     Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
     """
     cfg = cfg or dpo.DPOConfig(**(dpo.QUICK if run.quick else {}))
+    from_file = dpo.as_pairs(load_preferences(cfg.data)) if cfg.data else None   # a bad file stops here
     out_dir = run.stage_dir("dpo")
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)
@@ -699,8 +700,8 @@ def ensure_dpo(run, cfg: dpo.DPOConfig | None = None):
     policy = copy.deepcopy(sft_model)
     ref = sft_model.eval().requires_grad_(False)
     # rank 0 builds the pairs (sampling pi_ref) and sends them: every rank needs the same list
-    pairs = distributed.broadcast_object(dpo_pairs(run, cfg, sft_model, tok)
-                                         if distributed.is_main() else None)
+    pairs = from_file or distributed.broadcast_object(dpo_pairs(run, cfg, sft_model, tok)
+                                                      if distributed.is_main() else None)
     metrics = dpo.train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
                         eval_prompts=dpo_held_out_prompts(run, cfg.eval_prompts))
     print_dpo_summary(metrics)

@@ -109,6 +109,7 @@ def test_missing_data_file_is_named(tmp_path):
     assert proc.returncode == 2
     assert f"error: {tmp_path / 'nope.jsonl'}: no such file" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "tokenizer").exists()         # refused before any stage was built
 
 
 def test_malformed_data_file_names_file_line_and_field(tmp_path):

@@ -11,11 +11,9 @@ The loss functions are observed by replacing their names inside minialign.ppo wi
 import copy
 import inspect
 import math
-import types
 
 import pytest
 import torch
-import torch.nn as nn
 
 from minialign import ppo
 from minialign.model import GPT, GPTConfig
@@ -343,22 +341,9 @@ def test_rollouts_use_pure_sampling_at_the_ppo_temperature(monkeypatch):
 
 # ----------------------------------------------------------------------------------------------------------------
 # train_ppo: the learning rate, the adaptive beta across a resume, the value head's normalisation
-class FakeRM(nn.Module):
-    """Reward-model shaped: a GPT trunk, a linear head on the last real token (right padding), a gain."""
+# A reward-model-shaped stub and a gold stub, shared with tests/test_ppo.py
+from test_ppo import FakeRM, gold_stub  # noqa: E402
 
-    def __init__(self, trunk):
-        super().__init__()
-        self.trunk, self.head = trunk, nn.Linear(trunk.config.n_embd, 1)
-        self.gain = nn.Parameter(torch.tensor(2.0))
-
-    def forward(self, ids, attention_mask):
-        h = self.trunk(ids, attention_mask=attention_mask)
-        last = attention_mask.sum(1) - 1
-        return self.gain * self.head(h[torch.arange(ids.size(0)), last]).squeeze(-1)
-
-
-def gold_stub(prompt, response):
-    return types.SimpleNamespace(total=len(response) / 10, components={"length": len(response)})
 
 
 def run_models():

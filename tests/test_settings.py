@@ -130,6 +130,7 @@ def test_a_preference_file_of_ties_names_the_real_reason(tmp_path):
     proc = train("dpo", "--quick", "--out", str(tmp_path / "run"), "--data", str(data))
     assert_user_error(proc, f"{data}: no usable preference record: all 5 records are ties (chosen identical to "
                             f"rejected), which teach nothing")
+    assert not (tmp_path / "run" / "tokenizer").exists()         # refused before any stage was built
 
 
 def test_dpo_pairs_dropped_for_every_reason_are_counted_by_cause(tmp_path, capsys):
