@@ -1,69 +1,45 @@
 """Direct Preference Optimization (Rafailov, Sharma, Mitchell, Ermon, Manning, Finn 2023).
 
-Slides 000/002 "Direct Preference Optimization": instead of fitting a reward model and then running
-RL against it (InstructGPT steps 2 and 3), DPO "directly trains the LM ... by solving a binary
-classification problem" on the preference pairs (x, y_w, y_l), from the SFT model pi_ref:
+Slides 000/002 "Direct Preference Optimization": instead of a reward model and RL (InstructGPT
+steps 2 and 3), DPO "directly trains the LM ... by solving a binary classification problem" on the
+preference pairs (x, y_w, y_l), starting from the SFT model pi_ref:
 
     L_DPO(pi_theta; pi_ref) = -E_(x, y_w, y_l) [ log sigma( beta log pi_theta(y_w|x) / pi_ref(y_w|x)
                                                            - beta log pi_theta(y_l|x) / pi_ref(y_l|x) ) ]
                                                                                   (paper, Eq. 7)
 
-Why this is RLHF in disguise: the KL-constrained objective max E[r] - beta KL(pi || pi_ref)
-(Eq. 3) is maximised by pi_r = pi_ref exp(r / beta) / Z(x) (Eq. 4), so r(x, y) = beta log
-pi_r(y|x)/pi_ref(y|x) + beta log Z(x) (Eq. 5). Put that into the Bradley-Terry model of the
-reward-model step, Z cancels in the difference, and the reward model's loss becomes a loss on the
-policy (Eq. 6 -> 7): "your language model is secretly a reward model", with the *implicit reward*
+RLHF in disguise: the KL-constrained objective (Eq. 3) is solved in closed form (Eqs. 4-5) and put
+into Bradley-Terry, where Z(x) cancels (Eq. 6 -> 7); the implicit reward is
+r_hat(x, y) = beta [log pi_theta(y|x) - log pi_ref(y|x)] (Section 5). See docs/dpo.md, section 1.
 
-    r_hat(x, y) = beta * [ log pi_theta(y|x) - log pi_ref(y|x) ]                   (paper, Section 5)
-
-The training loop (`train_dpo`), in numbered steps:
-0. Render every pair with the chat template (`chat.render`; prompt and response tokenized apart);
-   drop pairs that do not fit the context (never cut a response or its end token).
-1. Reference log-probs log pi_ref(y_w|x), log pi_ref(y_l|x): computed ONCE for the whole data set,
-   before training, under no_grad with pi_ref in eval mode (`reference_logps`): pi_ref never changes.
-2. For each batch of B pairs: one forward of pi_theta over [chosen; rejected] (2B rows, right padded
-   by `batching.pad_batch`), sequence log-probs SUMMED over the response tokens and the closing
-   <|end|> (`batching.sequence_logprob_sums`), split at B (`concatenated_logps`).
-3. `preference_loss` -> per-pair losses and implicit rewards; mean loss; backward; clip; optimizer
-   step with linear warmup. Log the implicit-reward metrics (`preference_metrics`).
-4. Every `eval_every` steps: sample from pi_theta on held-out prompts, gold reward and
-   KL(pi_theta || pi_ref) (`evaluation.evaluate_policy`); checkpoint every `ckpt_every` steps.
-
-Metrics (the DPO reference's names):
-    rewards/chosen   = beta (log pi_theta(y_w|x) - log pi_ref(y_w|x))   implicit reward of y_w
-    rewards/rejected = beta (log pi_theta(y_l|x) - log pi_ref(y_l|x))
-    rewards/margins  = chosen - rejected   (what the loss pushes up: loss = -log sigma(margin))
-    rewards/accuracy = mean(chosen > rejected), strict: at the start (pi_theta = pi_ref) it is 0
-    logps/chosen, logps/rejected = summed log pi_theta of y_w, y_l
-Why logps/chosen often FALLS while the margin grows (not a bug, docs/dpo.md, pitfall 8): the loss
-only sees the *difference* of the two log-ratios. y_w and y_l share the prompt and most of their
-words, so the gradient step that pushes y_l down also pushes the shared tokens of y_w down; making
-one distinctive token of y_l very unlikely lowers a summed log-prob a lot, so the cheapest way to
-widen the margin is often "both down, y_l faster". The probability mass that leaves both goes to
-responses that are in neither (hopefully similar to y_w). Worry only when accuracy and margins
-stall too.
+The steps, as `train_dpo` runs them:
+0. Chat-render every pair, prompt and response tokenized apart; drop pairs that do not fit the
+   context (never cut a response or its end token) and pairs with y_w == y_l (`render_pairs`).
+1. log pi_ref(y_w|x), log pi_ref(y_l|x) ONCE for the whole data set, no_grad, pi_ref in eval mode
+   (`reference_logps`): pi_ref never changes.
+2. Per batch of B pairs: one forward of pi_theta over [chosen; rejected] (2B rows, right padded),
+   log-probs SUMMED over the response and its <|end|>, split at B (`concatenated_logps`).
+3. `preference_loss` -> per-pair losses and implicit rewards; mean; backward; clip; step with
+   linear warmup. Log `preference_metrics` (the DPO reference's names): logps/chosen often FALLS
+   while the margin grows, which is expected (docs/dpo.md, section 3 and pitfall 8).
+4. Every `eval_every` steps: gold reward and KL(pi_theta || pi_ref) of samples on held-out prompts
+   (`evaluation.evaluate_policy`); a checkpoint every `ckpt_every` steps.
 
 Choices and deviations, said plainly:
-- Log-probs are summed, as in the paper (Eq. 7 is on sequence likelihoods). `length_normalize`
-  (off by default) divides each log-ratio by its number of response tokens instead: that is what
-  TRL's IPO and SimPO-like methods do, and it is NOT the paper's loss; it removes the pull towards
-  longer/shorter answers that summed log-ratios have, at the price of a different beta scale.
-- Optimizer: AdamW by default (no weight decay), not the paper's RMSprop. RMSprop without
-  warmup takes huge first steps (its squared-gradient average starts at 0, with no bias
-  correction); the paper hides that under 150 warmup steps at lr 1e-6. Our runs are a few hundred
-  steps long, so Adam's bias-corrected first steps are the safer default (measured on lesson 10's
-  pairs at lr 3e-5, 90 steps: AdamW reached KL 2.8 nats and gold 0.84, RMSprop KL 5.3 and gold
-  0.81); `--optimizer rmsprop` restores the paper's choice.
+- Log-probs are summed, as in the paper (Eq. 7 is on sequence likelihoods). `length_normalize` (off
+  by default) divides each log-ratio by its number of response tokens instead, as TRL's IPO and
+  SimPO-like methods do: NOT the paper's loss, and a different beta scale.
+- AdamW (no weight decay), not the paper's RMSprop: RMSprop's squared-gradient average starts at 0
+  with no bias correction, so its first steps are huge; the paper hides that under 150 warmup steps
+  at lr 1e-6, and our runs are a few hundred steps long. `--optimizer rmsprop` restores the paper's.
 - Learning rate: 1e-6 in the paper for billion-parameter models; a 1M-parameter model needs a
   larger one (see DPOConfig.lr).
 - Dropout is off (pi_theta and pi_ref in eval mode): with dropout, pi_theta != pi_ref at step 0
   and the loss would not start at log 2.
 
-Under torchrun (`minialign.distributed`): rank 0 builds the pairs (sampling pi_ref) and sends them
-to the others; every rank computes the reference log-probs, draws the same batch of pairs and trains
-on its slice of it, through DDP, its mean loss weighted by its share of the batch's pairs, so that
-the averaged gradient is the whole batch's. The logged metrics are the whole batch's. Rank 0 alone
-evaluates, writes checkpoints, metrics and the figure.
+Under torchrun rank 0 builds the pairs; every rank computes the reference log-probs and trains on
+its slice of each batch through DDP, its loss weighted by its share of the pairs (logged metrics
+are the whole batch's); rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -111,8 +87,8 @@ class DPOConfig:
     length_normalize: bool = False
     """Divide each log-ratio by its response length (not the paper; see the module docstring)."""
     lr: float = 5e-5
-    """Peak learning rate (the paper's 1e-6 is for a 6B model; a ~1M model needs more; 1e-4 already
-    over-optimizes: the gold reward rises, then falls as the KL runs away). Range: lr > 0."""
+    """Peak learning rate (the paper's 1e-6 is for a 6B model; a ~1M model needs more, but too large a
+    rate over-optimizes: the gold reward rises, then falls as the KL runs away). Range: lr > 0."""
     optimizer: str = "adamw"
     """'adamw' (default, bias-corrected first steps) or 'rmsprop' (the paper's choice).
     Range: optimizer in ('adamw', 'rmsprop')."""
@@ -131,12 +107,10 @@ class DPOConfig:
     """A preference JSONL file (prompt, chosen, rejected; or prompt + ranked responses) to train on;
     empty = pairs from the embedded world (see pairs_from)."""
     pairs_from: str = "sft_samples"
-    """Without data: 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per world
-    prompt ranked by the world's noisy annotators (on-policy data); 'world' = the world's preference
-    data itself (the reference answer and flawed versions of it, ranked by the same annotators: what
-    the reward model learns from). Measured on the tiny preset: 'sft_samples' wins 52% against SFT,
-    'world' 44% (off-policy pairs: pi_ref is a poor model of them, docs/dpo.md, pitfall 9).
-    Range: pairs_from in ('sft_samples', 'world')."""
+    """Without data: 'sft_samples' = the DPO paper's recipe, K=4 samples of pi_ref per world prompt
+    ranked by the world's noisy annotators (on-policy); 'world' = the reward model's world pairs (the
+    reference answer and flawed versions of it, same annotators): off-policy, pi_ref is a poor model
+    of them (docs/dpo.md, pitfall 9). Range: pairs_from in ('sft_samples', 'world')."""
     n_prompts: int = 1000
     """World training prompts to build pairs from: up to 6 pairs per prompt (ignored with data).
     Range: n_prompts >= 1."""
@@ -210,7 +184,13 @@ def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: to
 
 def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps,
                        policy_rejected_logps) -> dict:
-    """The logged numbers of one batch (means over its pairs); see the module docstring."""
+    """The logged numbers of one batch, means over its pairs (docs/dpo.md, section 3).
+
+    rewards/chosen, rewards/rejected: beta * log pi_theta/pi_ref of y_w, y_l (the implicit rewards);
+    rewards/margins: chosen - rejected (the loss is -log sigma(margin));
+    rewards/accuracy: mean(chosen > rejected), strict, so 0 at the start (pi_theta = pi_ref);
+    logps/chosen, logps/rejected: summed log pi_theta of y_w, y_l.
+    """
     margins = chosen_rewards - rejected_rewards
     return {
         "rewards/chosen": chosen_rewards.mean().item(),
@@ -405,9 +385,8 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     against pi_ref (see evaluation.py); `judge` replaces the world's oracle; `reference_eval` is
     pi_ref's own `evaluate_policy` result with the same prompts and settings, when the caller already
     has it. `max_steps` stops early (to simulate an interruption in tests); `quiet` skips printing
-    the config. Writes ckpt.pt,
-    metrics.json and dpo_training.png into `out_dir`; returns the metrics dict (with the per-step
-    "history"). Under torchrun every rank trains on its slice of each batch (module docstring);
+    the config. Writes ckpt.pt, metrics.json and dpo_training.png into `out_dir`; returns the
+    metrics dict (with the per-step "history"). Under torchrun every rank trains on its slice of each batch (module docstring);
     rank 0 alone evaluates and writes, and every rank returns its metrics.
     """
     device = torch.device(device)

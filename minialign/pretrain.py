@@ -2,11 +2,12 @@
 
     L_LM(theta) = - sum_i log p_theta(x_i | x_<i)
 
-averaged over the tokens of a batch. The log-probs come from the shared kernel
+the negative of GPT's language-modelling objective (Radford et al. 2018, Eq. 1) with a context of T
+tokens, averaged over the tokens of a batch. The log-probs come from the shared kernel
 (`minialign.logprobs.token_logprobs`), which fuses the output projection with the log-softmax, so
-the (B, T, V) logits never exist.
+the (B, T, V) logits never exist; docs/logprobs.md, section 1, explains the shift.
 
-The loop, per step:
+The steps, as `pretrain` runs them:
 1. take a batch of B windows of T+1 tokens at random offsets of the token stream (the offsets are
    drawn from a generator seeded with (seed, step), so a resumed run sees the same batches);
 2. loss = mean over the B*T positions of -log p(x_{t+1} | x_<=t);
@@ -14,7 +15,12 @@ The loop, per step:
 4. every `eval_every` steps: validation loss on held-out windows; every `ckpt_every` steps: an
    atomic checkpoint (model, optimizer, step) from which a killed run resumes exactly.
 
-bf16 autocast is used on GPUs only (`config.autocast`); on CPU everything is float32.
+Choices, said plainly: the optimiser defaults are GPT-3's (Brown et al. 2020, Appendix B: Adam with
+betas (0.9, 0.95), weight decay 0.1, gradient norm clipped at 1, linear warmup, then cosine decay to
+10% of the peak rate), the decay decoupled (AdamW) and applied to weight matrices only
+(`make_optimizer`). Documents are joined into one stream with end-of-text between them, and windows
+may span two documents (no attention mask at the boundary). bf16 autocast on GPUs only
+(`config.autocast`); on CPU everything is float32.
 
 Under torchrun (`minialign.distributed`): every rank draws the same B windows and trains on its
 slice of them, through DDP, with its loss weighted so that the averaged gradient is the one of the

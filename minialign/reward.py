@@ -1,62 +1,43 @@
 """The reward model r_phi(x, y): InstructGPT step 2, "Collect comparison data and train a reward model".
 
-Slides: 000/002 "Step 2: Collect comparison data and train a reward model" and 002 "Reward Model
-Training"; 000 "Human judgments are noisy and miscalibrated" (why we ask for comparisons).
+Slides: 000/002 "Step 2" and 002 "Reward Model Training"; 000 "Human judgments are noisy and
+miscalibrated" (why labelers compare instead of rating). A labeler ranks K responses to a prompt x;
+every ordered pair (y_w preferred to y_l) is a comparison, and r_phi learns to score y_w higher
+(Bradley-Terry; InstructGPT, Ouyang et al. 2022, Eq. 1):
 
-    A prompt x and K responses are sampled; a labeler ranks them from best to worst; every ordered pair
-    (y_w preferred to y_l) is a comparison. The reward model is trained to score y_w above y_l:
+    L_R(r_phi) = - 1/C(K, 2) E_{(x, y_w, y_l) ~ D} [ log sigma( r_phi(x, y_w) - r_phi(x, y_l) ) ]
 
-    L_R(r_phi, D) = - E_{(x, y_w, y_l) ~ D} [ log sigma( r_phi(x, y_w) - r_phi(x, y_l) ) ]      (Bradley-Terry)
+The model (docs/reward_model.md, section 2): the SFT model's trunk reads the chat-rendered
+conversation; a linear head (lm-human-preferences init) maps the hidden state of the last real
+token, found in ONE place for any padding (`last_token_index`), to one number.
 
-The model (docs/reward_model.md, section 2). The SFT model's trunk (a GPT, initialised from pi^SFT as on the slide)
-reads the rendered conversation `<|user|> x <|end|> <|assistant|> y <|end|>` (chat.render); a linear
-head maps the final hidden state of the **last real token** (the closing <|end|>, whose state has
-seen all of x and y) to one number. The last real token is found in ONE place, `last_token_index`:
-the index of the last 1 in the attention mask, so right-padded training batches and PPO's
-left-padded rollouts (prompt pads on the left, response pads on the right) are read the same way.
-Head init as in OpenAI's lm-human-preferences: weight ~ N(0, 1/sqrt(d_model + 1)), bias 0.
+The steps, as the code runs them (`train_reward_model`, then `fit_normalization`):
+1. Render every response once; drop groups with a response longer than the context.
+2. Batches of `batch_prompts` prompts, all K responses of a prompt in the same batch (`batches_of`).
+3. r_phi of each response, forwarded once; the loss over the C(K, 2) pairs, each prompt weighing
+   the same (`pair_indices`, `preference_loss`); optional margin m (Llama 2, `--margin`) and
+   centering c (Eisenstein et al. 2023, `--center-coef`).
+4. AdamW, learning rate decaying linearly to 0, clipped gradient norm; held-out accuracy every
+   `eval_every` steps; a resumable checkpoint every `ckpt_every`.
+5. Normalise: gain and bias such that samples of pi^SFT (PPO's start) score mean 0, std 1
+   (OpenAI's `normalize_after`), so that PPO's beta means the same for every RM
+   (docs/reward_model.md, section 3).
 
-The loss, as run here (docs/reward_model.md, section 1):
-- K-wise rankings (InstructGPT): all C(K, 2) pairs of one prompt sit in the same batch and each of
-  the K responses is forwarded ONCE (K forward passes, not 2 C(K, 2)). Each prompt weighs the same:
-  its pairs get weight 1 / C(K, 2), then the mean over prompts. A flat mean over all pairs would
-  over-weight prompts with more responses when K varies.
-- optional margin m (Llama 2):            - log sigma(r_w - r_l - m)
-- optional centering c (Eisenstein 2023): + c * (r_w + r_l)^2, with the same pair weights.
-- optional best-of-K loss (Ziegler 2019): not implemented; the BT loss above is InstructGPT's.
+Deviations, said plainly:
+- No normalisation *before* training (OpenAI's `normalize_before`): the BT loss ignores the bias,
+  and a tiny model's initial scale is already O(1).
+- 1 epoch, linear decay to 0, no warmup (OpenAI); InstructGPT's RM overfits after one epoch.
+  Dropout is off (the trunk runs in eval mode).
+- Ties in a ranking give no pair (FineGrainedRLHF). Best-of-K (Ziegler et al. 2019) is not
+  implemented: the BT loss above is InstructGPT's.
+- Two kinds of comparisons, ranked by the same annotators: the world's (its reference answer and
+  flawed copies of it, world/flaws.py) and the slide's (K samples of pi^SFT on PPO's prompts,
+  `policy_sample_prompts`, `rl_prompt_kind`). The world's alone do not carry over to the policy's
+  answers, and PPO hacks such an RM (docs/reward_model.md, section 6); `--policy-sample-prompts 0`
+  trains on them alone. metrics["sft_samples"] tests the RM on held-out policy samples.
 
-Reward normalisation, and why PPO needs it. The BT loss only sees differences r_w - r_l, so the
-reward's offset is arbitrary and its scale is whatever training happened to produce. PPO maximises
-    r_phi(x, y) - beta * KL(pi_theta || pi_ref)
-where beta trades *nats* of KL against *reward units*. If one RM's rewards are twice as spread as
-another's, the same beta means half the KL penalty. So after training, a gain and a bias are set
-such that responses sampled from the SFT policy (PPO's starting point) score mean 0 and std 1
-(OpenAI's `normalize_after`): beta then means the same across runs, seeds and RMs.
-
-Deviations from the references, and why:
-- OpenAI also normalises *before* training (`normalize_before`); we only normalise after, because
-  the BT loss is invariant to the bias and a tiny model's initial scale is already O(1).
-- 1 epoch, linear decay to 0, no warmup (OpenAI books): InstructGPT reports that the RM overfits
-  after one epoch. Dropout is off (the trunk runs in eval mode).
-- Ties in a ranking are dropped (no pair is formed), as in FineGrainedRLHF.
-- The comparisons are of two kinds. (a) The world's: its reference answer and systematically flawed
-  copies of it (rude, verbose, repetitive, wrong, a needless refusal, ...; world/flaws.py), ranked.
-  (b) The slide's: K samples of pi^SFT on the RL prompts PPO will use (`policy_sample_prompts`,
-  `rl_prompt_kind`), ranked by the same annotators. Measured (tiny preset, seed 0, PPO beta 0.05 for 40
-  iterations, held-out prompts): with (a) alone the RM orders held-out pairs of the world like the
-  oracle 81% of the time, but on the SFT policy's own samples it is at chance (49% vs the oracle,
-  Pearson with gold 0.05): it learned the flaws, not what makes one of the policy's answers better
-  than another. PPO against it drifts 15 nats from pi_SFT and LOWERS the held-out gold reward
-  (toxic prompts -0.04; sentiment prompts -0.18, one glowing review for every prompt). With (a) + (b)
-  the RM reaches 74% / Pearson 0.38 on those samples and PPO raises the held-out gold by +0.11 on
-  toxic prompts at KL 1.5 (PPO on the oracle itself: +0.12, the ceiling). That is why InstructGPT
-  labels the policy's own outputs. metrics["sft_samples"] reports the RM on held-out policy samples.
-
-Metrics (evaluation on held-out prompts; numpy, no scipy):
-- accuracy vs annotators: mean(r_w > r_l) over the held-out annotator labels (strict: ties count wrong);
-- accuracy vs oracle: the same against the oracle's gold ordering (pairs with equal gold are skipped);
-- Pearson and Spearman correlation of r_phi with the gold reward, over all held-out responses;
-- calibration: predicted P(y_i > y_j) = sigma(r_i - r_j) against the observed annotator rate, in bins.
+Metrics (`evaluate_reward_model`, docs/reward_model.md, section 4): strict accuracy against the
+annotators and the oracle, correlation with the gold reward, calibration of sigma(r_i - r_j).
 """
 
 from __future__ import annotations
@@ -136,8 +117,8 @@ class RMConfig:
     Range: rl_prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     policy_sample_prompts: int = 1000
     """RL prompts (train split) whose K samples from pi^SFT, ranked by the annotators, join the world's
-    comparisons: the slide's own recipe (labelers rank the model's outputs). Without them the RM never
-    sees the policy's kind of answers and PPO hacks it (module docstring); 0 = world pairs only.
+    comparisons (the slide's recipe); without them the RM never sees the policy's kind of answers and
+    PPO hacks it (docs/reward_model.md, section 6). 0 = world pairs only.
     Range: policy_sample_prompts >= 0."""
     sft_sample_prompts: int = 200
     """Held-out RL prompts whose K samples from the SFT policy (ranked by the annotators) test the RM
@@ -361,7 +342,7 @@ def rewards_of(model: RewardModel, encoded: list[_Encoded], pad_id: int, device,
 
 
 # ----------------------------------------------------------------------------------------------
-# Metrics (numpy)
+# Metrics on held-out groups (the statistics themselves are in evaluation.py)
 
 
 def evaluate_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], device,
@@ -621,6 +602,4 @@ def load_reward_model(path: str, device="cpu") -> RewardModel:
 
 
 # ----------------------------------------------------------------------------------------------
-# Figures
-
-
+# Figures: `plotting.plot_rm_training`, `plot_calibration` and `plot_reward_vs_gold`.

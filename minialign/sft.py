@@ -2,69 +2,38 @@
 
 "Continue training the model on the instructions using the same language modeling objective used
 to train the original model: next-word prediction" (slide 000 "Finetuning an LLM to follow
-instructions") -- but only the *response* is supervised:
+instructions") -- but supervise only the response:
 
     L_SFT(theta) = - (1/B) sum_b [ sum_t m[b,t+1] log pi_theta(x[b,t+1] | x[b,<=t]) / sum_t m[b,t+1] ]
 
-with m[b,t+1] = 1 exactly when token t+1 of example b is a response token or the closing <|end|>
-of the answer (prompt, padding and anything after the end token: 0). How to average is a choice:
-see below.
+m[b,t+1] = 1 when token t+1 of example b is a response token or the answer's closing <|end|>;
+0 on the prompt, the chat headers and the pads (docs/sft.md, section 1).
 
-The steps, in the order the code runs them (`ensure_sft` -> `train_sft` -> `evaluate_sft`):
-1. Data (slide "Instruction Tuning: fine-tune on many tasks at once"): a multi-task mixture from
-   the embedded world, `n_per_family` examples of every seen task family, each phrased with one of
-   the family's T0-style templates (slide "Adding Diversity via Task Prompts"), a fraction
-   `ni_fraction` written in the Natural Instructions schema instead (definition, emphasis, things
-   to avoid, a positive and a negative example; slide "Proposed Data Schema"). Or an Alpaca-style
-   file (`--data`), instruction + optional input -> prompt, output -> response.
-2. Render each (prompt, response) with the chat template (`chat.render`, the one place that also
-   builds the loss mask): <|user|> prompt <|end|> <|assistant|> response <|end|>, mask 1 on the
-   response and its <|end|> (trained: the model must learn to stop), 0 on the user turn and the
-   assistant header. Examples longer than the context are dropped (and counted), never cut.
-3. Batch by padding: right-pad (`batching.pad_batch`) with IGNORE_INDEX targets off the mask. To
-   spend less compute on pads, each epoch is shuffled, then cut into chunks of `bucket_batches`
-   batches that are sorted by length before slicing ("bucketing"): neighbours in a batch have
-   similar lengths, the batch order stays random.
-4. Loss through the shared kernel (`batching.sequence_token_logprobs`: the one place that
-   shifts), AdamW with linear warmup + cosine decay and a clipped gradient norm.
-5. Evaluate by greedy generation, stopping at <|end|>, on held-out instances of the seen
-   families ("test"), on held-out templates of seen families ("unseen_template") and on families
-   never trained on ("unseen_family": the slide's "generalize to unseen tasks"). An answer is
-   scored by exact match when the example has reference answers (normalized: lower case, no
-   punctuation; equal to an accepted answer or to the reference response), and otherwise (open
-   tasks: stories, reviews, explanations) by the world's oracle (`world.gold_reward`, the hidden
-   "human" grader): its "correct" grade in [0, 1]. The oracle's total gold reward (correct,
-   harmless, on topic, concise, well formed) is reported for every answer too. Scores are
-   reported per family and per split.
+The steps, as the code runs them (`pipeline.ensure_sft` -> `train_sft` -> `evaluate_sft`):
+1. Data (slide "Instruction Tuning: fine-tune on many tasks at once"): `n_per_family` examples of
+   every seen task family of the world, each phrased with one of the family's T0-style templates
+   (slide "Adding Diversity via Task Prompts"), a fraction `ni_fraction` in the Natural
+   Instructions schema (slide "Proposed Data Schema"); or an Alpaca-style file (`--data`).
+2. Render `<|user|> prompt <|end|> <|assistant|> response <|end|>` (`chat.render`, which also builds
+   the loss mask); <|end|> is trained, so the model learns to stop. Examples longer than the
+   context are dropped and counted, never cut.
+3. Right-pad (`batching.pad_batch`); each epoch is shuffled, then sorted by length within chunks of
+   `bucket_batches` batches, so a batch holds similar lengths (`--bucket-batches 1`: plain shuffle).
+4. The loss through the shared kernel (`batching.sequence_token_logprobs`, the one place that
+   shifts); AdamW, linear warmup + cosine decay, clipped gradient norm.
+5. Greedy answers on held-out inputs, held-out templates and unseen families (the slide's
+   "generalize to unseen tasks"), scored by exact match or by the oracle (docs/sft.md, section 5).
 
-How the loss is averaged (docs/sft.md, section 2 and pitfall 2). Three conventions exist. TRL and Hugging
-Face average over all response tokens of the batch (`loss_average="token"`):
+Deviations, said plainly:
+- The loss is a mean per response, then over responses (`loss_average="sequence"`), so every example
+  of the balanced mixture weighs the same; TRL and Hugging Face average over all response tokens of
+  the batch, which `--loss-average token` restores (docs/sft.md, section 2).
+- InstructGPT's SFT ran 16 epochs with dropout 0.2 and picked the checkpoint by reward-model score;
+  we train a dropout-free tiny model for a few epochs and keep the final checkpoint.
 
-    L_token(theta) = - sum_{b,t} m[b,t+1] log pi_theta(x[b,t+1] | x[b,<=t]) / sum_{b,t} m[b,t+1]
-
-the DPO reference's SFT sums the log-probs of each response and averages over responses; and one
-can average within each response, then over responses: the formula at the top, minialign's
-default (`loss_average="sequence"`).
-
-Why: the mixture is balanced per task family, and its answers range from two tokens ("Positive."
-and <|end|>) to a fifteen-token story. Averaged per token, a family weighs in proportion to the
-length of its answers, so the one-word classification tasks get a sixth of a story's weight per
-example; averaged per sequence, every example (hence every family) weighs the same, which is what
-a balanced multi-task mixture means. On the default run this lifts the seen-family task score
-from 0.55 to 0.61 at equal compute. The two losses give different gradients whenever responses
-differ in length; `--loss-average token` restores TRL's choice.
-
-The base model as a baseline ("before SFT"). A pretrained model has never seen the chat tokens, so
-it is asked the way one asks a base model: the prompt as plain text plus a newline, and the
-continuation is its answer. We give it the benefit of the doubt and score only the first line it
-writes (its full continuation is kept for display). Deviation from InstructGPT, said plainly: their
-SFT ran 16 epochs with dropout 0.2 and picked the checkpoint by reward-model score; we train a
-dropout-free tiny model for a few epochs and report the final checkpoint.
-
-Under torchrun (`minialign.distributed`): every rank builds the same batch of example indices and
-trains on its slice, through DDP, its loss weighted by its share of the batch's examples
-("sequence") or of the batch's response tokens ("token"), so that the averaged gradient is the
-whole batch's. Rank 0 alone evaluates, writes checkpoints, metrics and figures.
+Under torchrun every rank trains on its slice of the same batch through DDP, its loss weighted by
+its share of the batch's examples ("sequence") or response tokens ("token"), so the averaged
+gradient is the whole batch's; rank 0 alone evaluates and writes checkpoints, metrics and figures.
 """
 
 from __future__ import annotations
@@ -306,7 +275,7 @@ def record_heldout_loss(model, tok, heldout: dict, cfg: SFTConfig, device, histo
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. The training loop
+# The training loop
 def total_steps(cfg: SFTConfig, n_examples: int) -> int:
     return cfg.steps or cfg.epochs * math.ceil(n_examples / cfg.batch_size)
 
@@ -432,10 +401,5 @@ def finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device, 
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Evaluation: greedy answers, exact match or the oracle, per family and per split
-
-
-# ----------------------------------------------------------------------------------------------
-# Figures
-
-
+# 5. Evaluation (greedy answers, exact match or the oracle, per family and per split) is
+#    `evaluation.evaluate_sft`; the figures are `plotting.plot_sft_loss` and `plot_sft_scores`.
