@@ -20,8 +20,8 @@ The steps, as `train_dpo` runs them:
 2. Per batch of B pairs: one forward of pi_theta over [chosen; rejected] (2B rows, right padded),
    log-probs SUMMED over the response and its <|end|>, split at B (`concatenated_logps`).
 3. `preference_loss` -> per-pair losses and implicit rewards; mean; backward; clip; step with
-   linear warmup. Log `preference_metrics` (the DPO reference's names): logps/chosen often FALLS
-   while the margin grows, which is expected (docs/dpo.md, section 3 and pitfall 8).
+   linear warmup. Log `preference_metrics` (TRL's names, `rewards/accuracy` for its `rewards/accuracies`):
+   logps/chosen often FALLS while the margin grows, which is expected (docs/dpo.md, section 3 and pitfall 8).
 4. Every `eval_every` steps: gold reward and KL(pi_theta || pi_ref) of samples on held-out prompts
    (`evaluation.evaluate_policy`); a checkpoint every `ckpt_every` steps.
 
