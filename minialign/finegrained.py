@@ -1,76 +1,41 @@
 """Fine-grained RLHF: a reward after every segment, from several reward models (Wu et al. 2023).
 
 Slides 002 "Fine-grained Human Feedback", "Multiple Reward Functions", "Example: Detoxification" and
-"Customizing LLM Behavior". One score for a whole response does not say *which* part was bad. Fine-grained
-feedback gives a reward after every segment (a sentence), from K reward models, one per feedback type
-(here: toxicity, irrelevance and factual errors per sentence, plus a sequence-level preference model), and
-PPO optimises, per token t of the response (slide "Multiple Reward Functions"):
+"Customizing LLM Behavior". One score per response does not say which part was bad. Here K reward models, one
+per feedback type (toxicity, irrelevance, factual errors), score every segment (a sentence), and PPO optimises,
+per response token t (Wu et al. 2023, Eq. 1; docs/finegrained.md, section 1):
 
     r_t = sum_k sum_j 1(t = T_j^k) w_k R_phi_k(x, y, j)  -  beta * log( pi_theta(a_t|s_t) / pi_init(a_t|s_t) )
 
-T_j^k is the token where segment j of reward model k ends, w_k the weight of feedback type k. The first part
-is what this file computes (`FineGrainedReward`, a `reward_fn(rollout)` for `ppo.train_ppo`); the KL part is
-added per token by `ppo.ppo_iteration` exactly as for the holistic reward (not copied here), and the update
-(`ppo.ppo_update`: GAE, whitening, clipped losses) is the same function. The holistic baseline is the same
-PPO with only the sequence-level reward, on the last token.
-
-The pieces, in the order the code runs them:
-1. Segments (`segment_response`). The sentence splitter is the world's (`world.split_sentences`: a sentence
-   ends at . ! or ?, the last may have no end mark); `subsentence` also cuts after , ; : inside a sentence,
-   merging pieces shorter than 5 words (FineGrainedRLHF's relevance segments). T_j is computed from the
-   GENERATED TOKEN IDS: the ids are decoded one token at a time (an incremental UTF-8 decoder, so a character
-   split across two tokens belongs to the token that completes it), which gives the character offset where
-   each token ends; T_j is the first token whose end offset reaches the segment's last character. Nothing is
-   re-tokenised: tokenising `text[:end]` can merge the boundary differently from what was generated
-   (docs/finegrained.md, pitfall 1). T_j is clipped to the last valid token (pitfall 2).
-2. Segment reward models (`SegmentRewardModel`): the SFT trunk + a scalar head read at each segment's last
-   token T_j; ONE forward per response gives the logits of all its segments; the loss is a binary
-   cross-entropy per segment (label 1 = no error), with the labels of the world's oracle
-   (`world.label_sentences`: toxic / irrelevant / wrong), on responses sampled from the SFT policy and on
-   the world's flawed variants of reference answers (`world.preference_data`), and on SFT answers to the RL
-   prompts themselves. R_phi_k(x, y, j) = -1 for a segment the classifier calls bad, 0 otherwise (see the
-   deviations: the paper's +-1, `reward_form="sign"`; or the smoother 2 p - 1, `reward_form="prob"`).
-3. The sequence-level reward: the holistic PPO stage's own reward (`holistic_reward`: the Bradley-Terry
-   RM of reward.py, normalised on SFT samples as ppo.train_ppo does, with PPO's missing-<|end|> penalty and
-   score position), times w_seq, on the LAST valid token only (the <|end|> token). It is one reward per
-   response: it is never also added at a sentence end. (Only in a response cut off by the length budget can a sentence end on the last token; that
-   token then carries both the sentence's rewards and the sequence reward, each once.)
-4. PPO (`ppo.train_ppo` with `reward_fn=FineGrainedReward(...)`): the same per-token KL, GAE, whitening
-   and clipped update as the holistic PPO stage.
-
-Detoxification (lesson 09, slide "Example: Detoxification"), with the world's toxicity score standing in
-for the Perspective API (a scorer, not a learned model, as in the paper):
-    holistic      r = 1 - Tox(y)                          on the last token
-    fine-grained  R_j = -(Tox(y_<=j) - Tox(y_<j))         on the last token of sentence j
-Tox(empty) is defined as 0 (docs/finegrained.md, pitfall 7: the first sentence's reward is minus its own
-toxicity; the slide's "Sent1 reward = 0.00 - 0.72"). The fine-grained rewards of a response sum to -Tox(y)
-(the deltas telescope): the two rewards differ by the constant 1 per response and rank responses
-identically; only WHERE the signal arrives differs.
-
-Customization (lesson 09, slide "Customizing LLM Behavior"): the same base model continuing story openings with
-a learned relevance RM (`label_text_response` + `train_segment_rm` on its own continuations), -w_rel per
-off-topic sentence, beside fixed toxicity and sequence-level completeness rewards (`world.story_completeness`);
-w_rel is the knob.
+T_j^k is the last token of segment j for reward model k, w_k the weight of feedback type k. This file builds the
+first sum, as a `reward_fn(rollout)` for `ppo.train_ppo`; the KL term and the update are ppo.py's, unchanged.
+The holistic baseline is the same PPO with only the sequence-level reward, on the last token. In file order:
+1. Segments and T_j (`segment_response`): sentences (`world.split_sentences`) or sub-sentences, with T_j found
+   from the GENERATED ids decoded one token at a time, never re-tokenised (docs/finegrained.md, pitfalls 1-2).
+2. Per-token rewards (`combine_rewards`): w_k R_k at each T_j^k, plus w_seq times the sequence-level reward,
+   once, on the last valid token (pitfall 3).
+3. Segment reward models (`SegmentRewardModel`): the SFT trunk + a scalar head read at each T_j, one forward per
+   response, a binary cross-entropy per segment on the oracle's labels (`world.label_sentences`).
+4. `FineGrainedReward`: steps 1-3 on a rollout; the sequence-level reward is the holistic PPO stage's own
+   (`pipeline.holistic_reward`: the same normalisation, missing-<|end|> penalty and score position).
+5. Detoxification (`ToxicityReward`), the world's toxicity score standing in for the Perspective API: holistic
+   1 - Tox(y) on the last token, fine-grained -(Tox(y_<=j) - Tox(y_<j)) on sentence j, Tox(empty) = 0
+   (docs/finegrained.md, section 4 and pitfall 7).
+6. `train_text_ppo`: the same PPO on raw-text prompts, for detoxification and for lesson 09's "Customizing LLM
+   Behavior" (the weight w_rel of a relevance RM trained on the base model's continuations is the knob).
 
 Deviations from the paper and the FineGrainedRLHF code, said plainly:
-- Segment rewards are penalties by default: -w_k for a segment the RM calls bad, 0 for a fine one. The paper
-  gives +w_k to every fine segment too (`reward_form="sign"`). With the toy world's feedback types, where
-  errors are rare (about 4% of sentences are toxic, 9% wrong), that +w is a bonus per sentence: in a test run
-  of this stage with 'sign', the policy learned to write ever more sentences (29 tokens, KL 55 nats after 30
-  iterations) while the gold reward fell. Penalties keep the length to the sequence-level RM.
-- Sentences come from a period/!/? splitter (world.split_sentences), not spaCy; sub-sentences inherit the
-  oracle label of their sentence (the oracle labels sentences), except toxicity, scored per piece.
-- The segment RMs read the chat-rendered response (`label_response`; a base model's raw-text continuation
-  for lesson 09's customization, `label_text_response`) with a causal GPT at each segment's last token, instead
-  of a Longformer token classifier reading "</s>" separators; a segment's label may depend on what came
-  before it (a repeated sentence is irrelevant), which the causal read-out sees.
-- Log-probs use the sampling temperature on both sides (FineGrainedRLHF computes them at T=1 while sampling
-  at T=0.7 with top-k; docs/finegrained.md, section 5 and pitfall 5). Whitening divides by the std, not its
-  square root (pitfall 6; ppo.whiten).
-- The detoxification policy is the pretrained base model continuing raw text (the paper's GPT-2 without
-  SFT, on RealToxicityPrompts), because the SFT model of the world is already polite on these prompts.
-  `train_ppo` renders chat prompts, so that experiment runs `ppo_iteration` in a short loop of its own
-  (`train_text_ppo`): same iteration, same update, raw prompts, stopping at <|endoftext|>.
+- Segment rewards are penalties: -w_k for a segment the RM calls bad, 0 for a fine one. The paper also gives +w_k
+  to every fine segment (`reward_form="sign"`); with rare errors that acts as a per-sentence bonus and the policy
+  writes ever more sentences (docs/finegrained.md, pitfall 8). `reward_form="prob"` gives 2 P(fine) - 1.
+- Sentences from a . ! ? splitter, not spaCy; sub-sentences (`segment="subsentence"`) inherit the oracle label of
+  their sentence, except toxicity, scored per piece.
+- The segment RMs are a causal GPT read at each segment's last token, not a Longformer classifier over "</s>"
+  separators; a label may depend on what came before (a repeated sentence is irrelevant), which it sees.
+- Log-probs use the sampling temperature on both sides (FineGrainedRLHF: T=1, sampling at 0.7 with top-k;
+  docs/finegrained.md, section 5 and pitfall 5); whitening divides by the std, not its root (pitfall 6; ppo.whiten).
+- Detoxification trains the pretrained base model on raw text (the paper: GPT-2 without SFT, RealToxicityPrompts),
+  as the world's SFT model is already polite on these prompts: `train_ppo(chat=False)`, up to <|endoftext|>.
 """
 
 from __future__ import annotations
@@ -94,6 +59,7 @@ from .model import GPT, GPTConfig, scalar_head
 from .ppo import QUICK as PPO_QUICK
 from .ppo import PPOConfig, Rollout, ValueModel, place_scores, train_ppo
 from .pretrain import make_optimizer as adamw
+from .training import linear_decay, set_lr
 from .world import label_sentences, split_sentences, toxicity
 from .world.text import words
 
@@ -127,9 +93,8 @@ class FineGrainedConfig:
     """w_k of the factuality RM (paper: 0.5): -w per wrong sentence (+w per correct one: sign).
     Range: w_factuality >= 0."""
     w_sequence: float = 1.0
-    """Weight of the sequence-level (holistic Bradley-Terry) reward. 1: the holistic PPO's own reward (the same
-    normalisation, missing-end penalty and score position, `holistic_reward`), so this run is the holistic one
-    plus segment penalties (the paper's completeness RM: 0.3). Range: w_sequence >= 0."""
+    """Weight of the sequence-level reward, the holistic PPO's own (`pipeline.holistic_reward`): 1 makes this run
+    the holistic one plus segment penalties (the paper's completeness RM: 0.3). Range: w_sequence >= 0."""
     segment: str = "sentence"
     """Segments of the relevance RM: 'sentence', or 'subsentence' (cut after , ; : with >= 5 words, as
     FineGrainedRLHF's relevance RM). Toxicity and factuality are always per sentence.
@@ -164,9 +129,8 @@ class FineGrainedConfig:
     batch_size: int = PPOConfig.batch_size
     """Episodes per PPO rollout batch. Range: batch_size >= 1."""
     beta: float = PPOConfig.beta
-    """KL coefficient beta of the per-token penalty (added by ppo.ppo_iteration). The paper uses a larger beta
-    for fine-grained rewards (0.3 vs 0.2), which are denser; the same beta keeps the comparison simple.
-    Range: beta >= 0 (the KL coefficient; 0 turns the penalty off)."""
+    """KL coefficient of the per-token penalty: the holistic run's, for a simple comparison (the paper uses 0.3 for
+    its denser fine-grained rewards, 0.2 holistic). Range: beta >= 0 (the KL coefficient; 0 turns the penalty off)."""
     lr: float = PPOConfig.lr
     """Adam learning rate of the policy and the value model. Range: lr > 0."""
     max_new_tokens: int = PPOConfig.max_new_tokens
@@ -176,9 +140,8 @@ class FineGrainedConfig:
     n_prompts: int = PPOConfig.n_prompts
     """RL prompts (world.rl_prompts(prompt_kind, split='train')). Range: n_prompts >= 1."""
     prompt_kind: str = PPOConfig.prompt_kind
-    """The world's RL prompt set, as the holistic PPO stage's (the sequence-level RM was trained on the SFT
-    policy's answers to these); held-out prompts of the same kind evaluate it.
-    Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
+    """The world's RL prompt set, as the holistic PPO stage's (its RM was trained on answers to these); its
+    held-out prompts evaluate the run. Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     holistic_baseline: bool = False
     """Also train a holistic baseline here (only the sequence-level RM, weight 1, same PPO settings). Without it
     the `ppo` stage's policy, when built, is evaluated beside (same RM, prompts and PPO defaults)."""
@@ -191,7 +154,7 @@ class FineGrainedConfig:
         reward_names(self)
 
 
-# --quick: seconds (tests and CI); too small to show anything.
+# --quick: tiny settings for tests and CI; too small to show anything.
 QUICK = dict(rm_prompts=24, rm_rl_prompts=16, rm_eval_prompts=8, rm_batch_size=16, n_eval_prompts=8,
              **{k: PPO_QUICK[k] for k in ("iterations", "batch_size", "max_new_tokens", "n_prompts", "lr")})
 
@@ -488,8 +451,7 @@ def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], n
     hist = {"loss": [], "accuracy": []}
     bar = tqdm(batches, desc=f"segment rm {name}", unit="step")
     for step, idx in enumerate(bar):
-        for group in opt.param_groups:
-            group["lr"] = cfg.rm_lr * (1 - step / len(batches))
+        set_lr(opt, linear_decay(step, len(batches), cfg.rm_lr))
         loss, acc = segment_loss(model, [items[i] for i in idx], name, pad_id, device)
         if loss is None:
             continue
@@ -625,13 +587,5 @@ def train_text_ppo(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pr
             "episodes_per_iteration": cfg.batch_size}
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# 7. Evaluation: the detoxification table (docs/evaluation.md, section 3) and fine-grained error rates
-# ----------------------------------------------------------------------------------------------------------------
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Figures
-# ----------------------------------------------------------------------------------------------------------------
-
-
+# The evaluation (the detoxification table of docs/evaluation.md, section 3, and the sentence error rates) is in
+# evaluation.py; the figures are in plotting.py.

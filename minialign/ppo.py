@@ -1,63 +1,40 @@
 """PPO with a per-token KL penalty: InstructGPT step 3, "Optimize a policy against the reward model using RL".
 
-Slides 000 "Step 3" and 002 "RLHF: Proximal Policy Optimization". A prompt x is sampled, the policy
-pi_theta writes y, the frozen reward model r_phi scores (x, y), and PPO raises the probability of
-high-reward responses while a KL penalty keeps pi_theta near the SFT model pi_ref, "to ensure that the
-model outputs reasonably coherent text" and stays "where the reward model is accurate". The reward the
-update sees (slide: r = r_theta - lambda r_KL) is given per token t of the response:
+Slides 000 "Step 3" and 002 "RLHF: Proximal Policy Optimization". The policy pi_theta answers prompts x, the frozen
+reward model r_phi scores each (x, y), and a KL penalty keeps pi_theta near the frozen SFT model pi_ref. The
+slide's r = r_phi - beta KL, per response token t (Ouyang et al. 2022, Eq. 2; docs/ppo.md, section 1):
 
     r_t = - beta * (log pi_theta(y_t | x, y_<t) - log pi_ref(y_t | x, y_<t))   (+ r_phi(x, y) at the last token)
 
-One iteration (`ppo_iteration`) in the order of OpenAI's lm-human-preferences, its PyTorch reproduction
-(lmhpd) and TRL (docs/ppo.md, section 2):
-  1. rollout: sample y ~ pi_theta(. | x) at temperature T with pure sampling (top_k=0, top_p=1),
-     stopping at <|end|>;
-  2. score: the frozen reward model reads (x, y) at its last real token; a response that never
-     emits <|end|> gets a penalty score instead (-1 in OpenAI's lm-human-preferences code, lmhpd and
-     summarize-from-feedback-details);
-  3. log-probs of pi_theta (the "old" policy) and of pi_ref, both at temperature T, through the shared
-     kernel (`batching.sequence_token_logprobs`), and the values V(s_t) of the value model;
-  4. per-token rewards r_t = -beta * k1_t, with the score added at the last response token;
-  5. optional reward whitening (shift_mean=False);
-  6. GAE advantages and returns (backwards loop), then advantage whitening;
-  7. several epochs of shuffled minibatches: clipped surrogate + vf_coef * clipped value loss;
-  8. the KL controller updates beta (adaptive, Ziegler et al. 2019) or keeps it fixed.
+The sections follow one iteration, in the order of lm-human-preferences, lmhpd and TRL (docs/ppo.md, section 2):
+  1. sample y ~ pi_theta(. | x) at temperature T, pure sampling (top_k=0, top_p=1), stopping at <|end|>;
+  2. score: r_phi(x, y) at the last real token, normalised; a penalty when <|end|> never came (`missing_end`). Any
+     `reward_fn(rollout)` -> per-token task rewards (B, N) can replace it (finegrained.py does);
+  3. log-probs of pi_old and pi_ref (both at T, by the training forward) and the values V(s_t);
+  4. the per-token KL (k1) and the shaped reward r_t = task_t - beta * KL_t;
+  5. whitening: optionally the rewards (scale only) before GAE, the advantages after it;
+  6. GAE advantages and returns;
+  7. PPO epochs over shuffled minibatches: clipped surrogate + vf_coef * clipped value loss;
+  8. the KL controller: beta fixed, or adapted (Ziegler et al. 2019).
+Then `ppo_update` (steps 5-7), `ppo_iteration` (steps 1-7) and, last, the loop `train_ppo` (step 8).
 
-Layout. A rollout keeps generate()'s layout: prompts LEFT-padded to P columns, responses RIGHT-padded
-after <|end|>. Response token i sits at column P+i; its log-prob and the value of the state before it
-are read at column P-1+i. Every per-token tensor of this file is response-aligned, (B, N): column i is
-response token i, and `mask` (B, N) is 1 on real response tokens (the <|end|> token included).
-
-Choices, each documented on its PPOConfig field and switchable where the references disagree:
-- Score position: on the last real response token (<|end|>), the textbook MDP used by OpenRLHF and old
-  TRL. `score_position="after_end"` emulates TRL >= 0.12 / summarize-from-feedback-details, which add
-  it one slot later (docs/ppo.md, pitfall 6).
-- Value model: a separate GPT trunk + a scalar head per token, initialised from the reward model
-  (summarize-from-feedback-details, TRL). It starts out knowing what is rewarded, so the first
-  advantages already point somewhere useful; a zero-initialised head on the policy (OpenAI, lmhpd)
-  spends its first iterations learning the reward's scale. The policy and the value model are updated
-  by one Adam on L_pg + vf_coef * L_vf, as TRL does.
-- Reward scale: the RM's scores are normalised to mean 0, std 1 on samples of the initial policy
-  (OpenAI's `normalize_before`), so beta and the -1 penalty mean the same for any reward model.
-- Whitening: advantages over the whole rollout (lmhpd, TRL; OpenAI per minibatch), rewards not
-  whitened (TRL; OpenAI/lmhpd do). Variances are population variances (divide by n, as OpenAI
-  `tf.nn.moments` and lmhpd); `unbiased_variance=True` gives TRL's Bessel-corrected one.
-- Losses are means over the response tokens of a minibatch (TRL's masked_mean), not per sequence; a
-  rollout batch that does not divide into `n_minibatches` drops its remainder rows in that epoch.
-- Precision: on a GPU, sampling (generate), the old/reference log-probs and the update's forwards all run
-  under the same bf16 autocast (`config.autocast`), so the sampler is the pi_old of the ratio; the kernel
-  accumulates log-probs in float32, and the reward and value heads run in float32 (`model.scalar_head`).
-  On a CPU everything is float32.
-- Dropout is switched off in every model (`disable_dropout`), the reference and the reward model are
-  frozen in eval mode, and the pad token differs from <|end|> (checked): otherwise the probability
-  ratio is not 1 on the first minibatch (docs/ppo.md, section 6), or pads hide real end tokens.
-- Deviation: PyTorch's Adam (eps 1e-5), not lmhpd's TF-style Adam; learning rates are larger than the
-  references' 1e-5 because the models are ~1M parameters, not 124M+.
-
-The reward is pluggable: `train_ppo(..., reward_fn=f)` takes any f(rollout) -> per-token task rewards
-(B, N) (without the KL term, which `ppo_iteration` adds). The default puts the normalised reward-model
-score on the last token (`rm_reward_fn`); finegrained.py puts segment rewards on segment ends; a test
-rewards one token. The update (`ppo_update`) only ever sees the final per-token reward tensor.
+Deviations / choices, said plainly (the flags give the other references' behaviour):
+- Score on the last real token (textbook MDP, OpenRLHF, old TRL); `score_position="after_end"` puts it one slot
+  later (TRL >= 0.12, summarize-from-feedback-details; docs/ppo.md, pitfall 6).
+- Value model: a separate trunk + head copied from the reward model (summarize-from-feedback-details, TRL), not
+  OpenAI's zero-initialised head (docs/ppo.md, section 7); one Adam on L_pg + vf_coef * L_vf, as in TRL.
+- RM scores normalised to mean 0, std 1 on samples of the initial policy (OpenAI `normalize_before`), so beta and
+  the -1 penalty mean the same for any reward model; `normalize_score=False` turns it off.
+- Whitening: advantages over the rollout (lmhpd, TRL; OpenAI: `whiten_advantages="minibatch"`); rewards left as
+  they are (TRL; OpenAI, lmhpd: `whiten_rewards=True`); population variances, divided by n (OpenAI, lmhpd; TRL's
+  Bessel n-1: `unbiased_variance=True`).
+- Losses are means over the response tokens of a minibatch (TRL's masked_mean), not per sequence; rows that do
+  not fill a last minibatch are dropped in that epoch.
+- Precision: on a GPU, sampling, old/reference log-probs and the update share one bf16 autocast (the sampler is
+  the pi_old of the ratio); log-probs accumulate and scalar heads run in float32. On a CPU, all is float32.
+- Dropout off in every model, pi_ref and r_phi frozen in eval mode, pad token != <|end|> (checked): otherwise the
+  first ratio is not 1 (docs/ppo.md, section 6) or pads hide real end tokens (pitfall 3).
+- PyTorch's Adam (eps 1e-5), not lmhpd's TF-style one; lr above the references' 1e-5 (models of ~1M, not 124M+).
 """
 
 from __future__ import annotations
@@ -86,7 +63,7 @@ from .world import gold_reward
 
 @dataclass
 class PPOConfig:
-    """PPO against a reward model with a per-token KL penalty (defaults: a few minutes on a 2-core CPU)."""
+    """PPO against a reward model with a per-token KL penalty (defaults sized for a ~1M-parameter model on a CPU)."""
 
     iterations: int = 40
     """PPO iterations: each samples `batch_size` responses and updates on them. Range: iterations >= 1."""
@@ -100,12 +77,8 @@ class PPOConfig:
     n_prompts: int = 1024
     """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them. Range: n_prompts >= 1."""
     prompt_kind: str = "toxic"
-    """Which RL prompt set of the world to train on (`world.rl_prompts`: instruction, sentiment, toxic); keep
-    RMConfig.rl_prompt_kind equal, so the reward model was trained on the policy's answers to such prompts.
-    'toxic' (continue an angry story opening) by default: there the gold reward can be raised by choices the SFT
-    model already knows how to make (go on with the story's own characters, make peace). Measured, PPO on the
-    oracle itself (the ceiling) for 40 iterations at beta 0.05: held-out gold +0.12 on 'toxic', +0.06 on
-    'sentiment', none on 'instruction', whose held-out errors are missing knowledge (facts, arithmetic).
+    """The world's RL prompt set (`world.rl_prompts`); keep RMConfig.rl_prompt_kind equal. Default 'toxic' (continue
+    an angry story opening): the SFT model can already raise the gold reward there (docs/ppo.md, section 7).
     Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     prompt_split: str = "train"
     """Split of those prompts: 'train' (the held-out 'test' prompts are for evaluation).
@@ -129,9 +102,8 @@ class PPOConfig:
     """Per-token KL penalty: k1 = log pi_theta - log pi_ref (OpenAI, lmhpd, TRL default) or k3.
     Range: kl_estimator in ('k1', 'k3')."""
     score_position: str = "end"
-    """Where the score goes: 'end' = last real response token (OpenRLHF, old TRL, OpenAI's fixed length);
-    'after_end' = one slot after it (TRL >= 0.12, summarize-from-feedback-details).
-    Range: score_position in ('end', 'after_end')."""
+    """Where the score goes: 'end' = the last real response token (OpenRLHF, old TRL, OpenAI); 'after_end' = one
+    slot later (TRL >= 0.12, summarize-from-feedback-details). Range: score_position in ('end', 'after_end')."""
     missing_end: str = "replace"
     """Responses without <|end|>: 'replace' the score by -missing_end_penalty (OpenAI's code, lmhpd,
     summarize-from-feedback-details), 'subtract' the penalty from it (TRL missing_eos_penalty), or 'none'.
@@ -296,8 +268,11 @@ def make_optimizer(policy: GPT, value_model: ValueModel, cfg: PPOConfig) -> torc
 
 @dataclass
 class Rollout:
-    """A batch of episodes. Full-width tensors are (B, P+N) as generate() lays them out; per-token ones are
-    response-aligned (B, N): column i is response token i (see the module docstring)."""
+    """A batch of episodes in generate()'s layout: prompts LEFT-padded to P columns, responses RIGHT-padded.
+
+    Full-width tensors are (B, P+N). Per-token ones are response-aligned (B, N): column i is response token i,
+    whose log-prob and the value of the state before it are read at full-width column P-1+i.
+    """
 
     tokens: torch.Tensor             # (B, P+N) prompt left-padded, response right-padded
     attention_mask: torch.Tensor     # (B, P+N) 1 on real tokens

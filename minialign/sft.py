@@ -57,7 +57,7 @@ from .logprobs import IGNORE_INDEX
 from .model import GPT
 from .plotting import plot_sft_loss, plot_sft_scores
 from .pretrain import lr_at, make_optimizer
-from .training import Checkpoint, steps, stopped_early
+from .training import Checkpoint, set_lr, steps, stopped_early
 from .world import instruction_data
 
 
@@ -255,8 +255,7 @@ def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, dev
     `distributed.shard`; the returned loss is then the global batch's.
     """
     loss_of = loss_of or distributed.wrap(model, sft_loss)
-    for group in opt.param_groups:
-        group["lr"] = lr
+    set_lr(opt, lr)
     with autocast(device):
         loss = loss_of(batch, cfg.loss_average) * weight
     opt.zero_grad(set_to_none=True)
