@@ -41,7 +41,6 @@ Deviations from the paper and the FineGrainedRLHF code, said plainly:
 from __future__ import annotations
 
 import codecs
-import math
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -55,7 +54,7 @@ from .batching import pad_batch
 from .chat import render, response_text_ids
 from .config import ConfigError, autocast
 from .evaluation import prompt_text
-from .model import GPT, GPTConfig, scalar_head
+from .model import GPT, new_scalar_head, scalar_head, trunk_copy
 from .ppo import QUICK as PPO_QUICK
 from .ppo import PPOConfig, Rollout, ValueModel, place_scores, train_ppo
 from .pretrain import make_optimizer as adamw
@@ -307,17 +306,13 @@ class SegmentRewardModel(nn.Module):
 
     def __init__(self, trunk: GPT, name: str = ""):
         super().__init__()
-        self.trunk = trunk
-        self.name = name
-        self.head = nn.Linear(trunk.config.n_embd, 1)
-        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(trunk.config.n_embd + 1))
-        nn.init.zeros_(self.head.bias)
+        self.trunk, self.name = trunk, name
+        self.head = new_scalar_head(trunk.config.n_embd)
 
     @classmethod
     def from_sft(cls, sft_model: GPT, name: str = "") -> "SegmentRewardModel":
-        trunk = GPT(GPTConfig(**{**sft_model.config.to_dict(), "dropout": 0.0}))
-        trunk.load_state_dict(sft_model.state_dict())
-        return cls(trunk.to(sft_model.output_weight.device), name)
+        """A trunk copied from the SFT model (dropout off), as the holistic RM's."""
+        return cls(trunk_copy(sft_model), name)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
                 cols: torch.Tensor) -> torch.Tensor:

@@ -329,6 +329,22 @@ class GPT(nn.Module):
         return model
 
 
+def trunk_copy(model: GPT) -> GPT:
+    """A copy of `model` with dropout 0, on its device: the trunk of a reward model, which starts from the SFT
+    model (InstructGPT) and never uses dropout (its scores must not be random)."""
+    trunk = GPT(GPTConfig(**{**model.config.to_dict(), "dropout": 0.0}))
+    trunk.load_state_dict(model.state_dict())
+    return trunk.to(model.output_weight.device)
+
+
+def new_scalar_head(n_embd: int) -> nn.Linear:
+    """A Linear(C, 1) read-out initialised as lm-human-preferences does: weight ~ N(0, 1 / (C + 1)), bias 0."""
+    head = nn.Linear(n_embd, 1)
+    nn.init.normal_(head.weight, std=1.0 / math.sqrt(n_embd + 1))
+    nn.init.zeros_(head.bias)
+    return head
+
+
 def scalar_head(head: nn.Linear, h: torch.Tensor) -> torch.Tensor:
     """A scalar read-out head (reward, value) in float32, even inside bf16 autocast: (..., C) -> (...).
 

@@ -42,7 +42,6 @@ annotators and the oracle, correlation with the gold reward, calibration of sigm
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -56,7 +55,7 @@ from .chat import end_id, prompt_ids, render
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast
 from .generate import generate
-from .model import GPT, GPTConfig, scalar_head
+from .model import GPT, GPTConfig, new_scalar_head, scalar_head, trunk_copy
 from .evaluation import (finite_or_none, calibration, label_agreement_with_oracle, oracle_accuracy, pairwise_accuracy,
                          pearson, spearman)
 from .pretrain import make_optimizer
@@ -208,10 +207,7 @@ class RewardModel(nn.Module):
     def __init__(self, trunk: GPT):
         super().__init__()
         self.trunk = trunk
-        d = trunk.config.n_embd
-        self.head = nn.Linear(d, 1)
-        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(d + 1))   # lm-human-preferences init
-        nn.init.zeros_(self.head.bias)
+        self.head = new_scalar_head(trunk.config.n_embd)
         self.register_buffer("gain", torch.tensor(1.0))
         self.register_buffer("bias", torch.tensor(0.0))
 
@@ -222,9 +218,7 @@ class RewardModel(nn.Module):
         The copy is built with dropout 0: dropout stays off for RM training and scoring
         (docs/reward_model.md, pitfall 5).
         """
-        trunk = GPT(GPTConfig(**{**sft_model.config.to_dict(), "dropout": 0.0}))
-        trunk.load_state_dict(sft_model.state_dict())
-        return cls(trunk.to(sft_model.output_weight.device))
+        return cls(trunk_copy(sft_model))
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor,
                 normalized: bool = True) -> torch.Tensor:
