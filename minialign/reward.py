@@ -15,7 +15,7 @@ The steps, as the code runs them (`train_reward_model`, then `fit_normalization`
 1. Render every response once; drop groups with a response longer than the context.
 2. Batches of `batch_prompts` prompts, all K responses of a prompt in the same batch (`batches_of`).
 3. r_phi of each response, forwarded once; the loss over the C(K, 2) pairs, each prompt weighing
-   the same (`pair_indices`, `preference_loss`); optional margin m (Llama 2, `--margin`) and
+   the same (`pair_indices`, `bradley_terry_loss`); optional margin m (Llama 2, `--margin`) and
    centering c (Eisenstein et al. 2023, `--center-coef`).
 4. AdamW, learning rate decaying linearly to 0, clipped gradient norm; held-out accuracy every
    `eval_every` steps; a resumable checkpoint every `ckpt_every`.
@@ -261,7 +261,7 @@ class RewardModel(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # Losses
-def preference_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
+def bradley_terry_loss(rewards: torch.Tensor, winners: torch.Tensor, losers: torch.Tensor,
                     weights: torch.Tensor, *, margin: float = 0.0,
                     center_coef: float = 0.0) -> torch.Tensor:
     """Bradley-Terry loss of a batch (slide 002 "Reward Model Training"; docs/reward_model.md, section 1).
@@ -397,7 +397,7 @@ def batch_loss(model: RewardModel, chunk: list[_Encoded], pad_id: int, device, c
     if objective == "bt":
         winners, losers, weights = pair_indices([e.group for e in chunk])
         winners, losers, weights = winners.to(device), losers.to(device), weights.to(device)
-        loss = preference_loss(r, winners, losers, weights, margin=cfg.margin,
+        loss = bradley_terry_loss(r, winners, losers, weights, margin=cfg.margin,
                                center_coef=cfg.center_coef)
         acc = (r[winners] > r[losers]).float().mean().item() if len(winners) else float("nan")
         return loss, acc
@@ -442,7 +442,7 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
     The loop, per step:
       1. the next batch of `cfg.batch_prompts` prompts, all responses of each (order fixed by seed);
       2. r_phi of every response, forwarded once (raw, unnormalised);
-      3. the loss (`preference_loss` or `rating_loss`), AdamW step with a clipped gradient norm and
+      3. the loss (`bradley_terry_loss` or `rating_loss`), AdamW step with a clipped gradient norm and
          a linearly decaying learning rate;
       4. every `eval_every` steps: accuracy on `eval_groups` vs the annotators and the oracle;
          every `ckpt_every` steps (when `ckpt_path` is given): a checkpoint to resume from.

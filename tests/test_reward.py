@@ -18,7 +18,7 @@ from minialign.model import GPT, GPTConfig
 from minialign.evaluation import calibration, oracle_accuracy, pairwise_accuracy, pearson, spearman
 from minialign.reward import (PreferenceGroup, RMConfig, RewardModel, fit_normalization, group_from_ranking,
                               last_token_index, load_reward_model, normalization_from_rewards, pair_indices,
-                              preference_loss, sample_policy, save_reward_model, train_reward_model)
+                              bradley_terry_loss, sample_policy, save_reward_model, train_reward_model)
 from minialign.tokenizer import Tokenizer
 
 TOK = Tokenizer([])   # bytes only: 256 byte tokens + the special tokens, no training needed
@@ -62,7 +62,7 @@ def test_loss_equals_hand_computation_with_per_prompt_weights(margin, center):
     rewards = torch.tensor([v for s in scores for v in s], dtype=torch.float64, requires_grad=True)
     w, l, weight = pair_indices(groups)
     assert len(w) == 3 + 6 + 1                               # C(3,2) + C(4,2) + C(2,2)
-    got = preference_loss(rewards, w, l, weight, margin=margin, center_coef=center)
+    got = bradley_terry_loss(rewards, w, l, weight, margin=margin, center_coef=center)
     assert got.item() == pytest.approx(expected, rel=1e-10)
 
     # a flat mean over the 10 pairs weighs the K=4 prompt more: it is a different number
@@ -87,7 +87,7 @@ def test_loss_equals_hand_computation_with_per_prompt_weights(margin, center):
 def test_loss_at_equal_scores_is_log_2():
     g = [group_from_ranking("p", ["a", "b", "c", "d"], order=[0, 1, 2, 3])]
     w, l, weight = pair_indices(g)
-    assert preference_loss(torch.zeros(4), w, l, weight).item() == pytest.approx(math.log(2))
+    assert bradley_terry_loss(torch.zeros(4), w, l, weight).item() == pytest.approx(math.log(2))
 
 
 # ----------------------------------------------------------------------------------------------
