@@ -40,7 +40,7 @@ import torch
 from .batching import sequence_token_logprobs
 from .chat import end_id, parse_response, prompt_ids, response_text_ids
 from .config import autocast
-from .generate import generate
+from .generate import generate_in_batches
 from .model import GPT
 from .world import gold_reward, label_sentences, toxicity
 from .world.text import normalize, words
@@ -194,15 +194,14 @@ def sample_and_score(policy, ref, tok, prompts, *, judge=None, n_samples: int = 
     policy.eval()
     if ref is not None:
         ref.eval()
-    g = torch.Generator().manual_seed(seed)         # generate() moves it to the policy's device
     jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(n_samples)]
     out = Samples()
-    for start in range(0, len(jobs), batch_size):
+    for start, gen in generate_in_batches(policy, [prompt_ids(tok, prompt_text(p), system) for _, p in jobs],
+                                          batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                          stop_ids=[end_id(tok)], pad_id=tok.pad_id, temperature=temperature,
+                                          generator=torch.Generator().manual_seed(seed)):
         chunk = jobs[start:start + batch_size]
-        ids = [prompt_ids(tok, prompt_text(p), system) for _, p in chunk]
         with autocast(device):
-            gen = generate(policy, ids, max_new_tokens=max_new_tokens, stop_ids=[end_id(tok)],
-                           pad_id=tok.pad_id, temperature=temperature, generator=g)
             if ref is not None:
                 args = (gen.tokens, gen.attention_mask, gen.response_mask)
                 kl = sequence_kl(sequence_token_logprobs(policy, *args, temperature=temperature),
@@ -397,9 +396,9 @@ def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
 
     chat=True: the chat template, stopping at <|end|> (an SFT model). chat=False: the prompt as
     plain text + newline, stopping at end-of-text (a base model); "text" is then the first line
-    of the continuation and "full" all of it.
+    of the continuation and "full" all of it. Generation runs where the model is (`device` is accepted for the
+    callers that pass it).
     """
-    device = device or model.output_weight.device
     if chat:
         encoded = [prompt_ids(tok, p) for p in prompts]
         stop = [end_id(tok)]
@@ -408,11 +407,10 @@ def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
         stop = [tok.eot_id]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))   # less left padding
     out: list[dict] = [{}] * len(prompts)
-    for start in range(0, len(order), batch_size):
+    for start, gen in generate_in_batches(model, [encoded[i] for i in order], batch_size=batch_size,
+                                          max_new_tokens=max_new_tokens, stop_ids=stop, pad_id=tok.pad_id,
+                                          greedy=True):
         idx = order[start:start + batch_size]
-        with autocast(device):
-            gen = generate(model, [encoded[i] for i in idx], max_new_tokens=max_new_tokens,
-                           stop_ids=stop, pad_id=tok.pad_id, greedy=True)
         for i, ids in zip(idx, gen.response_ids):
             if chat:
                 text, ended = parse_response(tok, ids)
@@ -529,13 +527,12 @@ def sample_continuations(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]]
     the samples under the frozen `ref` (exp of the mean NLL per generated token, at temperature 1)."""
     device = policy.output_weight.device
     policy.eval()
-    g = torch.Generator().manual_seed(seed)
     jobs = [p for p in prompt_ids for _ in range(k)]
     texts, ids, nll, n_tok = [], [], 0.0, 0
-    for s in range(0, len(jobs), batch_size):
+    for _, gen in generate_in_batches(policy, jobs, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                      stop_ids=[tok.eot_id], pad_id=tok.pad_id, temperature=temperature, top_p=top_p,
+                                      generator=torch.Generator().manual_seed(seed)):
         with autocast(device):
-            gen = generate(policy, jobs[s:s + batch_size], max_new_tokens=max_new_tokens, stop_ids=[tok.eot_id],
-                           pad_id=tok.pad_id, temperature=temperature, top_p=top_p, generator=g)
             logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
         nll -= logp.sum().item()
         n_tok += int(gen.response_mask.sum())

@@ -162,3 +162,10 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
         response_ids=response_ids,
         ended=ended,
     )
+
+
+def generate_in_batches(model: GPT, prompts: list[list[int]], *, batch_size: int, **kwargs):
+    """`generate` over many prompts, `batch_size` at a time, with the same keyword arguments (one generator
+    throughout, so a seed fixes every batch): yields (index of the batch's first prompt, Generation)."""
+    for start in range(0, len(prompts), batch_size):
+        yield start, generate(model, prompts[start:start + batch_size], **kwargs)

@@ -54,7 +54,7 @@ from .batching import pad_batch
 from .chat import end_id, prompt_ids, render
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast
-from .generate import generate
+from .generate import generate_in_batches
 from .model import GPT, GPTConfig, new_scalar_head, scalar_head, trunk_copy
 from .evaluation import (finite_or_none, calibration, label_agreement_with_oracle, oracle_accuracy, pairwise_accuracy,
                          pearson, spearman)
@@ -540,13 +540,9 @@ def sample_policy(policy: GPT, tok, prompts: list[str], *, max_new_tokens: int, 
     """Sample one response per prompt from `policy` at temperature 1: a list of Generations."""
 
     policy.eval()
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(0, len(prompts), batch_size):
-        ids = [prompt_ids(tok, p) for p in prompts[i:i + batch_size]]
-        out.append(generate(policy, ids, max_new_tokens=max_new_tokens, stop_ids=[end_id(tok)],
-                            pad_id=tok.pad_id, temperature=1.0, generator=gen))
-    return out
+    return [gen for _, gen in generate_in_batches(
+        policy, [prompt_ids(tok, p) for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens,
+        stop_ids=[end_id(tok)], pad_id=tok.pad_id, temperature=1.0, generator=torch.Generator().manual_seed(seed))]
 
 
 @torch.no_grad()
