@@ -64,7 +64,7 @@ from .config import autocast, config_text, write_json
 from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
 from .loaders import DataError
 from .plotting import plot_dpo_training
-from .training import Checkpoint, set_lr, steps, stopped_early, warmup_constant
+from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early, warmup_constant
 from .world import rank_responses
 
 
@@ -434,11 +434,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         loss, m = loss_of(tok, data, ref_lp, idx, cfg, device)
         loss = loss * weight
         m = global_metrics(m, weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, policy.parameters(), cfg.grad_clip)
         history["step"].append({"step": step, **m, "seconds": time.perf_counter() - t0})
         bar.set_postfix(loss=f"{m['loss']:.3f}", margin=f"{m['rewards/margins']:.2f}",
                         acc=f"{m['rewards/accuracy']:.2f}")

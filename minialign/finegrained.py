@@ -58,7 +58,7 @@ from .model import GPT, new_scalar_head, scalar_head, trunk_copy
 from .ppo import QUICK as PPO_QUICK
 from .ppo import PPOConfig, Rollout, ValueModel, place_scores, train_ppo
 from .pretrain import make_optimizer as adamw
-from .training import linear_decay, set_lr
+from .training import linear_decay, optimizer_step, set_lr
 from .world import label_sentences, split_sentences, toxicity
 from .world.text import words
 
@@ -450,10 +450,7 @@ def train_segment_rm(model: SegmentRewardModel, items: list[LabelledResponse], n
         loss, acc = segment_loss(model, [items[i] for i in idx], name, pad_id, device)
         if loss is None:
             continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters(), 1.0)
         hist["loss"].append(loss.item())
         hist["accuracy"].append(acc)
         bar.set_postfix(loss=f"{np.mean(hist['loss'][-20:]):.3f}", acc=f"{np.mean(hist['accuracy'][-20:]):.3f}")

@@ -57,7 +57,7 @@ from .evaluation import gold_stats, prompt_text
 from .generate import generate
 from .model import GPT, GPTConfig, scalar_head
 from .plotting import plot_ppo_history
-from .training import Checkpoint, linear_decay, set_lr, steps
+from .training import Checkpoint, linear_decay, optimizer_step, set_lr, steps
 from .world import gold_reward
 
 
@@ -702,12 +702,7 @@ def ppo_minibatch_step(policy, value_model, rollout: Rollout, idx, advantages, r
     loss = pg_loss + cfg.vf_coef * vf_loss
     if entropy is not None:
         loss = loss - cfg.ent_coef * masked_mean(entropy, mask)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.max_grad_norm > 0:
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-    optimizer.step()
+    optimizer_step(optimizer, loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
     return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), **pg_stats, **vf_stats}
 
 

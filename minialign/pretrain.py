@@ -42,7 +42,7 @@ from .config import autocast, write_json
 from .logprobs import IGNORE_INDEX, token_logprobs
 from .model import GPT
 from .plotting import plot_curves
-from .training import Checkpoint, set_lr, steps, stopped_early, warmup_cosine
+from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early, warmup_cosine
 
 
 @dataclass
@@ -176,11 +176,7 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
         with autocast(device):
             loss = loss_of(x, y) * weight
         # 3. AdamW step with a clipped gradient norm
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters(), cfg.grad_clip)
         history["step"].append(step)
         history["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
         # 4. evaluate (rank 0) and checkpoint now and then

@@ -59,7 +59,7 @@ from .model import GPT, GPTConfig, new_scalar_head, scalar_head, trunk_copy
 from .evaluation import (finite_or_none, calibration, label_agreement_with_oracle, oracle_accuracy, pairwise_accuracy,
                          pearson, spearman)
 from .pretrain import make_optimizer
-from .training import Checkpoint, linear_decay, set_lr, steps, stopped_early
+from .training import Checkpoint, linear_decay, optimizer_step, set_lr, steps, stopped_early
 
 
 # ----------------------------------------------------------------------------------------------
@@ -489,11 +489,7 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
         mine, weight = distributed.shard(batches[step], count)   # all of it in one process
         loss, acc = loss_of(mine, tok.pad_id, device, cfg, objective, rating_stats)
         loss = loss * weight
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        optimizer_step(opt, loss, model.parameters(), cfg.grad_clip)
         hist["step"].append(step)
         hist["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
         hist["batch_accuracy"].append(batch_accuracy(acc, mine, batches[step], weight))

@@ -57,7 +57,7 @@ from .logprobs import IGNORE_INDEX
 from .model import GPT
 from .plotting import plot_sft_loss, plot_sft_scores
 from .pretrain import lr_at, make_optimizer
-from .training import Checkpoint, set_lr, steps, stopped_early
+from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early
 from .world import instruction_data
 
 
@@ -246,8 +246,8 @@ def heldout_loss(model: GPT, tok, rendered: list[Rendered], cfg: SFTConfig, devi
     return total / max(n, 1)
 
 
-def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, device, *,
-                   loss_of=None, weight: float = 1.0) -> float:
+def sft_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, device, *,
+             loss_of=None, weight: float = 1.0) -> float:
     """One AdamW step on the SFT loss of a batch, gradient norm clipped; returns the batch's loss.
 
     Under torchrun `batch` is this rank's slice of the global batch, `loss_of` is
@@ -258,11 +258,7 @@ def optimizer_step(model: GPT, opt, batch: Batch, lr: float, cfg: SFTConfig, dev
     set_lr(opt, lr)
     with autocast(device):
         loss = loss_of(batch, cfg.loss_average) * weight
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    opt.step()
+    optimizer_step(opt, loss, model.parameters(), cfg.grad_clip)
     return distributed.all_reduce_mean(loss.item())
 
 
@@ -354,7 +350,7 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
         batch = collate([rendered[i] for i in mine], tok.pad_id).to(device)
         # 2-3. response-only NLL through the shared kernel; AdamW step, clipped gradient norm
         lr = lr_at(step, cfg)
-        loss = optimizer_step(model, opt, batch, lr, cfg, device, loss_of=loss_of, weight=weight)
+        loss = sft_step(model, opt, batch, lr, cfg, device, loss_of=loss_of, weight=weight)
         history["step"].append(step)
         history["loss"].append(loss)
         history["lr"].append(lr)

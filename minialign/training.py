@@ -100,6 +100,15 @@ def stopped_early(ckpt: Checkpoint, state: dict, total: int, key: str = "step", 
     return True
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+    """Backward, clip the global gradient norm of `params` to `grad_clip` (0: no clipping), step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Learning-rate schedules
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
