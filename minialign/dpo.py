@@ -386,8 +386,8 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     pi_ref's own `evaluate_policy` result with the same prompts and settings, when the caller already
     has it. `max_steps` stops early (to simulate an interruption in tests); `quiet` skips printing
     the config. Writes ckpt.pt, metrics.json and dpo_training.png into `out_dir`; returns the
-    metrics dict (with the per-step "history"). Under torchrun every rank trains on its slice of each batch (module docstring);
-    rank 0 alone evaluates and writes, and every rank returns its metrics.
+    metrics dict (with the per-step "history"). Under torchrun every rank trains on its slice of each batch
+    (module docstring); rank 0 alone evaluates and writes, and every rank returns its metrics.
     """
     device = torch.device(device)
     policy.to(device).eval().requires_grad_(True)            # dropout off: pi_theta = pi_ref at step 0

@@ -244,8 +244,8 @@ def ensure_sft(run, cfg: sft.SFTConfig | None = None):
                                  batch_size=cfg.eval_batch_size, device=run.device)
     torch.manual_seed(run.seed)
     model, metrics = sft.train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
-                               eval_examples=held_out, base_eval=base_eval, seed=run.seed,
-                               extra_state={"base_eval": base_eval})
+                                   eval_examples=held_out, base_eval=base_eval, seed=run.seed,
+                                   extra_state={"base_eval": base_eval})
     print_sft_summary(metrics)
     return model.eval(), tok
 
@@ -287,7 +287,7 @@ def world_groups(rankings) -> list[reward.PreferenceGroup]:
     first, gold rewards in the same order when known) as PreferenceGroups with all C(K, 2) pairs.
     A (chosen, rejected) record is a ranking of 2."""
     return [reward.group_from_ranking(r.prompt, list(r.responses), list(range(len(r.responses))),
-                               gold=list(r.gold) if r.gold is not None else None)
+                                      gold=list(r.gold) if r.gold is not None else None)
             for r in rankings]
 
 
@@ -328,8 +328,8 @@ def noise_ceiling(groups: list[reward.PreferenceGroup], noise: float) -> dict:
             "annotators_vs_oracle": label_agreement_with_oracle(groups)}
 
 
-def preference_groups(run, cfg: reward.RMConfig) -> tuple[list[reward.PreferenceGroup], list[reward.PreferenceGroup], str]:
-    """(train, held-out, description): a preference JSONL (cfg.data) or the world's rankings."""
+def preference_groups(run, cfg: reward.RMConfig) -> tuple[list, list, str]:
+    """(train, held-out, description): PreferenceGroups from a preference JSONL (cfg.data) or the world's rankings."""
     if cfg.data:
         groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
         n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
@@ -365,7 +365,7 @@ def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, 
         if len(distinct) >= 2:
             ranking = rank_responses(example.prompt, distinct, rng, noise)
             groups.append(reward.group_from_ranking(example.prompt, ranking.responses, list(range(len(distinct))),
-                                             gold=list(ranking.gold)))
+                                                    gold=list(ranking.gold)))
     return groups
 
 
@@ -374,7 +374,7 @@ def normalization_prompts(run, cfg: reward.RMConfig, held: list[reward.Preferenc
     prompts of cfg.rl_prompt_kind, train split), else the held-out preference prompts (for a file)."""
     if not cfg.data:
         return [ex.prompt for ex in rl_prompts(cfg.rl_prompt_kind, n=cfg.normalize_samples, seed=run.seed,
-                                                split="train")]
+                                               split="train")]
     prompts = [g.prompt for g in held]
     return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
 
@@ -417,14 +417,14 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
     torch.manual_seed(run.seed)
     model = reward.RewardModel.from_sft(sft_model).to(run.device)
     hist = reward.train_reward_model(model, tok, train, cfg, device=run.device, eval_groups=held,
-                              seed=run.seed, ckpt_path=ckpt, desc="rm")
+                                     seed=run.seed, ckpt_path=ckpt, desc="rm")
     t_train = time.perf_counter() - t0
     if not distributed.is_main():   # steps 4-5 are rank 0's; the others wait for its checkpoint
         distributed.barrier()
         return reward.load_reward_model(ckpt, run.device), tok
     # 4. normalisation on responses sampled from pi^SFT
     norm = reward.fit_normalization(model, sft_model, tok, normalization_prompts(run, cfg, held),
-                             max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+                                    max_new_tokens=cfg.max_new_tokens, seed=run.seed)
     # 5. metrics and figures
     enc = reward.encode_groups(tok, held, model.trunk.config.block_size)
     metrics = reward.evaluate_reward_model(model, tok, held, run.device, encoded=enc)
@@ -439,8 +439,8 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
             if groups:
                 m = reward.evaluate_reward_model(model, tok, groups, run.device)
                 metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
-                                                             "pearson_vs_gold", "spearman_vs_gold",
-                                                             "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
+                                                            "pearson_vs_gold", "spearman_vs_gold",
+                                                            "annotators_vs_oracle", "n_eval_prompts", "n_eval_pairs")}
     plot_rm_training(os.path.join(out_dir, "training.png"), hist, metrics.get("annotators_vs_oracle"))
     plot_calibration(os.path.join(out_dir, "calibration.png"), metrics["calibration"])
     kept = [e.group for e in enc]
@@ -494,7 +494,8 @@ def ensure_ppo(run, cfg: ppo.PPOConfig | None = None):
     print(f"[ppo] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
     m = ppo.train_ppo(policy, ref, reward_model, value_model, tok, prompts, cfg, out_dir, run.device, seed=run.seed)
     first = m["initial"]
-    print(f"[ppo] training rollouts, first iteration -> mean of the last 5: proxy reward {first['proxy_reward']:+.2f} -> "
+    print(f"[ppo] training rollouts, first iteration -> mean of the last 5: proxy reward "
+          f"{first['proxy_reward']:+.2f} -> "
           f"{m['proxy_reward']:+.2f}, gold reward {first['gold_reward']:.3f} -> {m['gold_reward']:.3f}, KL "
           f"{m['kl']:.2f} nats, {m['response_length']:.1f} tokens; {m['seconds_per_iteration']:.1f}s per iteration "
           f"-> {out_dir}")
@@ -528,7 +529,8 @@ def segment_rm_data(run, sft_model: GPT, tok, cfg: finegrained.FineGrainedConfig
     return [x for x in items if x is not None and len(x.ids) <= max_len]
 
 
-def ensure_segment_rms(run, cfg: finegrained.FineGrainedConfig | None = None, sft_model: GPT | None = None, tok=None) -> dict:
+def ensure_segment_rms(run, cfg: finegrained.FineGrainedConfig | None = None, sft_model: GPT | None = None,
+                       tok=None) -> dict:
     """The segment reward models {name: SegmentRewardModel}: `<out>/finegrained/segment_rms.pt`, trained if missing.
 
     Trained from the SFT model on oracle-labelled segments (see `segment_rm_data`); held-out accuracy per type
@@ -582,12 +584,13 @@ def segment_rm_metrics(run) -> dict:
     return load_checkpoint(path).get("metrics", {}) if os.path.exists(path) else {}
 
 
-def build_finegrained_reward(tok, cfg: finegrained.FineGrainedConfig, segment_rms: dict, holistic) -> finegrained.FineGrainedReward:
+def build_finegrained_reward(tok, cfg: finegrained.FineGrainedConfig, segment_rms: dict, holistic):
     """The fine-grained reward_fn of a config: its segment RMs with their weights, plus the holistic reward."""
     names = finegrained.reward_names(cfg)
-    return finegrained.FineGrainedReward(tok, {n: segment_rms[n] for n in names}, finegrained.weights_of(cfg), sequence_reward=holistic,
-                             w_sequence=cfg.w_sequence, reward_form=cfg.reward_form,
-                             kinds={n: finegrained.segment_kind_of(n, cfg) for n in names})
+    return finegrained.FineGrainedReward(tok, {n: segment_rms[n] for n in names}, finegrained.weights_of(cfg),
+                                         sequence_reward=holistic, w_sequence=cfg.w_sequence,
+                                         reward_form=cfg.reward_form,
+                                         kinds={n: finegrained.segment_kind_of(n, cfg) for n in names})
 
 
 def holistic_reward(sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, seed: int):
@@ -599,8 +602,8 @@ def holistic_reward(sft: GPT, sequence_rm, tok, prompts, pcfg: PPOConfig, seed: 
     return rm_reward_fn(sequence_rm, pcfg, tok.pad_id, *norm), norm
 
 
-def run_finegrained_policy(name: str, reward_fn, sft: GPT, sequence_rm, norm, tok, prompts, pcfg: PPOConfig, out_dir: str,
-               run):
+def run_finegrained_policy(name: str, reward_fn, sft: GPT, sequence_rm, norm, tok, prompts, pcfg: PPOConfig,
+                           out_dir: str, run):
     """PPO from the SFT model with `reward_fn`, via ppo.train_ppo (resumes; a finished run is reloaded)."""
     policy, ref = copy.deepcopy(sft), copy.deepcopy(sft)
     value = ValueModel.from_reward_model(sequence_rm)        # V starts as the holistic RM score, normalised as
@@ -633,11 +636,12 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
     prompts = rl_prompts(cfg.prompt_kind, n=cfg.n_prompts, seed=run.seed, split="train")
     print(f"[finegrained] {len(prompts)} RL prompts, {run.device}\n{config_text(cfg)}")
     holistic, norm = holistic_reward(sft, rm, tok, prompts, pcfg, run.seed)
-    policy, train_metrics = run_finegrained_policy("finegrained", build_finegrained_reward(tok, cfg, segment_rms, holistic), sft, rm, norm,
-                                       tok, prompts, pcfg, out_dir, run)
+    reward_fn = build_finegrained_reward(tok, cfg, segment_rms, holistic)
+    policy, train_metrics = run_finegrained_policy("finegrained", reward_fn, sft, rm, norm, tok, prompts, pcfg, out_dir,
+                                                   run)
     held = rl_prompts(cfg.prompt_kind, n=cfg.n_eval_prompts, seed=run.seed + 1, split="test")
     ev = lambda m: evaluate_instruction_policy(m, sft, tok, held, max_new_tokens=cfg.max_new_tokens,
-                                   temperature=pcfg.temperature, seed=run.seed + 1)
+                                               temperature=pcfg.temperature, seed=run.seed + 1)
     evals = {"SFT": ev(sft), "fine-grained": ev(policy)}
     ppo_ckpt = os.path.join(run.stage_dir("ppo"), "ckpt.pt")
     ppo_policy = finished_model(ppo_ckpt, run.device)               # the holistic PPO stage, if built
@@ -645,7 +649,7 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
         evals["holistic (ppo stage)"] = ev(ppo_policy)
     if cfg.holistic_baseline:
         baseline, _ = run_finegrained_policy("holistic", holistic, sft, rm, norm, tok, prompts, pcfg,
-                                 os.path.join(out_dir, "holistic"), run)
+                                             os.path.join(out_dir, "holistic"), run)
         evals["holistic"] = ev(baseline)
     plot_finegrained_comparison(evals, os.path.join(out_dir, "comparison.png"))
     metrics = {"stage": "finegrained", "eval": evals, "segment_rms": segment_rm_metrics(run),
@@ -672,8 +676,8 @@ def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[dpo.Pre
         return dpo.as_pairs(rankings)
     if cfg.pairs_from == "sft_samples":
         pairs, _ = dpo.sampled_pairs(sft_model, tok, [r.prompt for r in rankings], k=4,
-                                 noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
-                                 seed=run.seed)
+                                     noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
+                                     seed=run.seed)
         return pairs
     raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
 
@@ -703,7 +707,7 @@ def ensure_dpo(run, cfg: dpo.DPOConfig | None = None):
     pairs = from_file or distributed.broadcast_object(dpo_pairs(run, cfg, sft_model, tok)
                                                       if distributed.is_main() else None)
     metrics = dpo.train_dpo(policy, ref, tok, pairs, cfg, out_dir, run.device, seed=run.seed,
-                        eval_prompts=dpo_held_out_prompts(run, cfg.eval_prompts))
+                            eval_prompts=dpo_held_out_prompts(run, cfg.eval_prompts))
     print_dpo_summary(metrics)
     return load_model(ckpt, run.device), tok
 
@@ -738,7 +742,8 @@ def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, ma
                  for p, r in zip(texts, s.responses)]
         items = [x for x in items if x is not None and len(x.ids) <= policy.config.block_size]
         device = policy.output_weight.device
-        out["segment_rms"] = {n: finegrained.evaluate_segment_rm(m, items, n, tok.pad_id, device) for n, m in segment_rms.items()}
+        out["segment_rms"] = {n: finegrained.evaluate_segment_rm(m, items, n, tok.pad_id, device)
+                              for n, m in segment_rms.items()}
     n_words = [len(r.split()) for r in s.responses]
     se = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
     out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),
