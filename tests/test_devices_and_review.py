@@ -263,3 +263,30 @@ def test_one_ppo_iteration_on_cuda_with_a_cpu_generator():
     _, stats, _ = ppo.ppo_iteration(policy, ref, value, reward_fn, [[3, 4], [5], [6, 7], [8]], cfg, 0.05, opt,
                                     end_id=END, pad_id=PAD, generator=torch.Generator().manual_seed(0))
     assert stats["first_ratio_maxdev"] < 1e-2 and torch.isfinite(torch.tensor(stats["value_loss"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. The report: a model's output cannot break the markdown after it
+def test_samples_with_backticks_leave_the_configuration_blocks_intact(tmp_path):
+    """A sample holding backtick runs (a code fence included) is written as a code span whose fence is longer
+    than any run inside it, so every configuration block after it still opens and closes its ``` fence."""
+    import re
+    from minialign.pipeline import Run
+    from minialign.report import _code, write_report
+    assert _code("a`b") == "`` 'a`b' ``" and _code("x ```y") == "```` 'x ```y' ````" and _code("z") == "` 'z' `"
+    nasty = "Sure: ```\n<details> `end"
+    ppo_metrics = {"iterations": 2, "seconds_per_iteration": 0.1, "initial": {}, "config": {"beta": 0.05},
+                   "samples": {"before": [{"prompt": "Hi", "response": nasty}], "after": [{"prompt": "Hi",
+                                                                                         "response": nasty}]}}
+    run = Run(out=str(tmp_path), preset="tiny", device=torch.device("cpu"), seed=0, quick=True)
+    from minialign.config import write_json
+    write_json(os.path.join(run.stage_dir("ppo"), "metrics.json"), ppo_metrics)
+    write_json(os.path.join(run.stage_dir("dpo"), "metrics.json"), {"config": {"beta": 0.1, "loss": "sigmoid"}})
+    text = open(write_report(run)).read()
+    fences = [line for line in text.split("\n") if line.startswith("```")]
+    assert len(fences) % 2 == 0                                          # every fence block closes
+    blocks = re.findall(r"<summary>configuration</summary>\n\n```\n(.*?)\n```\n</details>", text, re.S)
+    assert "beta = 0.05" in blocks[0] and "beta = 0.1" in blocks[-1]
+    sample_lines = [line for line in text.split("\n") if line.startswith("- ") and "Sure" in line]
+    for line in sample_lines:                                            # one line each, the fence longer than ```
+        assert line.count("````") >= 2 and "\n" not in line
