@@ -382,7 +382,7 @@ def normalization_prompts(run, cfg: reward.RMConfig, held: list[reward.Preferenc
 def ensure_rm(run, cfg: reward.RMConfig | None = None):
     """The reward model: `<out>/rm/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
 
-    Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (sft.ensure_sft); 2. the comparisons;
+    Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (ensure_sft); 2. the comparisons;
     3. train r_phi (1 epoch of BT); 4. normalise on SFT samples; 5. held-out metrics, figures,
     metrics.json and the final checkpoint.
     """
@@ -401,15 +401,8 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
     t0 = time.perf_counter()
     # 1-2. the SFT model and the comparisons
     train, held, source = from_file or preference_groups(run, cfg)
-
-    def ranked_sft_samples(n: int, seed: int, split: str) -> list[reward.PreferenceGroup]:
-        """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
-        return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
-                                 temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
-                                 noise=world_noise(cfg), seed=run.seed)
-
     if not cfg.data and cfg.policy_sample_prompts:   # + the SFT policy's own answers, ranked
-        train = train + ranked_sft_samples(cfg.policy_sample_prompts, run.seed, "train")
+        train = train + ranked_sft_samples(run, cfg, sft_model, tok, cfg.policy_sample_prompts, run.seed, "train")
         source = f"world + {cfg.rl_prompt_kind} samples of pi_SFT"
     print(f"[rm] {len(train)} training prompts ({sum(len(g.pairs) for g in train)} comparisons), "
           f"{len(held)} held out, from {source}\n{config_text(cfg)}")
@@ -435,7 +428,7 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
     if not cfg.data:
         metrics.update(noise_ceiling([e.group for e in enc], world_noise(cfg)))
         if cfg.sft_sample_prompts:     # the RM on the policy's own samples: what PPO will show it
-            groups = ranked_sft_samples(cfg.sft_sample_prompts, run.seed + 1, "test")
+            groups = ranked_sft_samples(run, cfg, sft_model, tok, cfg.sft_sample_prompts, run.seed + 1, "test")
             if groups:
                 m = reward.evaluate_reward_model(model, tok, groups, run.device)
                 metrics["sft_samples"] = {k: m[k] for k in ("accuracy_vs_annotators", "accuracy_vs_oracle",
@@ -449,7 +442,22 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
         plot_reward_vs_gold(os.path.join(out_dir, "reward_vs_gold.png"), r, kept)
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     reward.save_reward_model(ckpt, model, done=True, metrics=metrics, history=hist, rm_config=asdict(cfg))
+    print_rm_summary(metrics, out_dir)
+    distributed.barrier()
+    return reward.load_reward_model(ckpt, run.device), tok
 
+
+def ranked_sft_samples(run, cfg: reward.RMConfig, sft_model: GPT, tok, n: int, seed: int,
+                       split: str) -> list[reward.PreferenceGroup]:
+    """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
+    return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
+                             temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
+                             noise=world_noise(cfg), seed=run.seed)
+
+
+def print_rm_summary(metrics: dict, out_dir: str) -> None:
+    """The stage's result in words: held-out accuracy against the annotators and the oracle, and on the
+    policy's own samples."""
     def pct(key):
         return "n/a" if metrics.get(key) is None else f"{metrics[key]:.3f}"
     print(f"[rm] held-out accuracy: {pct('accuracy_vs_annotators')} vs annotators, "
@@ -460,8 +468,6 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
         print(f"[rm] on samples of the SFT policy (held-out prompts): accuracy vs the oracle "
               f"{ss['accuracy_vs_oracle']:.3f}, Pearson with gold {ss['pearson_vs_gold']:.3f} "
               f"({ss['n_eval_pairs']} pairs; 0.5 and 0 = no signal)")
-    distributed.barrier()
-    return reward.load_reward_model(ckpt, run.device), tok
 
 
 

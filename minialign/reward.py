@@ -435,23 +435,11 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
                        max_steps: int | None = None) -> dict:
     """Train r_phi on labelled groups; returns the training history.
 
-    objective: "bt"  - Bradley-Terry on each group's pairs (the slide's loss; groups without pairs
-                       are skipped);
-               "mse" - regression onto each response's absolute rating (`group.ratings`), the
-                       ratings variant of lesson 07.
-    The loop, per step:
-      1. the next batch of `cfg.batch_prompts` prompts, all responses of each (order fixed by seed);
-      2. r_phi of every response, forwarded once (raw, unnormalised);
-      3. the loss (`bradley_terry_loss` or `rating_loss`), AdamW step with a clipped gradient norm and
-         a linearly decaying learning rate;
-      4. every `eval_every` steps: accuracy on `eval_groups` vs the annotators and the oracle;
-         every `ckpt_every` steps (when `ckpt_path` is given): a checkpoint to resume from.
-    `max_steps` stops early, leaving a resumable checkpoint (to simulate an interruption in tests).
-    Under torchrun (`minialign.distributed`): every rank builds the same batches of prompts and
-    trains on its slice of each, through DDP, its loss weighted by its share of the batch's prompts
-    ("bt": each prompt weighs the same) or responses ("mse"), so that the averaged gradient is the
-    whole batch's; rank 0 alone evaluates and writes checkpoints. Every rank returns rank 0's
-    history.
+    objective: "bt" = Bradley-Terry on each group's pairs (the slide's loss; groups without pairs are
+    skipped); "mse" = regression onto each response's absolute rating (the ratings variant of lesson 07).
+    `max_steps` stops early, leaving a resumable checkpoint (tests simulate an interruption with it).
+    Under torchrun every rank trains on its slice of each batch through DDP, its loss weighted by its
+    share of the batch's prompts ("bt") or responses ("mse"); rank 0 alone evaluates and writes.
     """
 
     device = torch.device(device)
@@ -485,8 +473,10 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
     count = (lambda e: 1 if e.group.pairs else 0) if objective == "bt" else (lambda e: len(e.ids))
     bar = steps(state, total, desc=desc, max_steps=max_steps)
     for step in bar:
-        set_lr(opt, linear_decay(step, total, cfg.lr))
+        # 1. the next batch of prompts, all K responses of each (the order is fixed by the seed)
         mine, weight = distributed.shard(batches[step], count)   # all of it in one process
+        # 2-3. r_phi of every response, forwarded once; the loss; AdamW, clipped, linearly decaying rate
+        set_lr(opt, linear_decay(step, total, cfg.lr))
         loss, acc = loss_of(mine, tok.pad_id, device, cfg, objective, rating_stats)
         loss = loss * weight
         optimizer_step(opt, loss, model.parameters(), cfg.grad_clip)
@@ -494,6 +484,7 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
         hist["loss"].append(distributed.all_reduce_mean(loss.item()))   # the whole batch's loss
         hist["batch_accuracy"].append(batch_accuracy(acc, mine, batches[step], weight))
         state["step"] = step + 1
+        # 4. now and then: held-out accuracy against the annotators and the oracle, a checkpoint
         if eval_enc and (state["step"] % cfg.eval_every == 0 or state["step"] == total):
             evaluate_now(state["step"])
         post = {"loss": f"{np.mean(hist['loss'][-20:]):.3f}"}
