@@ -5,9 +5,9 @@
   so a reader can follow a value from the command line into the code (no globals, no exec).
 - A field's docstring ends with its valid range, `Range: lr > 0.`, `Range: 0 <= x <= 1.` or
   `Range: kind in ('a', 'b').`, with an optional note in parentheses (for a list field, the range
-  of each value). `validate` reads and
-  enforces exactly that text, for every config dataclass: the range a user reads in `--help` is the
-  range that is checked (`ConfigError`, shown as `error: ...` with exit code 2 by `cli_main`).
+  of each value). `validate` reads and enforces exactly that text, for every config dataclass: the
+  range a user reads in `--help` is the range that is checked (`ConfigError`, shown as
+  `error: ...` with exit code 2 by `cli_main`).
 - `pick_device` chooses cuda, then mps, then cpu; `autocast` turns on bf16 autocast on GPUs only.
 - `seed_everything` seeds Python, NumPy and torch; sampling code also takes explicit generators.
 - `write_json` writes metrics.json atomically so a reader never sees half a file.

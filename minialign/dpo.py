@@ -409,7 +409,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
         return state["metrics"]
     history = state["history"]
     if not quiet:
-        print(f"[dpo] {len(data)} pairs (dropped: {data.why_dropped(policy.config.block_size)}), "
+        print(f"[dpo] {len(data)} pairs ({why}), "
               f"{n_steps} steps\n{config_text(cfg)}")
     if state["ref_logps"] is None:                           # 1. pi_ref log-probs, once
         state["ref_logps"] = reference_logps(ref, tok, data, 2 * cfg.batch_size, device)

@@ -805,7 +805,7 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
                       optimizer, model_config=policy.config.to_dict(),
                       value_config=value_model.trunk.config.to_dict(), ppo_config=asdict(cfg))
     state = ckpt.resume({"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
-                         "samples_before": None}, "PPO", saved=same_config(ckpt, cfg))
+                         "samples_before": None}, "PPO", saved=same_config(ckpt, cfg), key="iteration")
     if state["done"]:
         return {**state["metrics"], "history": state["history"]}
     if state["samples_before"] is None:

@@ -45,7 +45,7 @@ class Checkpoint:
         """The checkpoint's contents, or None when there is none."""
         return load_checkpoint(self.path) if self.path and os.path.exists(self.path) else None
 
-    def resume(self, fresh: dict, desc: str, *, saved: dict | None = None) -> dict:
+    def resume(self, fresh: dict, desc: str, *, saved: dict | None = None, key: str = "step") -> dict:
         """The state to continue from: `fresh` (with done=False) when there is no checkpoint; else the saved
         one, after loading the modules' weights and, for an unfinished run, the optimizer's state.
 
@@ -54,15 +54,14 @@ class Checkpoint:
         saved = saved if saved is not None else self.saved()
         if saved is None:
             return {**fresh, "done": False, "metrics": None}
-        for key, module in self.modules.items():
-            module.load_state_dict(saved[key])
+        for name, module in self.modules.items():
+            module.load_state_dict(saved[name])
         state = {k: saved.get(k, v) for k, v in fresh.items()}
         state.update(done=bool(saved.get("done")), metrics=saved.get("metrics"))
         if not state["done"]:
             if self.optimizer is not None:
                 self.optimizer.load_state_dict(saved["optimizer"])
-            step_key = "step" if "step" in fresh else next(iter(fresh))
-            print(f"resuming {desc} from {step_key} {state[step_key]} ({self.path})")
+            print(f"resuming {desc} from {key} {state[key]} ({self.path})")
         return state
 
     def save(self, state: dict, *, done: bool = False, metrics: dict | None = None, **now) -> None:
