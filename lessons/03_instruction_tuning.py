@@ -162,8 +162,7 @@ def main(argv=None) -> int:
 
     held = instruction_data(seed=run.seed, n_per_family=per_family, splits=EVAL_SPLITS)
     print(f"\nanswering {len(held)} held-out prompts with the base model and the SFT model ...")
-    kw = dict(max_new_tokens=max_new, batch_size=cfg.eval_batch_size, device=run.device,
-              n_samples=6)
+    kw = dict(max_new_tokens=max_new, batch_size=cfg.eval_batch_size, n_samples=6)
     base_eval = evaluate_sft(base, tok, held, chat=False, **kw)
     sft_eval = evaluate_sft(sft, tok, held, chat=True, **kw)
     rows = table(base_eval, sft_eval)

@@ -175,7 +175,7 @@ def answer_nll(model: GPT, tok, examples: list, cfg: SFTConfig, device) -> float
 def evaluate(model: GPT, tok, eval_set: list, cfg: SFTConfig, device) -> dict:
     """Per split and per family: task score, gold reward (greedy answers), answer NLL."""
     ev = evaluate_sft(model, tok, eval_set, max_new_tokens=cfg.max_new_tokens,
-                      batch_size=cfg.eval_batch_size, device=device, n_samples=2)
+                      batch_size=cfg.eval_batch_size, n_samples=2)
     groups: dict = {}
     for ex in eval_set:
         groups.setdefault(ex.split, {}).setdefault(ex.family, []).append(ex)

@@ -389,7 +389,7 @@ def fine_tune(base, tok, tasks: list[Task], cfg: SFTConfig, run, desc: str):
 def answer_and_grade(model, tok, examples, chat: bool, settings, device) -> dict:
     """Greedy answers to held-out prompts; task score, gold reward and A/B/C/D per group."""
     answers = generate_answers(model, tok, [ex.prompt for ex in examples], chat=chat,
-                               max_new_tokens=settings.max_new_tokens, batch_size=128, device=device)
+                               max_new_tokens=settings.max_new_tokens, batch_size=128)
     groups: dict = {}
     for ex, ans in zip(examples, answers):
         row = score_answer(ex, ans["text"])

@@ -130,7 +130,7 @@ def evaluate(model, tok, held: list, settings: LessonConfig, device) -> dict:
     (concise < 1), no proper ending (ends = 0).
     """
     answers = generate_answers(model, tok, [ex.prompt for ex in held], chat=True,
-                               max_new_tokens=settings.max_new_tokens, batch_size=128, device=device)
+                               max_new_tokens=settings.max_new_tokens, batch_size=128)
     groups: dict = {}
     for ex, ans in zip(held, answers):
         row = score_answer(ex, ans["text"])

@@ -45,7 +45,8 @@ import torch  # noqa: E402
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, plot_calibration, save_figure  # noqa: E402
-from minialign.pipeline import ensure_rm, ensure_sft, noise_ceiling, rating_groups, world_groups, world_noise  # noqa: E402
+from minialign.preferences import as_groups  # noqa: E402
+from minialign.pipeline import ensure_rm, ensure_sft, noise_ceiling, rating_groups, world_noise  # noqa: E402
 from minialign.reward import (QUICK, RMConfig, RewardModel, encode_groups, evaluate_reward_model,  # noqa: E402
                               rewards_of, train_reward_model)
 from minialign.world import (agreement, preference_data, preference_pairs, rating_data,  # noqa: E402
@@ -109,7 +110,7 @@ def flaw_accuracy(rm: RewardModel, tok, rankings) -> dict:
     The world's candidates are the reference answer and flawed copies of it (world/flaws.py), so
     this says which mistakes the reward model has learned to see, and which it has not.
     """
-    groups = world_groups(rankings)
+    groups = as_groups(rankings)
     enc = encode_groups(tok, groups, rm.trunk.config.block_size)
     by_id = {id(g): rk for g, rk in zip(groups, rankings)}
     hits: dict[str, list[float]] = {}
@@ -154,7 +155,7 @@ def curves(sft, tok, run, budgets, held, rm_cfg: RMConfig, min_steps: int) -> di
     # Gumbel noise, T pi / sqrt(6) (the world's default); only miscalibration and rounding differ
     ratings_raw = rating_data(seed=run.seed, n_prompts=max(budgets), K=rm_cfg.k,
                               noise=noise * math.pi / math.sqrt(6), split="train")
-    rankings, ratings = world_groups(rankings_raw), rating_groups(ratings_raw, rm_cfg.k)
+    rankings, ratings = as_groups(rankings_raw), rating_groups(ratings_raw, rm_cfg.k)
     # the labels themselves: how often does each kind of label order a pair like the oracle?
     labels = {"comparisons_agree_with_oracle": agreement(preference_pairs(rankings_raw)),
               "rating_pairs_agree_with_oracle": agreement(ratings_to_pairs(ratings_raw))}
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     rm_metrics = _read_json(os.path.join(run.stage_dir("rm"), "metrics.json"))
     held_rankings = preference_data(seed=run.seed, n_prompts=n_eval, K=rm_cfg.k,
                                     noise=world_noise(rm_cfg), split="test")
-    held = world_groups(held_rankings)
+    held = as_groups(held_rankings)
     examples = show_examples(rm, tok, held)
     flaws = flaw_accuracy(rm, tok, held_rankings)
     print_flaws(flaws, held_rankings)

@@ -45,7 +45,8 @@ import torch  # noqa: E402
 
 from minialign.chat import parse_response, prompt_ids  # noqa: E402
 from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
-from minialign.dpo import DPOConfig, sampled_pairs, train_dpo  # noqa: E402
+from minialign.dpo import DPOConfig, train_dpo  # noqa: E402
+from minialign.preferences import rank_policy_samples  # noqa: E402
 from minialign.evaluation import compare, evaluate_policy  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
@@ -114,14 +115,14 @@ def prompt_sets(kind: str, n_train: int, n_eval: int, seed: int):
 
 # ----------------------------------------------------------------------------------------------
 # 3. DPO runs
-def run_dpo(sft, tok, pairs, beta, S, eval_prompts, sft_eval, folder, seed, device):
+def run_dpo(sft, tok, groups, beta, S, eval_prompts, sft_eval, folder, seed, device):
     cfg = DPOConfig(beta=beta, lr=S["dpo_lr"], max_steps=S["dpo_steps"], epochs=100,
                     batch_size=S["dpo_batch"], warmup_steps=max(1, S["dpo_steps"] // 10),
                     eval_every=S["dpo_eval_every"], eval_prompts=S["eval_prompts"],
                     eval_samples=S["eval_samples"], max_new_tokens=S["max_new_tokens"],
                     ckpt_every=10_000)
     policy = copy.deepcopy(sft)
-    m = train_dpo(policy, sft, tok, pairs, cfg, folder, device, seed=seed, eval_prompts=eval_prompts,
+    m = train_dpo(policy, sft, tok, groups, cfg, folder, device, seed=seed, eval_prompts=eval_prompts,
                   reference_eval=sft_eval, quiet=True)
     points = [(e["kl"], e["gold_reward"], e["step"]) for e in m["eval_history"]]
     return {"beta": beta, "points": points, "final_gold": m["eval"]["gold_reward"],
@@ -325,14 +326,15 @@ def main(argv=None) -> int:
     train_p, eval_p = prompt_sets(settings.prompts, S["train_prompts"], S["eval_prompts"], run.seed)
     print(f"\n[1-2] {len(train_p)} '{settings.prompts}' prompts x {S['K']} samples of the SFT model, pairs "
           f"labelled by the oracle; {len(eval_p)} held-out prompts x {S['eval_samples']} samples")
-    pairs, samples = sampled_pairs(sft, tok, train_p, k=S["K"], noise=0.0,
-                                   max_new_tokens=S["max_new_tokens"], seed=run.seed + 1)
+    groups, samples = rank_policy_samples(sft, tok, train_p, k=S["K"], temperature=1.0, noise=0.0,
+                                         max_new_tokens=S["max_new_tokens"], seed=run.seed + 1)
     golds = np.asarray(samples.gold)
     gold_mean, gold_std = float(golds.mean()), float(max(golds.std(), 1e-3))
-    pairs_info = {"pairs": len(pairs), "train_prompts": len(train_p), "eval_prompts": len(eval_p),
+    pairs_info = {"pairs": sum(len(g.pairs) for g in groups), "train_prompts": len(train_p),
+                  "eval_prompts": len(eval_p),
                   "sft_sample_gold_mean": gold_mean, "sft_sample_gold_std": gold_std}
-    print(f"      {len(pairs)} pairs; SFT samples' gold reward {gold_mean:.3f} +- {gold_std:.3f}")
-    if not pairs:
+    print(f"      {pairs_info['pairs']} pairs; SFT samples' gold reward {gold_mean:.3f} +- {gold_std:.3f}")
+    if not groups:
         more = ("run without --quick (more prompts and samples)" if run.quick else
                 "use more prompts or samples (train_prompts, K in SCALE, lessons/10_dpo.py)")
         raise ConfigError(f"no preference pair: for each of the {len(train_p)} prompts, its {S['K']} SFT samples "
@@ -344,7 +346,7 @@ def main(argv=None) -> int:
     dpo_runs = []
     for beta in S["betas"]:
         t0 = time.perf_counter()
-        dpo_runs.append(run_dpo(sft, tok, pairs, beta, S, eval_p, sft_eval,
+        dpo_runs.append(run_dpo(sft, tok, groups, beta, S, eval_p, sft_eval,
                                 os.path.join(runs_dir, f"dpo_beta{beta:g}"), run.seed, run.device))
         r = dpo_runs[-1]
         print(f"      beta={beta:g}: gold {r['final_gold']:.3f}, KL {r['final_kl']:.2f}, margin "

@@ -48,7 +48,6 @@ import math
 import os
 import sys
 import time
-from random import Random
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -61,11 +60,11 @@ from .batching import pad_batch, sequence_logprob_sums
 from .chat import render
 from .checkpoint import CheckpointError
 from .config import autocast, config_text, write_json
-from .evaluation import compare, evaluate_policy, prompt_text, sample_and_score
+from .evaluation import compare, evaluate_policy
 from .loaders import DataError
 from .plotting import plot_dpo_training
+from .preferences import PreferenceGroup, as_groups
 from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early, warmup_constant
-from .world import rank_responses
 
 
 @dataclass
@@ -203,69 +202,7 @@ def preference_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps,
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: pairs -> rendered token lists
-@dataclass
-class PreferencePair:
-    """One comparison: the annotator preferred `chosen` (y_w) over `rejected` (y_l) for `prompt` (x)."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-
-
-def as_pairs(items) -> list[PreferencePair]:
-    """Preference data in any of the project's shapes -> a list of PreferencePair.
-
-    Accepted items (dicts or objects): prompt + chosen + rejected; or prompt + a ranked list of
-    responses, best first (`responses` or `ranked`), which gives all K-choose-2 pairs (the
-    InstructGPT way of using a ranking of K).
-    """
-    pairs = []
-    for k, item in enumerate(items):
-        get = (lambda n: item.get(n)) if isinstance(item, dict) else (lambda n: getattr(item, n, None))
-        prompt = get("prompt")
-        if prompt is not None and not isinstance(prompt, str):
-            prompt = getattr(prompt, "prompt", getattr(prompt, "text", prompt))
-        if get("chosen") is not None and get("rejected") is not None:
-            pairs.append(PreferencePair(prompt, get("chosen"), get("rejected")))
-            continue
-        ranked = get("responses") if get("responses") is not None else get("ranked")
-        if prompt is None or ranked is None:
-            raise ValueError(f"preference item {k}: needs 'prompt' with 'chosen'/'rejected' or a "
-                             f"ranked list 'responses' (best first); got {type(item).__name__}")
-        ranked = [r if isinstance(r, str) else getattr(r, "text", r) for r in ranked]
-        for i in range(len(ranked)):
-            for j in range(i + 1, len(ranked)):
-                if ranked[i] != ranked[j]:
-                    pairs.append(PreferencePair(prompt, ranked[i], ranked[j]))
-    return pairs
-
-
-def sampled_pairs(policy, tok, prompts, *, k: int = 4, noise: float = 0.0, max_new_tokens: int = 48,
-                  seed: int = 0):
-    """The DPO paper's data recipe: k samples of pi_ref per prompt, ranked by an annotator.
-
-    The annotator is the world's (`world.rank_responses`): Bradley-Terry noise `noise` on the gold
-    reward, 0 = the oracle's exact order (the paper labels its sentiment pairs with the classifier
-    itself). Every two samples with different gold rewards give a pair, the higher-ranked one as
-    y_w. A sample cut at max_new_tokens is kept as it is: `chat.render` closes it with <|end|> for
-    training, and the oracle judged that same cut text. Returns (pairs, the `evaluation.Samples`).
-    """
-    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
-                         seed=seed)
-    rng = Random(f"dpo-pairs|{seed}")
-    pairs = []
-    for i, p in enumerate(prompts):
-        text = prompt_text(p)
-        ranking = rank_responses(text, [r for r, j in zip(s.responses, s.prompt_index) if j == i],
-                                 rng, noise)
-        for a in range(len(ranking.responses)):
-            for b in range(a + 1, len(ranking.responses)):
-                if abs(ranking.gold[a] - ranking.gold[b]) > 1e-9:
-                    pairs.append(PreferencePair(text, ranking.responses[a], ranking.responses[b]))
-    return pairs, s
-
-
+# Data: the comparisons of PreferenceGroups (preferences.py) -> rendered token lists
 @dataclass
 class RenderedPairs:
     """Token ids and loss masks of the chosen and rejected conversations, one entry per pair."""
@@ -289,12 +226,12 @@ class RenderedPairs:
                 f"{self.ties} with chosen identical to rejected")
 
 
-def render_pairs(tok, pairs: list[PreferencePair], max_len: int) -> RenderedPairs:
-    """Chat-render both sides of every pair; drop (and count) pairs longer than `max_len` tokens and
-    pairs with y_w == y_l."""
+def render_pairs(tok, groups: list[PreferenceGroup], max_len: int) -> RenderedPairs:
+    """Chat-render both sides of every comparison (x, y_w, y_l); drop (and count) pairs longer than `max_len`
+    tokens and pairs with y_w == y_l."""
     out = RenderedPairs([], [])
-    for p in pairs:
-        w, l = render(tok, p.prompt, p.chosen), render(tok, p.prompt, p.rejected)
+    for g, (chosen, rejected) in ((g, c) for g in groups for c in g.comparisons()):
+        w, l = render(tok, g.prompt, chosen), render(tok, g.prompt, rejected)
         if max(len(w.ids), len(l.ids)) > max_len:
             out.too_long += 1
         elif w.ids == l.ids:
@@ -379,7 +316,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
               max_steps: int | None = None, quiet: bool = False) -> dict:
     """Train `policy` (initialised as pi_ref, usually the SFT model) with DPO on `pairs`.
 
-    pairs: PreferencePair list (or anything `as_pairs` accepts). ref: the frozen pi_ref. Resumes from
+    pairs: PreferenceGroups (or anything `preferences.as_groups` accepts). ref: the frozen pi_ref. Resumes from
     `out_dir/ckpt.pt` if a partial one exists. With `eval_prompts`, evaluates gold reward and
     KL(pi_theta || pi_ref) every `cfg.eval_every` steps and at the end, plus the win rate of pi_theta
     against pi_ref (see evaluation.py); `judge` replaces the world's oracle; `reference_eval` is
@@ -392,13 +329,7 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     device = torch.device(device)
     policy.to(device).eval().requires_grad_(True)            # dropout off: pi_theta = pi_ref at step 0
     ref.to(device).eval().requires_grad_(False)
-    data = render_pairs(tok, as_pairs(pairs), policy.config.block_size)   # 0. render, filter
-    why = f"after dropping {data.why_dropped(policy.config.block_size)}"
-    if len(data) == 0:
-        raise DataError(cfg.data or "the preference pairs", None, None, f"no pair is left {why}")
-    if len(data) < cfg.batch_size:
-        print(f"warning: only {len(data)} preference pairs ({why}), fewer than one batch of --batch-size "
-              f"{cfg.batch_size}: every step sees all of them", file=sys.stderr)
+    data, why = training_pairs(tok, pairs, cfg, policy.config.block_size)    # 0. render, filter
     n_steps = total_steps(len(data), cfg)
     opt = make_optimizer(policy, cfg)
     ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": policy}, opt,
@@ -445,17 +376,33 @@ def train_dpo(policy, ref, tok, pairs, cfg: DPOConfig, out_dir: str, device, *, 
     bar.close()
     if stopped_early(ckpt, state, n_steps):
         return {}
-    metrics = None
-    if distributed.is_main():              # final evaluation, figure, metrics, checkpoint
-        metrics = summarize_run(history, cfg, len(data), data.dropped, n_steps)
-        if eval_prompts is not None:
-            metrics.update(final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge,
-                                            reference_eval, seed))
-        plot_dpo_training(history, os.path.join(out_dir, "dpo_training.png"))
+    final = (lambda: final_evaluation(evaluate(n_steps), ref, tok, eval_prompts, cfg, judge, reference_eval,
+                                      seed)) if eval_prompts is not None else dict
+    return finish(ckpt, state, summarize_run(history, cfg, len(data), data.dropped, n_steps), final, out_dir)
+
+
+def training_pairs(tok, pairs, cfg: DPOConfig, max_len: int) -> tuple[RenderedPairs, str]:
+    """Step 0: the rendered pairs that fit, and why the others were dropped; none left is an error."""
+    data = render_pairs(tok, as_groups(pairs), max_len)
+    why = f"after dropping {data.why_dropped(max_len)}"
+    if len(data) == 0:
+        raise DataError(cfg.data or "the preference pairs", None, None, f"no pair is left {why}")
+    if len(data) < cfg.batch_size:
+        print(f"warning: only {len(data)} preference pairs ({why}), fewer than one batch of --batch-size "
+              f"{cfg.batch_size}: every step sees all of them", file=sys.stderr)
+    return data, why
+
+
+def finish(ckpt: Checkpoint, state: dict, metrics: dict, final_evaluation, out_dir: str) -> dict:
+    """Rank 0: the final evaluation (`final_evaluation()` -> metrics), figure, metrics.json and last checkpoint;
+    every rank returns rank 0's metrics."""
+    if distributed.is_main():
+        metrics.update(final_evaluation())
+        plot_dpo_training(state["history"], os.path.join(out_dir, "dpo_training.png"))
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
         ckpt.save(state, done=True, metrics=metrics)
     distributed.barrier()                  # the other ranks wait for the checkpoint
-    return distributed.broadcast_object(metrics)
+    return distributed.broadcast_object(metrics if distributed.is_main() else None)
 
 
 def global_metrics(m: dict, weight: float) -> dict:

@@ -38,15 +38,14 @@ import numpy as np
 import torch
 
 from .batching import sequence_token_logprobs
-from .chat import end_id, parse_response, prompt_ids, response_text_ids
 from .config import autocast
-from .generate import generate_in_batches
+from .generate import sample_batches
 from .model import GPT
 from .world import gold_reward, label_sentences, toxicity
 from .world.text import normalize, words
 
 if TYPE_CHECKING:
-    from .reward import PreferenceGroup
+    from .preferences import PreferenceGroup
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,22 +193,19 @@ def sample_and_score(policy, ref, tok, prompts, *, judge=None, n_samples: int = 
     policy.eval()
     if ref is not None:
         ref.eval()
-    jobs = [(i, p) for i, p in enumerate(prompts) for _ in range(n_samples)]
     out = Samples()
-    for start, gen in generate_in_batches(policy, [prompt_ids(tok, prompt_text(p), system) for _, p in jobs],
-                                          batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                          stop_ids=[end_id(tok)], pad_id=tok.pad_id, temperature=temperature,
-                                          generator=torch.Generator().manual_seed(seed)):
-        chunk = jobs[start:start + batch_size]
+    for b in sample_batches(policy, tok, [prompt_text(p) for p in prompts], n=n_samples, system=system,
+                            max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                            batch_size=batch_size):
+        gen = b.gen
         with autocast(device):
             if ref is not None:
                 args = (gen.tokens, gen.attention_mask, gen.response_mask)
                 kl = sequence_kl(sequence_token_logprobs(policy, *args, temperature=temperature),
                                  sequence_token_logprobs(ref, *args, temperature=temperature))
                 out.kl += kl.tolist()
-        for (i, p), resp in zip(chunk, gen.response_ids):
-            text, ended = parse_response(tok, resp)
-            total, parts = judge(p, text)
+        for i, text, ended, resp in zip(b.rows, b.texts, b.ended, gen.response_ids):
+            total, parts = judge(prompts[i], text)
             out.prompt_index.append(i)
             out.responses.append(text)
             out.ended.append(ended)
@@ -391,29 +387,19 @@ SPLIT_LABELS = {"test": "seen families\n(new inputs)", "unseen_template": "seen 
 
 @torch.no_grad()
 def generate_answers(model: GPT, tok, prompts: list[str], *, chat: bool = True,
-                     max_new_tokens: int = 40, batch_size: int = 64, device=None) -> list[dict]:
+                     max_new_tokens: int = 40, batch_size: int = 64) -> list[dict]:
     """Greedy answers to plain-text prompts: [{"text", "ended", "full"}] in prompt order.
 
     chat=True: the chat template, stopping at <|end|> (an SFT model). chat=False: the prompt as
     plain text + newline, stopping at end-of-text (a base model); "text" is then the first line
-    of the continuation and "full" all of it. Generation runs where the model is (`device` is accepted for the
-    callers that pass it).
+    of the continuation and "full" all of it. Generation runs where the model is.
     """
-    if chat:
-        encoded = [prompt_ids(tok, p) for p in prompts]
-        stop = [end_id(tok)]
-    else:
-        encoded = [tok.encode(p + "\n") for p in prompts]
-        stop = [tok.eot_id]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))   # less left padding
     out: list[dict] = [{}] * len(prompts)
-    for start, gen in generate_in_batches(model, [encoded[i] for i in order], batch_size=batch_size,
-                                          max_new_tokens=max_new_tokens, stop_ids=stop, pad_id=tok.pad_id,
-                                          greedy=True):
-        idx = order[start:start + batch_size]
-        for i, ids in zip(idx, gen.response_ids):
+    for b in sample_batches(model, tok, prompts if chat else [tok.encode(p + "\n") for p in prompts], chat=chat,
+                            max_new_tokens=max_new_tokens, greedy=True, batch_size=batch_size,
+                            shortest_first=True):
+        for i, text, ended, ids in zip(b.rows, b.texts, b.ended, b.gen.response_ids):
             if chat:
-                text, ended = parse_response(tok, ids)
                 out[i] = {"text": text.strip(), "ended": ended, "full": text}
             else:
                 full = tok.decode([t for t in ids if t != tok.eot_id])
@@ -461,7 +447,7 @@ def summarize_scores(rows: list[dict]) -> dict:
 
 
 def evaluate_sft(model: GPT, tok, eval_examples, *, chat: bool = True, max_new_tokens: int = 40,
-                 batch_size: int = 64, device=None, n_samples: int = 3) -> dict:
+                 batch_size: int = 64, n_samples: int = 3) -> dict:
     """Answer held-out examples greedily and score them; per split and per family.
 
     eval_examples: world Examples (or dicts with prompt, response, answers, family, split).
@@ -472,7 +458,7 @@ def evaluate_sft(model: GPT, tok, eval_examples, *, chat: bool = True, max_new_t
     """
     prompts = [example_pair(ex)[0] for ex in eval_examples]
     answers = generate_answers(model, tok, prompts, chat=chat, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, device=device)
+                               batch_size=batch_size)
     groups: dict[str, dict[str, list]] = {}
     samples: dict[str, list] = {}
     for ex, ans in zip(eval_examples, answers):
@@ -527,17 +513,16 @@ def sample_continuations(policy: GPT, ref: GPT, tok, prompt_ids: list[list[int]]
     the samples under the frozen `ref` (exp of the mean NLL per generated token, at temperature 1)."""
     device = policy.output_weight.device
     policy.eval()
-    jobs = [p for p in prompt_ids for _ in range(k)]
     texts, ids, nll, n_tok = [], [], 0.0, 0
-    for _, gen in generate_in_batches(policy, jobs, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                      stop_ids=[tok.eot_id], pad_id=tok.pad_id, temperature=temperature, top_p=top_p,
-                                      generator=torch.Generator().manual_seed(seed)):
+    for b in sample_batches(policy, tok, prompt_ids, chat=False, n=k, max_new_tokens=max_new_tokens,
+                            temperature=temperature, top_p=top_p, seed=seed, batch_size=batch_size):
+        gen = b.gen
         with autocast(device):
             logp = sequence_token_logprobs(ref, gen.tokens, gen.attention_mask, gen.response_mask)
         nll -= logp.sum().item()
         n_tok += int(gen.response_mask.sum())
         ids += gen.response_ids
-        texts += [tok.decode(response_text_ids(tok, r)) for r in gen.response_ids]
+        texts += b.texts
     return {"texts": texts, "response_ids": ids, "lengths": [len(r) for r in ids],
             "ppl": float(math.exp(nll / max(1, n_tok)))}
 

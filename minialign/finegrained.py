@@ -57,8 +57,7 @@ from .evaluation import prompt_text
 from .model import GPT, new_scalar_head, scalar_head, trunk_copy
 from .ppo import QUICK as PPO_QUICK
 from .ppo import PPOConfig, Rollout, ValueModel, place_scores, train_ppo
-from .pretrain import make_optimizer as adamw
-from .training import linear_decay, optimizer_step, set_lr
+from .training import adamw, linear_decay, optimizer_step, set_lr
 from .world import label_sentences, split_sentences, toxicity
 from .world.text import words
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .chat import end_id, parse_response, prompt_ids, response_text_ids
 from .config import autocast
 from .model import GPT, KVCache
 
@@ -169,3 +170,47 @@ def generate_in_batches(model: GPT, prompts: list[list[int]], *, batch_size: int
     throughout, so a seed fixes every batch): yields (index of the batch's first prompt, Generation)."""
     for start in range(0, len(prompts), batch_size):
         yield start, generate(model, prompts[start:start + batch_size], **kwargs)
+
+
+@dataclass
+class Sampled:
+    """One batch of `sample_batches`: which prompt each row answers, the Generation, and the texts.
+
+    rows:  (B,) index into the caller's prompt list of each row.
+    texts: per row, the response text (chat: up to <|end|>; raw text: up to <|endoftext|>).
+    ended: per row, True where the response closed with its stop token.
+    """
+
+    rows: list[int]
+    gen: Generation
+    texts: list[str]
+    ended: list[bool]
+
+
+@torch.no_grad()
+def sample_batches(model: GPT, tok, prompts: list, *, chat: bool = True, n: int = 1, system: str | None = None,
+                   max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
+                   seed: int = 0, batch_size: int = 64, shortest_first: bool = False):
+    """The one sampling helper: `n` responses per prompt, `batch_size` rows at a time; yields `Sampled`.
+
+    chat=True: `prompts` are texts, rendered in the chat template (with `system`, if any) and answered up to
+    <|end|>. chat=False: `prompts` are token id lists continued as raw text up to <|endoftext|>. Rows are
+    prompt-major (row i * n + s is sample s of prompt i); `shortest_first` sorts them by prompt length first
+    (less left padding; greedy evaluation). One generator seeded with `seed` draws every batch, so two
+    models sampled with the same seed answer the same prompts in the same order.
+    """
+    encoded = [prompt_ids(tok, p, system) for p in prompts] if chat else [list(p) for p in prompts]
+    rows = [i for i in range(len(prompts)) for _ in range(n)]
+    if shortest_first:
+        rows.sort(key=lambda i: len(encoded[i]))
+    stop = end_id(tok) if chat else tok.eot_id
+    for start, gen in generate_in_batches(model, [encoded[i] for i in rows], batch_size=batch_size,
+                                          max_new_tokens=max_new_tokens, stop_ids=[stop], pad_id=tok.pad_id,
+                                          temperature=temperature, top_p=top_p, greedy=greedy,
+                                          generator=torch.Generator().manual_seed(seed)):
+        if chat:
+            texts, ended = map(list, zip(*(parse_response(tok, ids) for ids in gen.response_ids)))
+        else:
+            texts = [tok.decode(response_text_ids(tok, ids)) for ids in gen.response_ids]
+            ended = [stop in ids for ids in gen.response_ids]
+        yield Sampled(rows[start:start + batch_size], gen, texts, ended)

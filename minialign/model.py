@@ -436,3 +436,20 @@ def _read_safetensors(path: str) -> dict:
         t = torch.frombuffer(data, dtype=dtype, offset=start, count=(end - start) // dtype.itemsize)
         out[name] = t.reshape(meta["shape"]).clone()
     return out
+
+
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Set every dropout probability to 0 (TRL `disable_dropout_in_model`): RL needs deterministic forwards."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        if hasattr(m, "dropout") and isinstance(m.dropout, float):  # attention-weight dropout of model.py
+            m.dropout = 0.0
+    if isinstance(getattr(model, "config", None), GPTConfig):
+        model.config.dropout = 0.0
+    return model
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """The reference and reward models: no gradients, eval mode, never updated."""
+    return disable_dropout(model).requires_grad_(False).eval()

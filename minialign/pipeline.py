@@ -25,14 +25,12 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass
-from random import Random
 
 import numpy as np
 import torch
 
 from . import distributed, dpo, finegrained, ppo, reward, sft
 from .chat import end_id as chat_end_id
-from .chat import parse_response
 from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .config import config_text, from_args, pick_device, read_json, seed_everything, write_json
@@ -42,11 +40,12 @@ from .plotting import (plot_calibration, plot_finegrained_comparison, plot_rewar
                        plot_segment_rm_training)
 from .loaders import DataError, load_preferences, load_text
 from .model import GPT, PRESETS, GPTConfig, make_config
+from .preferences import PreferenceGroup, as_groups, rank_policy_samples
 from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_ppo
 from .pretrain import PretrainConfig, pretrain, tokens_of
-from .reward import sample_policy
+from .generate import sample_batches
 from .tokenizer import Tokenizer, tokenizer_from_hf_gpt2, train_bpe
-from .world import DEFAULT_NOISE, pretraining_corpus, preference_data, rank_responses, rl_prompts
+from .world import DEFAULT_NOISE, pretraining_corpus, preference_data, rl_prompts
 
 # BPE vocabulary size per preset (the real GPT-2 shape keeps its own 50257).
 VOCAB_SIZE = {"tiny": 2048, "small": 4096, "gpt2": 50257}
@@ -241,7 +240,7 @@ def ensure_sft(run, cfg: sft.SFTConfig | None = None):
     base_eval = load_base_eval(ckpt)
     if not base_eval and distributed.is_main():   # the others need no scores: rank 0 plots them
         base_eval = evaluate_sft(base, tok, held_out, chat=False, max_new_tokens=cfg.max_new_tokens,
-                                 batch_size=cfg.eval_batch_size, device=run.device)
+                                 batch_size=cfg.eval_batch_size)
     torch.manual_seed(run.seed)
     model, metrics = sft.train_sft(base, tok, train, cfg, out_dir=out_dir, device=run.device,
                                    eval_examples=held_out, base_eval=base_eval, seed=run.seed,
@@ -282,23 +281,14 @@ def _fmt_score(v) -> str:
 # ----------------------------------------------------------------------------------------------
 # The reward model: minialign/reward.py
 
-def world_groups(rankings) -> list[reward.PreferenceGroup]:
-    """Rankings (`minialign.world.preference_data` or `loaders.load_preferences`: responses best
-    first, gold rewards in the same order when known) as PreferenceGroups with all C(K, 2) pairs.
-    A (chosen, rejected) record is a ranking of 2."""
-    return [reward.group_from_ranking(r.prompt, list(r.responses), list(range(len(r.responses))),
-                                      gold=list(r.gold) if r.gold is not None else None)
-            for r in rankings]
-
-
-def rating_groups(ratings, k: int | None = None) -> list[reward.PreferenceGroup]:
+def rating_groups(ratings, k: int | None = None) -> list[PreferenceGroup]:
     """The world's absolute ratings (`minialign.world.rating_data`: one per response, each by one of
     several miscalibrated annotators, the K responses of a prompt in a row) as one group per
     prompt (a new group also starts after `k` responses), for the ratings-regression variant."""
-    groups: list[reward.PreferenceGroup] = []
+    groups: list[PreferenceGroup] = []
     for r in ratings:
         if not groups or groups[-1].prompt != r.prompt or len(groups[-1].responses) == k:
-            groups.append(reward.PreferenceGroup(r.prompt, [], ratings=[], gold=[]))
+            groups.append(PreferenceGroup(r.prompt, [], ratings=[], gold=[]))
         groups[-1].responses.append(r.response)
         groups[-1].ratings.append(float(r.rating))
         groups[-1].gold.append(r.gold)
@@ -310,7 +300,7 @@ def world_noise(cfg: reward.RMConfig) -> float:
     return DEFAULT_NOISE if cfg.annotator_noise < 0 else cfg.annotator_noise
 
 
-def noise_ceiling(groups: list[reward.PreferenceGroup], noise: float) -> dict:
+def noise_ceiling(groups: list[PreferenceGroup], noise: float) -> dict:
     """How often noisy annotators agree with the gold ordering, measured and predicted.
 
     Bradley-Terry annotators label a pair with gold rewards g_a > g_b correctly with probability
@@ -331,45 +321,21 @@ def noise_ceiling(groups: list[reward.PreferenceGroup], noise: float) -> dict:
 def preference_groups(run, cfg: reward.RMConfig) -> tuple[list, list, str]:
     """(train, held-out, description): PreferenceGroups from a preference JSONL (cfg.data) or the world's rankings."""
     if cfg.data:
-        groups = world_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
+        groups = as_groups(load_preferences(cfg.data))   # Rankings, best first, no gold
         n_eval = max(1, int(round(len(groups) * cfg.eval_fraction)))
         if len(groups) < 2:
             raise DataError(cfg.data, None, None, f"{len(groups)} usable prompt(s); at least 2 are needed "
                             f"to hold one out for evaluation")
         return groups[:-n_eval], groups[-n_eval:], cfg.data
     noise = world_noise(cfg)
-    train = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
+    train = as_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
                                          noise=noise, split="train"))
-    held = world_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
+    held = as_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
                                         noise=noise, split="test"))
     return train, held, "world"
 
 
-def sft_sample_groups(policy: GPT, tok, prompts, *, k: int, temperature: float, max_new_tokens: int,
-                      noise: float, seed: int = 0) -> list[reward.PreferenceGroup]:
-    """k samples of `policy` per prompt, ranked by the world's annotators: the slide's own data recipe,
-    and the distribution a reward model must judge during PPO. Identical samples are kept once; a
-    prompt with fewer than two distinct samples gives no pairs and is left out. Used to train the RM
-    (RMConfig.policy_sample_prompts) and to test it on held-out prompts (metrics["sft_samples"]).
-
-    Why test on these: the world's training comparisons pit a reference answer against systematically
-    flawed copies of it. An RM can learn to spot those flaws and still not tell a right answer from a
-    wrong one in the form the policy writes them; then PPO climbs the RM without improving the gold.
-    """
-    s = sample_and_score(policy, None, tok, prompts, n_samples=k, max_new_tokens=max_new_tokens,
-                         temperature=temperature, seed=seed)
-    rng = Random(f"rm-sft-samples|{seed}")
-    groups = []
-    for i, example in enumerate(prompts):
-        distinct = list(dict.fromkeys(r for r, j in zip(s.responses, s.prompt_index) if j == i))
-        if len(distinct) >= 2:
-            ranking = rank_responses(example.prompt, distinct, rng, noise)
-            groups.append(reward.group_from_ranking(example.prompt, ranking.responses, list(range(len(distinct))),
-                                                    gold=list(ranking.gold)))
-    return groups
-
-
-def normalization_prompts(run, cfg: reward.RMConfig, held: list[reward.PreferenceGroup]) -> list[str]:
+def normalization_prompts(run, cfg: reward.RMConfig, held: list[PreferenceGroup]) -> list[str]:
     """Prompts on which SFT samples set the normalisation: the world's RL prompts (PPO's own: the
     prompts of cfg.rl_prompt_kind, train split), else the held-out preference prompts (for a file)."""
     if not cfg.data:
@@ -448,11 +414,12 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
 
 
 def ranked_sft_samples(run, cfg: reward.RMConfig, sft_model: GPT, tok, n: int, seed: int,
-                       split: str) -> list[reward.PreferenceGroup]:
+                       split: str) -> list[PreferenceGroup]:
     """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
-    return sft_sample_groups(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split), k=cfg.k,
-                             temperature=cfg.sft_sample_temperature, max_new_tokens=cfg.max_new_tokens,
-                             noise=world_noise(cfg), seed=run.seed)
+    groups, _ = rank_policy_samples(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split),
+                                    k=cfg.k, temperature=cfg.sft_sample_temperature,
+                                    max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed)
+    return groups
 
 
 def print_rm_summary(metrics: dict, out_dir: str) -> None:
@@ -527,8 +494,8 @@ def segment_rm_data(run, sft_model: GPT, tok, cfg: finegrained.FineGrainedConfig
     prompts += [p.prompt for kind in kinds
                 for p in rl_prompts(kind, n=n_rl // 2, seed=rl_seed, split=split)] if n_rl >= 2 else []
     if prompts:
-        gens = sample_policy(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens, seed=run.seed + 17)
-        texts = [parse_response(tok, ids)[0] for g in gens for ids in g.response_ids]
+        texts = [t for b in sample_batches(sft_model, tok, prompts, max_new_tokens=cfg.max_new_tokens,
+                                           seed=run.seed + 17) for t in b.texts]
         pairs += list(zip(prompts, texts))
     items = [finegrained.label_response(tok, p, r, names, cfg) for p, r in pairs]
     max_len = sft_model.config.block_size
@@ -674,17 +641,17 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
 # ----------------------------------------------------------------------------------------------
 # DPO: minialign/dpo.py
 
-def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[dpo.PreferencePair]:
-    """The training pairs without a data file: the world's preference data, or samples of the SFT model ranked
-    by the world's annotators (cfg.pairs_from)."""
+def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[PreferenceGroup]:
+    """The training comparisons without a data file: the world's preference data, or 4 samples of the SFT
+    model per prompt ranked by the world's annotators, the reward model's recipe (cfg.pairs_from)."""
     rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
     if cfg.pairs_from == "world":
-        return dpo.as_pairs(rankings)
-    if cfg.pairs_from == "sft_samples":
-        pairs, _ = dpo.sampled_pairs(sft_model, tok, [r.prompt for r in rankings], k=4,
-                                     noise=cfg.annotator_noise, max_new_tokens=cfg.max_new_tokens,
-                                     seed=run.seed)
-        return pairs
+        return as_groups(rankings)
+    if cfg.pairs_from == "sft_samples":     # pure sampling of pi_ref (temperature 1), as in the DPO paper
+        groups, _ = rank_policy_samples(sft_model, tok, [r.prompt for r in rankings], k=4, temperature=1.0,
+                                        max_new_tokens=cfg.max_new_tokens, noise=cfg.annotator_noise,
+                                        seed=run.seed)
+        return groups
     raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
 
 
@@ -700,7 +667,7 @@ def ensure_dpo(run, cfg: dpo.DPOConfig | None = None):
     Returns (GPT, Tokenizer). pi_ref is a frozen copy of the SFT model.
     """
     cfg = cfg or dpo.DPOConfig(**(dpo.QUICK if run.quick else {}))
-    from_file = dpo.as_pairs(load_preferences(cfg.data)) if cfg.data else None   # a bad file stops here
+    from_file = as_groups(load_preferences(cfg.data)) if cfg.data else None   # a bad file stops here
     out_dir = run.stage_dir("dpo")
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 from .evaluation import EVAL_SPLITS, SPLIT_LABELS, pearson, spearman  # noqa: E402
 
 if TYPE_CHECKING:
-    from .reward import PreferenceGroup
+    from .preferences import PreferenceGroup
 
 
 def new_figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6):

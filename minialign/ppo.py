@@ -53,11 +53,12 @@ from .chat import end_id as chat_end_id
 from .chat import parse_response, prompt_ids as chat_prompt_ids
 from .checkpoint import check_compatible
 from .config import ConfigError, autocast, write_json
-from .evaluation import gold_stats, prompt_text
+from .evaluation import gold_stats, prompt_text, sample_and_score
 from .generate import generate
-from .model import GPT, GPTConfig, scalar_head
+from .model import GPT, disable_dropout, freeze, scalar_head
 from .plotting import plot_ppo_history
-from .training import Checkpoint, linear_decay, optimizer_step, set_lr, steps
+from .training import (Checkpoint, Clock, append_history, linear_decay, optimizer_step, record_eval, set_lr,
+                       steps)
 from .world import gold_reward
 
 
@@ -225,23 +226,6 @@ def _reward_head_affine(reward_model) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(bias, torch.Tensor):
         b = b + bias.detach().reshape(())
     return w, b
-
-
-def disable_dropout(model: nn.Module) -> nn.Module:
-    """Set every dropout probability to 0 (TRL `disable_dropout_in_model`): RL needs deterministic forwards."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-        if hasattr(m, "dropout") and isinstance(m.dropout, float):  # attention-weight dropout of model.py
-            m.dropout = 0.0
-    if isinstance(getattr(model, "config", None), GPTConfig):
-        model.config.dropout = 0.0
-    return model
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """The reference and reward models: no gradients, eval mode, never updated."""
-    return disable_dropout(model).requires_grad_(False).eval()
 
 
 def prepare_models(policy, ref, reward_model, value_model, device):
@@ -720,7 +704,7 @@ def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pro
     decode(rollout) fills rollout.prompts / rollout.responses (texts) before scoring, when given.
     Returns the rollout, the iteration's scalar statistics, and the per-row info (for gold scoring and samples).
     """
-    clock = _Clock()
+    clock = Clock()
     # 1. sample y ~ pi_theta(. | x)
     rollout = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
     if decode is not None:
@@ -754,17 +738,6 @@ def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pro
     return rollout, stats, {"kl_per_row": k1.sum(1), "task_reward_per_row": task_rewards.sum(1), **info}
 
 
-class _Clock:
-    """Wall time of consecutive phases: lap(name) records the seconds since the previous lap."""
-
-    def __init__(self):
-        self.laps, self.t = {}, time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name], self.t = now - self.t, now
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The training loop
 # ----------------------------------------------------------------------------------------------------------------
@@ -780,17 +753,14 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     prompts: with `chat` (default), strs or world prompt objects, rendered in the chat template (the oracle
       receives them as given) and answered up to <|end|>; with `chat=False`, token id lists continued as raw
       text up to <|endoftext|> (the detoxification experiment: a base model continuing story openings).
-    reward_fn: f(rollout) -> (task rewards (B, N), {name: (B,) info}); default `rm_reward_fn(reward_model)`
-      with the score normalised on samples of the initial policy (or by `score_norm=(mean, std)`); the value
-      model is then taken to be a copy of the reward model (`ValueModel.from_reward_model`), and its head is
-      rescaled by the same normalisation at the start.
+    reward_fn: f(rollout) -> (task rewards (B, N), {name: (B,) info}); default `rm_reward_fn(reward_model)`,
+      normalised on samples of the initial policy (or by `score_norm=(mean, std)`), the value head with it.
     gold_fn: f(prompt, response text) -> the oracle's score (a float, or an object with `.total` and
       `.components`); default: the world's gold reward for chat prompts, none for raw text. Logged, never
       optimised. eval_fn(policy) -> {name: float}, when given, runs before training and every `eval_every`
       iterations (history["eval"]).
-    Writes ckpt.pt (atomic, resumable; `model` = the policy, so pipeline.load_model reads it), metrics.json
-    (the per-iteration history at every checkpoint; at the end also the final numbers and the answers before
-    and after) and ppo_curves.png; `out_dir=None` writes nothing. Returns the metrics with the history; {} when
+    Writes ckpt.pt (resumable; `model` = the policy), metrics.json (the history; at the end the final numbers
+    and answers before and after) and ppo_curves.png. Returns the metrics with the history; {} when
     `max_iterations` stopped it early (tests).
     """
     if out_dir:
@@ -801,15 +771,11 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     gold_fn = gold_fn if gold_fn is not None or not chat else gold_reward
     shown = [prompt_text(p) for p in (sample_prompts or prompts)[:cfg.n_samples_shown]] if chat else []
     optimizer = make_optimizer(policy, value_model, cfg)
-    ckpt = Checkpoint(out_dir and os.path.join(out_dir, "ckpt.pt"), {"model": policy, "value_model": value_model},
-                      optimizer, model_config=policy.config.to_dict(),
-                      value_config=value_model.trunk.config.to_dict(), ppo_config=asdict(cfg))
-    state = ckpt.resume({"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
-                         "samples_before": None}, "PPO", saved=same_config(ckpt, cfg), key="iteration")
+    ckpt, state = start_or_resume(out_dir, policy, value_model, optimizer, cfg)
     if state["done"]:
         return {**state["metrics"], "history": state["history"]}
     if state["samples_before"] is None:
-        state["samples_before"] = sample_answers(policy, tok, shown, cfg, seed=seed)
+        state["samples_before"] = shown_answers(policy, tok, shown, cfg, seed)
     if reward_fn is None:
         if state["score_norm"] is None:  # the scale of r_phi on the initial policy; the value head (r_phi's) follows
             state["score_norm"] = score_norm or measure_score_norm(ref, reward_model, all_prompt_ids, cfg,
@@ -817,7 +783,7 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
             value_model.rescale_(*state["score_norm"])
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    evaluate = lambda it: _record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None else None
+    evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None else None
     if state["iteration"] == 0:
         evaluate(0)
 
@@ -830,12 +796,10 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
         rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
                                           cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
                                           decode=decode)
-        if gold_fn is not None:
-            t0 = time.perf_counter()
-            stats.update(gold_stats(gold_fn, [prompts[i] for i in pick], rollout.responses))
-            stats["t_gold"] = time.perf_counter() - t0
+        if gold_fn is not None:                                        # logged, never optimised
+            stats.update(timed("t_gold", gold_stats, gold_fn, [prompts[i] for i in pick], rollout.responses))
         state["beta"] = kl_ctl.update(stats["kl"], cfg.batch_size)     # 8. adapt beta (no-op when fixed)
-        _append(state["history"], it, stats)
+        append_history(state["history"], it, stats)
         bar.set_postfix({k: f"{stats[k]:.2f}" for k in ("proxy_reward", "gold_reward", "toxicity", "kl",
                                                          "response_length", "clipfrac") if k in stats})
         state["iteration"] = it + 1
@@ -849,20 +813,34 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
         return {}
     if eval_fn is not None and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
         evaluate(cfg.iterations)
-    metrics = final_metrics(state["history"], cfg)
-    metrics["samples"] = {"before": state["samples_before"],
-                          "after": sample_answers(policy, tok, shown, cfg, seed=seed)}
+    return finish(ckpt, state, cfg, out_dir, desc, shown_answers(policy, tok, shown, cfg, seed))
+
+
+def finish(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str | None, desc: str, after: list) -> dict:
+    """The finished run: final numbers, answers before and `after`, the figure and the last checkpoint."""
+    metrics = {**final_metrics(state["history"], cfg), "samples": {"before": state["samples_before"], "after": after}}
     if out_dir:
         plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
     save_progress(ckpt, state, cfg, out_dir, metrics)
     return {**metrics, "history": state["history"]}
 
 
-def _record_eval(history: dict, iteration: int, values: dict) -> None:
-    evals = history.setdefault("eval", {"iteration": []})
-    evals["iteration"].append(iteration)
-    for k, v in values.items():
-        evals.setdefault(k, []).append(v)
+def timed(name: str, fn, *args) -> dict:
+    """fn(*args), a dict of numbers, with its wall time under `name`."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return {**out, name: time.perf_counter() - t0}
+
+
+def start_or_resume(out_dir: str | None, policy: GPT, value_model: ValueModel, optimizer,
+                    cfg: PPOConfig) -> tuple[Checkpoint, dict]:
+    """The run's checkpoint and its state: fresh, or the saved one (a resume must replay the same settings)."""
+    ckpt = Checkpoint(out_dir and os.path.join(out_dir, "ckpt.pt"), {"model": policy, "value_model": value_model},
+                      optimizer, model_config=policy.config.to_dict(),
+                      value_config=value_model.trunk.config.to_dict(), ppo_config=asdict(cfg))
+    state = ckpt.resume({"iteration": 0, "history": {}, "beta": cfg.beta, "score_norm": None,
+                         "samples_before": None}, "PPO", saved=same_config(ckpt, cfg), key="iteration")
+    return ckpt, state
 
 
 def same_config(ckpt: Checkpoint, cfg: PPOConfig) -> dict | None:
@@ -884,12 +862,6 @@ def save_progress(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str | 
                                                        "config": asdict(cfg), "history": state["history"]})
 
 
-def _append(history: dict, it: int, stats: dict) -> None:
-    history.setdefault("iteration", []).append(it)
-    for k, v in stats.items():
-        history.setdefault(k, []).append(float(v))
-
-
 def _decode(tok, rollout: Rollout, prompt_texts: list[str]) -> None:
     """The rollout's texts: the plain prompts (no chat tokens, as the oracle and text rewards expect) and the
     responses up to <|end|>."""
@@ -909,17 +881,8 @@ def final_metrics(history: dict, cfg: PPOConfig, last: int = 5) -> dict:
     return out
 
 
-@torch.no_grad()
-def sample_answers(model: GPT, tok, prompts: list[str], cfg: PPOConfig, seed: int = 0,
-                   greedy: bool = False) -> list[dict]:
-    """Answers of `model` to `prompts` at the PPO temperature: [{prompt, response, ended}]."""
-    if not prompts:
-        return []
-    gen = generate(model, [chat_prompt_ids(tok, p) for p in prompts], max_new_tokens=cfg.max_new_tokens,
-                   stop_ids=[chat_end_id(tok)], pad_id=tok.pad_id, temperature=cfg.temperature, greedy=greedy,
-                   generator=torch.Generator().manual_seed(seed + 7))
-    out = []
-    for p, ids in zip(prompts, gen.response_ids):
-        text, ended = parse_response(tok, ids)
-        out.append({"prompt": p, "response": text, "ended": ended})
-    return out
+def shown_answers(model: GPT, tok, prompts: list[str], cfg: PPOConfig, seed: int) -> list[dict]:
+    """Answers of `model` to `prompts` at the PPO temperature, for metrics.json: [{prompt, response, ended}]."""
+    s = sample_and_score(model, None, tok, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                         seed=seed + 7)
+    return [{"prompt": prompts[i], "response": r, "ended": e} for i, r, e in zip(s.prompt_index, s.responses, s.ended)]

@@ -18,7 +18,7 @@ The steps, as `pretrain` runs them:
 Choices, said plainly: the optimiser defaults are GPT-3's (Brown et al. 2020, Appendix B: Adam with
 betas (0.9, 0.95), weight decay 0.1, gradient norm clipped at 1, linear warmup, then cosine decay to
 10% of the peak rate), the decay decoupled (AdamW) and applied to weight matrices only
-(`make_optimizer`). Documents are joined into one stream with end-of-text between them, and windows
+(`training.adamw`). Documents are joined into one stream with end-of-text between them, and windows
 may span two documents (no attention mask at the boundary). bf16 autocast on GPUs only
 (`config.autocast`); on CPU everything is float32.
 
@@ -42,7 +42,7 @@ from .config import autocast, write_json
 from .logprobs import IGNORE_INDEX, token_logprobs
 from .model import GPT
 from .plotting import plot_curves
-from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early, warmup_cosine
+from .training import Checkpoint, adamw, optimizer_step, set_lr, steps, stopped_early, warmup_cosine
 
 
 @dataclass
@@ -62,7 +62,7 @@ class PretrainConfig:
     warmup_steps: int = 50
     """Linear warmup from 0 to lr. Range: warmup_steps >= 0."""
     weight_decay: float = 0.1
-    """AdamW decoupled weight decay, on weight matrices only (see make_optimizer). Range: weight_decay >= 0."""
+    """AdamW decoupled weight decay, on weight matrices only (see training.adamw). Range: weight_decay >= 0."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 disables). Range: grad_clip >= 0."""
     eval_every: int = 100
@@ -110,18 +110,6 @@ def lr_at(step: int, cfg) -> float:
     return warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def make_optimizer(model: GPT, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D weight matrices only (not biases, LayerNorm gains or embeddings)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.dim() == 2 and "wte" not in name and "wpe" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-
-
 @torch.no_grad()
 def evaluate(model: GPT, stream: np.ndarray, cfg: PretrainConfig, device, n_batches: int = 4) -> float:
     """Mean loss over fixed validation windows (the same every call)."""
@@ -148,7 +136,7 @@ def pretrain(model: GPT, stream: np.ndarray, cfg: PretrainConfig, *, out_dir: st
     n_val = max(int(len(stream) * cfg.val_fraction), cfg.seq_len + 2)
     train_stream, val_stream = stream[:-n_val], stream[-n_val:]
     model.to(device).train()
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt"), {"model": model}, opt, model_config=model.config.to_dict(),
                       pretrain_config=asdict(cfg), **(extra_state or {}))
     state = ckpt.resume({"step": 0, "history": {"step": [], "loss": [], "val_step": [], "val_loss": [],

@@ -42,7 +42,7 @@ annotators and the oracle, correlation with the gold reward, calibration of sigm
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -51,15 +51,15 @@ import torch.nn.functional as F
 
 from . import distributed
 from .batching import pad_batch
-from .chat import end_id, prompt_ids, render
+from .chat import render
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import autocast
-from .generate import generate_in_batches
+from .generate import sample_batches
 from .model import GPT, GPTConfig, new_scalar_head, scalar_head, trunk_copy
 from .evaluation import (finite_or_none, calibration, label_agreement_with_oracle, oracle_accuracy, pairwise_accuracy,
                          pearson, spearman)
-from .pretrain import make_optimizer
-from .training import Checkpoint, linear_decay, optimizer_step, set_lr, steps, stopped_early
+from .preferences import PreferenceGroup
+from .training import Checkpoint, adamw, linear_decay, optimizer_step, set_lr, steps, stopped_early
 
 
 # ----------------------------------------------------------------------------------------------
@@ -134,37 +134,7 @@ QUICK: dict = dict(n_train_prompts=64, n_eval_prompts=32, batch_prompts=8, norma
 
 
 # ----------------------------------------------------------------------------------------------
-# Data: one prompt, its responses, and what the labelers said about them
-@dataclass
-class PreferenceGroup:
-    """One prompt x with its responses and their labels; the unit a batch is made of.
-
-    responses: the K responses y_1..y_K (each forwarded once).
-    pairs:     (w, l) index pairs: the labeler preferred responses[w] to responses[l].
-    ratings:   absolute ratings of each response (for the ratings-regression variant), or None.
-    gold:      the oracle's gold reward of each response (evaluation only, never trained on), or None.
-    """
-
-    prompt: str
-    responses: list[str]
-    pairs: list[tuple[int, int]] = field(default_factory=list)
-    ratings: list[float] | None = None
-    gold: list[float] | None = None
-
-
-def group_from_ranking(prompt: str, responses: list[str], order: list[int],
-                       gold: list[float] | None = None,
-                       ties: list[tuple[int, int]] | None = None) -> PreferenceGroup:
-    """A ranking best-to-worst (`order` lists response indices) -> all C(K, 2) pairs (w, l).
-
-    Pairs the labeler marked as tied (`ties`, unordered) are dropped.
-    """
-    tied = {frozenset(t) for t in (ties or [])}
-    pairs = [(order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))
-             if frozenset((order[i], order[j])) not in tied]
-    return PreferenceGroup(prompt, list(responses), pairs, gold=gold)
-
-
+# Data: PreferenceGroups (preferences.py), flattened into pairs of rows of a batch
 def pair_indices(groups: list[PreferenceGroup]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten a batch's pairs into indices of the flat list of its responses, with weights.
 
@@ -449,7 +419,7 @@ def train_reward_model(model: RewardModel, tok, groups: list[PreferenceGroup], c
     batches = batches_of(encoded, cfg.batch_prompts, cfg.epochs, seed)
     total = len(batches)
     model.to(device).eval()   # eval mode: no dropout anywhere; gradients still flow
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     # the finished model is saved by the caller (save_reward_model); this checkpoint is for resuming
     ckpt = Checkpoint(ckpt_path, {"model": model.trunk, "head": model.head}, opt,
                       model_config=model.trunk.config.to_dict(), rm_config=asdict(cfg), **(extra_state or {}))
@@ -522,17 +492,6 @@ def normalization_from_rewards(raw: np.ndarray) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def sample_policy(policy: GPT, tok, prompts: list[str], *, max_new_tokens: int, seed: int,
-                  batch_size: int = 64):
-    """Sample one response per prompt from `policy` at temperature 1: a list of Generations."""
-
-    policy.eval()
-    return [gen for _, gen in generate_in_batches(
-        policy, [prompt_ids(tok, p) for p in prompts], batch_size=batch_size, max_new_tokens=max_new_tokens,
-        stop_ids=[end_id(tok)], pad_id=tok.pad_id, temperature=1.0, generator=torch.Generator().manual_seed(seed))]
-
-
-@torch.no_grad()
 def fit_normalization(model: RewardModel, policy: GPT, tok, prompts: list[str], *,
                       max_new_tokens: int, seed: int = 0) -> dict:
     """Set the RM's gain and bias so that responses sampled from `policy` score mean 0, std 1.
@@ -543,9 +502,9 @@ def fit_normalization(model: RewardModel, policy: GPT, tok, prompts: list[str], 
     device = next(model.parameters()).device
     model.eval()
     raw = []
-    for g in sample_policy(policy, tok, prompts, max_new_tokens=max_new_tokens, seed=seed):
+    for b in sample_batches(policy, tok, prompts, max_new_tokens=max_new_tokens, seed=seed):
         with autocast(device):
-            raw.append(model(g.tokens.to(device), g.attention_mask.to(device),
+            raw.append(model(b.gen.tokens.to(device), b.gen.attention_mask.to(device),
                              normalized=False).float().cpu().numpy())
     raw = np.concatenate(raw)
     gain, bias = normalization_from_rewards(raw)

@@ -56,8 +56,8 @@ from .loaders import DataError, load_alpaca
 from .logprobs import IGNORE_INDEX
 from .model import GPT
 from .plotting import plot_sft_loss, plot_sft_scores
-from .pretrain import lr_at, make_optimizer
-from .training import Checkpoint, optimizer_step, set_lr, steps, stopped_early
+from .pretrain import lr_at
+from .training import Checkpoint, adamw, optimizer_step, set_lr, steps, stopped_early
 from .world import instruction_data
 
 
@@ -327,7 +327,7 @@ def train_sft(model: GPT, tok, examples, cfg: SFTConfig, *, out_dir: str | None 
     lengths = [len(r.ids) for r in rendered]
     cfg = replace(cfg, steps=total_steps(cfg, len(rendered)))   # resolved, for lr_at and the logs
     heldout = _heldout_sets(tok, eval_examples, model.config.block_size)
-    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     ckpt = Checkpoint(os.path.join(out_dir, "ckpt.pt") if out_dir else None, {"model": model}, opt,
                       model_config=model.config.to_dict(), sft_config=asdict(cfg), **(extra_state or {}))
     state = ckpt.resume({"step": 0, "history": {"step": [], "loss": [], "lr": [], "eval_step": [],
@@ -381,7 +381,7 @@ def finish(model, tok, cfg, history, eval_examples, base_eval, out_dir, device, 
                "heldout_loss_curve": {"step": history["eval_step"], **history["eval_loss"]}}
     if eval_examples:
         t0 = time.perf_counter()
-        metrics["eval"] = evaluate_sft(model, tok, eval_examples, device=device,
+        metrics["eval"] = evaluate_sft(model, tok, eval_examples,
                                        max_new_tokens=cfg.max_new_tokens,
                                        batch_size=cfg.eval_batch_size)
         metrics["eval_seconds"] = round(time.perf_counter() - t0, 1)

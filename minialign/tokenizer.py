@@ -58,7 +58,6 @@ Where this deviates from GPT-2, and why
 
 from __future__ import annotations
 
-import base64
 import heapq
 import json
 import os

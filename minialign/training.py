@@ -1,6 +1,6 @@
 """What every trainer does around its algorithm, written once: start or resume from a checkpoint, save it
 atomically, the step loop with its progress bar, an early stop that leaves a resumable checkpoint, the
-learning-rate schedules, and the distributed bookkeeping (rank 0 writes, the others wait).
+learning-rate schedules, the per-iteration history, and the distributed bookkeeping (rank 0 writes, the others wait).
 
 A trainer (pretrain, sft, reward, dpo, ppo) keeps only its algorithm; its plumbing is one line each:
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import torch
 import torch.nn as nn
@@ -99,6 +100,20 @@ def stopped_early(ckpt: Checkpoint, state: dict, total: int, key: str = "step", 
     return True
 
 
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) with weight decay on 2-D weight matrices only (not biases, LayerNorm gains or
+    embeddings): pretraining, SFT and the reward models."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() == 2 and "wte" not in name and "wpe" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+
 def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
     """Backward, clip the global gradient norm of `params` to `grad_clip` (0: no clipping), step."""
     optimizer.zero_grad(set_to_none=True)
@@ -106,6 +121,34 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params,
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# History: one list per logged number, and the time of each phase
+def append_history(history: dict, iteration: int, stats: dict) -> None:
+    """Append one iteration's numbers to `history`, a dict of equal-length lists keyed "iteration" and by name."""
+    history.setdefault("iteration", []).append(iteration)
+    for k, v in stats.items():
+        history.setdefault(k, []).append(float(v))
+
+
+def record_eval(history: dict, iteration: int, values: dict) -> None:
+    """Append an evaluation's numbers to history["eval"] (lists keyed "iteration" and by name)."""
+    evals = history.setdefault("eval", {"iteration": []})
+    evals["iteration"].append(iteration)
+    for k, v in values.items():
+        evals.setdefault(k, []).append(v)
+
+
+class Clock:
+    """Wall time of consecutive phases: lap(name) records the seconds since the previous lap in `laps`."""
+
+    def __init__(self):
+        self.laps, self.t = {}, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name], self.t = now - self.t, now
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,10 +21,12 @@ import torch
 import torch.multiprocessing as mp
 
 from minialign import distributed
-from minialign.dpo import DPOConfig, PreferencePair, train_dpo
+from minialign.dpo import DPOConfig, train_dpo
+from minialign.preferences import PreferenceGroup
 from minialign.model import GPT, GPTConfig
 from minialign.pretrain import PretrainConfig, pretrain
-from minialign.reward import RewardModel, RMConfig, group_from_ranking, train_reward_model
+from minialign.preferences import group_from_ranking
+from minialign.reward import RewardModel, RMConfig, train_reward_model
 from minialign.sft import SFTConfig, train_sft
 from minialign.tokenizer import Tokenizer
 
@@ -86,8 +88,8 @@ def run_rm(out: str):
 
 
 def run_dpo(out: str):
-    pairs = [PreferencePair(f"Question {i}: answer politely.", "Yes, gladly." + " ok" * (i % 3),
-                            "No way!" + "!" * i) for i in range(13)]            # batches 4, 4, 4, 1
+    pairs = [PreferenceGroup.pair(f"Question {i}: answer politely.", "Yes, gladly." + " ok" * (i % 3),
+                                  "No way!" + "!" * i) for i in range(13)]            # batches 4, 4, 4, 1
     cfg = DPOConfig(beta=0.5, lr=3e-3, warmup_steps=1, epochs=1, batch_size=4, eval_every=0,
                     ckpt_every=100)
     policy, ref = tiny_gpt(3), tiny_gpt(3)

@@ -3,15 +3,16 @@ reference computed once, training raising the margin, and an exact resume."""
 
 import math
 import os
+from collections import namedtuple
 
 import pytest
 import torch
 
 from minialign.chat import end_id, render
 from minialign.checkpoint import load_checkpoint
-from minialign.dpo import (DPOConfig, PreferencePair, as_pairs, concatenated_logps,
-                           preference_loss, preference_metrics, train_dpo)
+from minialign.dpo import DPOConfig, concatenated_logps, preference_loss, preference_metrics, train_dpo
 from minialign.model import GPT, GPTConfig
+from minialign.preferences import PreferenceGroup, as_groups
 from minialign.tokenizer import Tokenizer
 
 TOK = Tokenizer([])            # byte-level, no merges: 256 bytes + 6 special tokens
@@ -76,9 +77,10 @@ def model(seed=0):
     return GPT(CFG).eval()
 
 
-PAIRS = [PreferencePair("Say yes.", "yes", "no thanks"),
-         PreferencePair("Is the sky blue?", "It is blue.", "No"),
-         PreferencePair("Hi", "Hello there, friend!", "go away")]
+Pair = namedtuple("Pair", "prompt chosen rejected")
+PAIRS = [Pair("Say yes.", "yes", "no thanks"),
+         Pair("Is the sky blue?", "It is blue.", "No"),
+         Pair("Hi", "Hello there, friend!", "go away")]
 
 
 def test_policy_equal_to_reference_gives_log2_and_zero_rewards():
@@ -117,37 +119,45 @@ def test_summed_logps_cover_exactly_the_response_and_the_end_token():
 
 
 def test_ranked_lists_give_all_pairs_best_first():
-    pairs = as_pairs([{"prompt": "x", "responses": ["a", "b", "c"]},
-                      {"prompt": "y", "chosen": "good", "rejected": "bad"}])
-    assert [(p.chosen, p.rejected) for p in pairs] == [("a", "b"), ("a", "c"), ("b", "c"),
-                                                       ("good", "bad")]
+    groups = as_groups([{"prompt": "x", "responses": ["a", "b", "c"]},
+                        {"prompt": "y", "chosen": "good", "rejected": "bad"}])
+    assert [c for g in groups for c in g.comparisons()] == [("a", "b"), ("a", "c"), ("b", "c"),
+                                                            ("good", "bad")]
     with pytest.raises(ValueError, match="item 0"):
-        as_pairs([{"prompt": "x"}])
+        as_groups([{"prompt": "x"}])
+
+
+def test_identical_responses_in_a_ranking_give_no_pair():
+    [g] = as_groups([{"prompt": "x", "responses": ["a", "b", "a"]}])
+    assert g.comparisons() == [("a", "b"), ("b", "a")]      # (a, a) compares a response with itself
 
 
 def test_preference_files_give_pairs():
     from minialign.loaders import load_preferences
     root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "examples")
-    flat = as_pairs(load_preferences(os.path.join(root, "preferences.jsonl")))
+    flat = [c for g in as_groups(load_preferences(os.path.join(root, "preferences.jsonl"))) for c in g.comparisons()]
     ranked = load_preferences(os.path.join(root, "rankings.jsonl"))
-    assert flat and all(p.chosen != p.rejected for p in flat)
+    assert flat and all(chosen != rejected for chosen, rejected in flat)
     k = [len(r.responses) for r in ranked]
-    assert len(as_pairs(ranked)) == sum(n * (n - 1) // 2 for n in k)
+    assert sum(len(g.pairs) for g in as_groups(ranked)) == sum(n * (n - 1) // 2 for n in k)
 
 
-def test_sampled_pairs_prefer_the_higher_gold_reward():
-    from minialign.dpo import sampled_pairs
+def test_ranked_policy_samples_at_noise_0_prefer_the_higher_gold_reward():
+    from minialign.preferences import rank_policy_samples
     from minialign.world import gold_reward
     prompts = ["Write a one-sentence story about Sam.", "11 - 7 = ?", "Say something nice."]
-    pairs, s = sampled_pairs(model(4), TOK, prompts, k=4, noise=0.0, max_new_tokens=10, seed=1)
-    assert len(s.responses) == 12 and pairs
-    for p in pairs:
-        assert gold_reward(p.prompt, p.chosen).total > gold_reward(p.prompt, p.rejected).total
-        assert p.chosen in s.responses and p.rejected in s.responses
+    groups, s = rank_policy_samples(model(4), TOK, prompts, k=4, temperature=1.0, noise=0.0, max_new_tokens=10,
+                                    seed=1)
+    assert len(s.responses) == 12 and groups
+    for g in groups:
+        assert len(set(g.responses)) == len(g.responses)     # each distinct sample once
+        for chosen, rejected in g.comparisons():             # equal gold rewards are ties: no pair
+            assert gold_reward(g.prompt, chosen).total > gold_reward(g.prompt, rejected).total
+            assert chosen in s.responses and rejected in s.responses
 
 
 def toy_pairs(n=24):
-    return [PreferencePair(f"Question {i}: answer politely.", "Yes, gladly.", "No way!")
+    return [PreferenceGroup.pair(f"Question {i}: answer politely.", "Yes, gladly.", "No way!")
             for i in range(n)]
 
 
@@ -209,3 +219,19 @@ def test_ensure_dpo_quick_builds_the_stage(tmp_path):
     metrics = (stage / "metrics.json").read_text()
     assert "win_rate_vs_reference" in metrics and "rewards/margins" in metrics
     assert (stage / "dpo_training.png").exists()
+
+
+def test_ranked_policy_samples_with_noisy_annotators_rank_every_two_distinct_samples():
+    """With noise the annotators rank every distinct sample (no ties): C(K', 2) pairs per prompt of K' distinct
+    samples; the same seed gives the same groups."""
+    from minialign.preferences import rank_policy_samples
+    prompts = ["Write a one-sentence story about Sam.", "11 - 7 = ?", "Say something nice."]
+    groups, s = rank_policy_samples(model(4), TOK, prompts, k=4, temperature=1.0, noise=0.3, max_new_tokens=10,
+                                    seed=1)
+    for g in groups:
+        i = [prompt for prompt in prompts].index(g.prompt)
+        distinct = set(r for r, j in zip(s.responses, s.prompt_index) if j == i)
+        assert set(g.responses) == distinct and len(g.pairs) == len(distinct) * (len(distinct) - 1) // 2
+    again, _ = rank_policy_samples(model(4), TOK, prompts, k=4, temperature=1.0, noise=0.3, max_new_tokens=10,
+                                   seed=1)
+    assert [g.comparisons() for g in again] == [g.comparisons() for g in groups]

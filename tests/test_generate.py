@@ -83,3 +83,31 @@ def test_top_k_and_top_p_filters():
     assert torch.isfinite(p[0, :2]).all() and torch.isinf(p[0, 2:]).all()
     p1 = filter_logits(logits, top_p=0.4)     # the first alone reaches 0.4
     assert torch.isfinite(p1[0, 0]) and torch.isinf(p1[0, 1:]).all()
+
+
+def test_sample_batches_is_generate_on_the_rendered_prompts_prompt_major():
+    """The one sampling helper: chat prompts rendered by chat.prompt_ids, n copies of each in a row, one
+    generator seeded once for every batch, texts cut at <|end|>."""
+    from minialign.chat import end_id, parse_response, prompt_ids
+    from minialign.generate import sample_batches
+    from minialign.tokenizer import Tokenizer
+    tok = Tokenizer([])
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompts = ["Hi there?", "A", "Tell me a story."]
+    batches = list(sample_batches(m, tok, prompts, n=2, max_new_tokens=8, seed=3, batch_size=4))
+    assert [b.rows for b in batches] == [[0, 0, 1, 1], [2, 2]]
+    g = torch.Generator().manual_seed(3)
+    jobs = [prompt_ids(tok, p) for p in prompts for _ in range(2)]
+    kw = dict(max_new_tokens=8, stop_ids=[end_id(tok)], pad_id=tok.pad_id, generator=g)
+    want = [generate(m, jobs[:4], **kw), generate(m, jobs[4:], **kw)]
+    for b, w in zip(batches, want):
+        assert b.gen.response_ids == w.response_ids
+        assert b.texts == [parse_response(tok, ids)[0] for ids in w.response_ids]
+    # greedy, shortest prompt first: rows say which prompt each answer belongs to
+    [b] = list(sample_batches(m, tok, prompts, greedy=True, max_new_tokens=8, shortest_first=True))
+    assert b.rows == [1, 0, 2]
+    for i, ids in zip(b.rows, b.gen.response_ids):
+        alone = generate(m, [prompt_ids(tok, prompts[i])], greedy=True, max_new_tokens=8,
+                         stop_ids=[end_id(tok)], pad_id=tok.pad_id)
+        assert ids == alone.response_ids[0]

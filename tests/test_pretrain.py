@@ -93,3 +93,17 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         save_checkpoint(path, model={"w": torch.zeros(2)}, step=2)
     assert load_checkpoint(path)["step"] == 1                  # the old checkpoint survives
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+
+
+def test_adamw_decays_weight_matrices_only():
+    """Weight decay on the 2-D weight matrices; none on biases, LayerNorm gains and the embeddings."""
+    from minialign.training import adamw
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    opt = adamw(model, 1e-3, 0.1)
+    decay = {id(p) for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    for name, p in model.named_parameters():
+        want = p.dim() == 2 and name not in ("transformer.wte.weight", "transformer.wpe.weight")
+        assert (id(p) in decay) == want, name
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    assert all(g["betas"] == (0.9, 0.95) for g in opt.param_groups)

@@ -13,12 +13,12 @@ import torch
 
 from minialign.batching import pad_batch
 from minialign.chat import render
-from minialign.generate import left_pad
+from minialign.generate import left_pad, sample_batches
 from minialign.model import GPT, GPTConfig
 from minialign.evaluation import calibration, oracle_accuracy, pairwise_accuracy, pearson, spearman
-from minialign.reward import (PreferenceGroup, RMConfig, RewardModel, fit_normalization, group_from_ranking,
-                              last_token_index, load_reward_model, normalization_from_rewards, pair_indices,
-                              bradley_terry_loss, sample_policy, save_reward_model, train_reward_model)
+from minialign.preferences import PreferenceGroup, group_from_ranking
+from minialign.reward import (RMConfig, RewardModel, fit_normalization, last_token_index, load_reward_model, normalization_from_rewards, pair_indices,
+                              bradley_terry_loss, save_reward_model, train_reward_model)
 from minialign.tokenizer import Tokenizer
 
 TOK = Tokenizer([])   # bytes only: 256 byte tokens + the special tokens, no training needed
@@ -152,8 +152,8 @@ def test_fit_normalization_on_policy_samples():
     assert stats["raw_std"] > 0 and stats["n_samples"] == 24
     # the same seed draws the same samples; their normalised scores have mean 0 and std 1
     scores = []
-    for g in sample_policy(policy, TOK, prompts, max_new_tokens=12, seed=5):
-        scores += rm(g.tokens, g.attention_mask).tolist()
+    for b in sample_batches(policy, TOK, prompts, max_new_tokens=12, seed=5):
+        scores += rm(b.gen.tokens, b.gen.attention_mask).tolist()
     mean = sum(scores) / len(scores)
     std = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
     assert mean == pytest.approx(0.0, abs=1e-4) and std == pytest.approx(1.0, abs=1e-4)

@@ -136,13 +136,14 @@ def test_a_preference_file_of_ties_names_the_real_reason(tmp_path):
 def test_dpo_pairs_dropped_for_every_reason_are_counted_by_cause(tmp_path, capsys):
     """Pairs that are too long and pairs whose two sides tokenize the same are counted apart; none left stops
     the run with both counts; fewer usable pairs than one batch is said plainly before training."""
-    from minialign.dpo import DPOConfig, PreferencePair, train_dpo
+    from minialign.dpo import DPOConfig, train_dpo
+    from minialign.preferences import PreferenceGroup
     from minialign.loaders import DataError
     from minialign.model import GPT, GPTConfig
     from minialign.tokenizer import Tokenizer
     tok = Tokenizer([])                                     # byte tokens: one token per character
     policy = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32))
-    pairs = [PreferencePair(p, w, l) for p, w, l in [
+    pairs = [PreferenceGroup.pair(p, w, l) for p, w, l in [
         ("Hi?", "A" * 80, "B"),                             # too long for 64 tokens
         ("Hi?", "Same.", "Same."),                          # a tie
         ("Hi?", "Hello.", "Go away."), ("Yo?", "Hey.", "No.")]]

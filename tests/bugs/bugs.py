@@ -253,9 +253,9 @@ bug("rm-k-wise-weights-dropped", "reward", REWARD,
     "Prompts ranked with more responses (K=9 gives 36 pairs, K=2 gives 1) dominate the loss, so the reward "
     "model overfits the heavily ranked prompts (InstructGPT's reason for the 1/C(K,2) weight).")
 
-bug("rm-ties-kept-as-preferences", "reward", REWARD,
-    [("for j in range(i + 1, len(order))\n             if frozenset((order[i], order[j])) not in tied]",
-      "for j in range(i + 1, len(order))]")],
+bug("rm-ties-kept-as-preferences", "reward", "minialign/preferences.py",
+    [("if frozenset((order[i], order[j])) not in tied and responses[order[i]] != responses[order[j]]]",
+      "if responses[order[i]] != responses[order[j]]]")],
     ["tests/test_reward.py::test_ranking_gives_all_pairs_in_rank_order_and_drops_ties"],
     "Tied responses become arbitrary 'wins' in list order, so the reward model learns the labelers' "
     "listing order as if it were quality.")
