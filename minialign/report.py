@@ -187,13 +187,15 @@ def final_table(metrics: dict) -> str:
     """The final comparison as a markdown table (also printed by the evaluate stage)."""
     results = metrics["policies"]
     names = sorted({k for r in results.values() for k in r["components"]})
-    header = ["policy", "gold reward", *names, "KL to SFT", "win rate vs SFT", "tokens"]
+    header = ["policy", "gold reward", *names, "KL to SFT", "win rate vs SFT", "distinct answers", "distinct-2",
+              "tokens"]
     rows = []
     for name, r in results.items():
         w = r["win_rate_vs_sft"]
         rows.append([name, f"{r['gold_reward']:.3f} ± {r['gold_reward_se']:.3f}",
                      *[r["components"].get(n) for n in names], f"{r['kl']:.2f}",
-                     f"{w['win_rate']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]", f"{r['response_tokens']:.1f}"])
+                     f"{w['win_rate']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]", r.get("distinct_responses"),
+                     r.get("distinct_2"), f"{r['response_tokens']:.1f}"])
     return _table(header, rows)
 
 
@@ -339,7 +341,10 @@ def write_report(run) -> str:
         parts += ["## Final comparison", "",
                   f"Held-out prompts of each kind, one sample each at temperature {c['temperature']}; gold reward "
                   f"and its components from the oracle; KL to the SFT model in nats per response; win rate against "
-                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval. SFT and DPO "
+                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval; diversity over the "
+                  f"policy's answers to all the prompts pooled: the fraction of distinct answers and distinct-2 "
+                  f"(unique word bigrams / all bigrams), so that a collapse to one sentence shows as 1/n and near "
+                  f"0. SFT and DPO "
                   f"trained on instruction data; PPO and fine-grained PPO on the RL prompts of their configs "
                   f"(`prompt_kind`, in their sections below).", ""]
         for kind, table in ev["kinds"].items():
