@@ -101,11 +101,12 @@ def standardise(raw: torch.Tensor, ended: torch.Tensor, penalty: float) -> tuple
 @torch.no_grad()
 def sample_candidates(policy, reward_model, tok, prompts: list, N: int, *, temperature: float,
                       max_new_tokens: int, seed: int, judge=gold_judge, missing_end_penalty: float = 1.0,
-                      batch_size: int = 64) -> Candidates:
+                      batch_size: int = 256) -> Candidates:
     """Steps 1-2: N answers per prompt from `policy` (pi_SFT), scored by r_phi and, when given, `judge`.
 
     prompts: strs or world prompt objects (the judge receives them as given). r_phi reads the token ids the
     sampler produced, re-packed right-padded (`ppo.reward_model_scores`): exactly what PPO's reward reads.
+    `batch_size` rows are sampled at once (256: about twice as fast as 64 on a 2-core CPU for the tiny model).
     """
     device = policy.output_weight.device
     texts = [[] for _ in prompts]
@@ -121,7 +122,7 @@ def sample_candidates(policy, reward_model, tok, prompts: list, N: int, *, tempe
             if judge is not None:
                 gold[i].append(judge(prompts[i], text)[0])
     proxy, norm = standardise(torch.cat(raw), torch.tensor(ended), missing_end_penalty)
-    shape = (len(prompts), N)
+    shape = (len(prompts), N)            # rows are prompt-major: row i * N + s is sample s of prompt i
     return Candidates(texts, np.array(ended).reshape(shape), proxy.double().numpy().reshape(shape),
                       np.array(gold, dtype=float) if judge is not None else None, norm)
 

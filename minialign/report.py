@@ -60,9 +60,9 @@ class EvalConfig:
     bon_samples: int = 64
     """N: answers of pi_SFT per prompt for the best-of-n curve; every n = 1, 2, 4, ... N is estimated from the
     same N (best_of_n.py). Range: bon_samples >= 1."""
-    bon_prompts: int = 64
-    """Held-out instruction prompts of the best-of-n curve, drawn once the reward model is finished.
-    Range: bon_prompts >= 0 (0 skips the curve)."""
+    bon_prompts: int = 32
+    """Held-out instruction prompts of the best-of-n curve, drawn once the reward model is finished (each costs
+    bon_samples answers of the SFT model). Range: bon_prompts >= 0 (0 skips the curve)."""
 
     def check(self) -> None:
         """Rules between fields (config.validate runs them after the ranges)."""
