@@ -147,10 +147,12 @@ def best_of_n_curve(policy, reward_model, tok, prompts: list, *, N: int = 64, ns
 
     Returns {"N", "n_prompts", "temperature", "score_norm": {"mean", "std"}, "distinct_samples" (mean over
     prompts of the fraction of distinct answers among the N: 1 = no ties, the analytic KL is exact),
-    "ended_fraction" (the rest share the proxy -penalty: ties), "points": [{"n", "kl" (analytic, nats), "gold", "gold_se", "proxy", "proxy_se"}]}.
+    "ended_fraction" (the rest share the proxy -penalty: ties),
+    "points": [{"n", "kl" (analytic, nats), "gold", "gold_se", "proxy", "proxy_se"}]}.
     """
     c = sample_candidates(policy, reward_model, tok, prompts, N, temperature=temperature,
-                          max_new_tokens=max_new_tokens, seed=seed, judge=judge, missing_end_penalty=missing_end_penalty)
+                          max_new_tokens=max_new_tokens, seed=seed, judge=judge,
+                          missing_end_penalty=missing_end_penalty)
     return {"N": N, "n_prompts": len(prompts), "temperature": temperature,
             "score_norm": {"mean": c.score_norm[0], "std": c.score_norm[1]},
             "distinct_samples": float(np.mean([len(set(t)) / N for t in c.texts])),

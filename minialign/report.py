@@ -405,8 +405,8 @@ def section_best_of_n(bon: dict, ppo: dict | None, dpo: dict | None) -> str:
     rows = [p for p in pts if p is pts[0] or p is best or p is pts[-1]]
     label = lambda p: f"{p['n']}" + (" (pi_SFT)" if p is pts[0] else "") + (" (highest gold)" if p is best else "")
     table = _table(["n", "KL (analytic)", "gold reward", "proxy"],
-                   [[label(p), p["kl"], f"{p['gold']:.3f} ± {p['gold_se']:.3f}", f"{p['proxy']:+.2f} ± {p['proxy_se']:.2f}"]
-                    for p in rows])
+                   [[label(p), p["kl"], f"{p['gold']:.3f} ± {p['gold_se']:.3f}",
+                     f"{p['proxy']:+.2f} ± {p['proxy_se']:.2f}"] for p in rows])
     others = []
     if ppo is not None:
         c = ppo.get("config", {})

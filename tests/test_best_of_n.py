@@ -17,7 +17,8 @@ from minialign.tokenizer import Tokenizer
 
 def brute_force(proxy, gold, n):
     """Mean over all C(N, n) subsets of the chosen answer's (gold, proxy); a proxy tie goes to the lower gold."""
-    chosen = [max(subset, key=lambda i: (proxy[i], -gold[i])) for subset in itertools.combinations(range(len(proxy)), n)]
+    subsets = itertools.combinations(range(len(proxy)), n)
+    chosen = [max(subset, key=lambda i: (proxy[i], -gold[i])) for subset in subsets]
     return np.mean([gold[i] for i in chosen]), np.mean([proxy[i] for i in chosen])
 
 
