@@ -7,6 +7,7 @@
     python train.py evaluate             # every finished policy on held-out prompts, and report.md
     python train.py report               # rewrite <out>/report.md from what the stages wrote
     python train.py sample --prompt "Mia went to"
+    python train.py compare --prompt "..." [--prompts-file F] [--greedy]   # every finished policy's answer
     python train.py data                 # look at the embedded world and its oracle
 
     torchrun --nproc_per_node N train.py pretrain | sft | rm | dpo       # on N GPUs (DDP)
@@ -59,6 +60,13 @@ def cmd_data(run: Run, args) -> None:
     show_world(seed=run.seed)
 
 
+def cmd_compare(run: Run, args) -> None:
+    from minialign.report import QUICK, EvalConfig
+    from minialign.side_by_side import CompareConfig, compare
+    ev = from_args(EvalConfig, args, **(QUICK if run.quick else {}))
+    print(compare(run, args.prompt, from_args(CompareConfig, args), ev.temperature, ev.max_new_tokens))
+
+
 def cmd_report(run: Run, args) -> None:
     from minialign.report import write_report
     write_report(run)
@@ -107,6 +115,8 @@ EXTRA = {
     "sample": (cmd_sample, "sample from the pretrained model", None),
     "data": (cmd_data, "print examples of the embedded world with the oracle's scores", None),
     "report": (cmd_report, "rewrite <out>/report.md from the stages' outputs (trains nothing)", None),
+    "compare": (cmd_compare, "every finished policy's answer to your prompts side by side, with its gold reward",
+                ("minialign.side_by_side", "CompareConfig")),
 }
 
 
@@ -162,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
             p.add_argument("--max-new-tokens", type=int, default=60)
             p.add_argument("--temperature", type=float, default=0.8)
+        if name == "compare":
+            p.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+            from minialign.report import EvalConfig
+            add_dataclass_args(p, EvalConfig, skip=("n_prompts", "prompt_kinds", "bon_samples", "bon_prompts"))
         p.set_defaults(fn=fn)
     return parser
 

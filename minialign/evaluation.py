@@ -228,7 +228,12 @@ def mean_and_se(values) -> tuple[float, float]:
 
 
 def summarize(samples: Samples, prompts=None, n_examples: int = 3) -> dict:
-    """The numbers a report prints: mean gold reward and KL with standard errors, and more."""
+    """The numbers a report prints: mean gold reward and KL with standard errors, and more.
+
+    Diversity over all the samples pooled (not per prompt): "distinct_responses", the fraction of different
+    answers (surrounding spaces ignored), and "distinct_2", unique word bigrams / all word bigrams (`distinct_n`;
+    None when no answer has two words).
+    """
     gold, gold_se = mean_and_se(samples.gold)
     names = sorted({k for c in samples.components for k in c})
     out = {
@@ -238,6 +243,9 @@ def summarize(samples: Samples, prompts=None, n_examples: int = 3) -> dict:
         "response_tokens": float(np.mean(samples.lengths)),
         "ended_fraction": float(np.mean(samples.ended)),
         "n_samples": len(samples.gold),
+        # diversity, pooled over all the answers: a collapse to one sentence shows as 1 / n_samples and ~0
+        "distinct_responses": len({r.strip() for r in samples.responses}) / max(1, len(samples.responses)),
+        "distinct_2": finite_or_none(distinct_n(samples.responses, 2)),
     }
     if samples.kl:
         kl, kl_se = mean_and_se(samples.kl)

@@ -3,6 +3,7 @@
     <out>/evaluate/metrics.json             base, SFT, PPO, fine-grained PPO and DPO on the same held-out prompts
     <out>/evaluate/gold_vs_kl_<kind>.png    gold reward against KL(pi || pi_SFT), one point per policy
     <out>/evaluate/components_<kind>.png    the gold reward's components, per policy
+    <out>/evaluate/overoptimization.png     gold and proxy against KL: best-of-n, PPO's iterations, DPO's evaluations
     <out>/report.md                  per-stage numbers and figures, the final table, config, versions, times
 
 The final comparison (slide 002 "DPO versus Baselines"; docs/evaluation.md). Each policy answers the same
@@ -15,7 +16,9 @@ and the SFT model scores the same tokens for the KL:
     win rate vs SFT     = P(gold(x, y_pi) > gold(x, y_SFT)) + 1/2 P(tie), paired by prompt and seed
 
 Every RLHF method was regularised towards pi_SFT, so KL to the SFT model is the price each paid for its
-gold reward: a method is better when it reaches more gold at the same KL (the DPO paper's frontier).
+gold reward: a method is better when it reaches more gold at the same KL (the DPO paper's frontier). Once the
+reward model is trained, best-of-n from pi_SFT (best_of_n.py), which trains nothing, draws that frontier's
+baseline beside PPO's and DPO's trajectories (Gao et al. 2022, figure 1).
 
 The report only reads what the stages wrote (their metrics.json, figures and stage_times.json): running
 `python train.py report` rewrites it in a second, without training anything.
@@ -54,7 +57,12 @@ class EvalConfig:
     max_new_tokens: int = 48
     """Longest answer; an answer cut here has no <|end|> and loses the oracle's 'ends' component.
     Range: max_new_tokens >= 1."""
-
+    bon_samples: int = 64
+    """N: answers of pi_SFT per prompt for the best-of-n curve; every n = 1, 2, 4, ... N is estimated from the
+    same N (best_of_n.py). Range: bon_samples >= 1."""
+    bon_prompts: int = 32
+    """Held-out instruction prompts of the best-of-n curve, drawn once the reward model is finished (each costs
+    bon_samples answers of the SFT model). Range: bon_prompts >= 0 (0 skips the curve)."""
 
     def check(self) -> None:
         """Rules between fields (config.validate runs them after the ranges)."""
@@ -65,20 +73,21 @@ class EvalConfig:
                               f"got {self.prompt_kinds!r}")
 
 
-QUICK: dict = dict(n_prompts=16, max_new_tokens=16)
+QUICK: dict = dict(n_prompts=16, max_new_tokens=16, bon_prompts=8)
 
 
 # ----------------------------------------------------------------------------------------------
 # The evaluation stage
+def finished(ckpt: str) -> bool:
+    """Whether a stage's checkpoint exists and says its stage is done."""
+    from .checkpoint import load_checkpoint
+    return os.path.exists(ckpt) and bool(load_checkpoint(ckpt).get("done"))
+
+
 def finished_policies(run) -> list[tuple[str, str]]:
     """(name, checkpoint path) of every policy whose stage finished in this run folder."""
-    from .checkpoint import load_checkpoint
-    out = []
-    for name, stage in POLICIES:
-        path = os.path.join(run.stage_dir(stage), "ckpt.pt")
-        if os.path.exists(path) and load_checkpoint(path).get("done"):
-            out.append((name, path))
-    return out
+    paths = [(name, os.path.join(run.stage_dir(stage), "ckpt.pt")) for name, stage in POLICIES]
+    return [(name, path) for name, path in paths if finished(path)]
 
 
 def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
@@ -99,9 +108,11 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
     sft, tok = ensure_sft(run)
     policies = finished_policies(run)
     kinds = [k.strip() for k in cfg.prompt_kinds.split(",") if k.strip()]
+    bon = cfg.bon_prompts > 0 and finished(os.path.join(run.stage_dir("rm"), "ckpt.pt"))
     if os.path.exists(path):
         saved = read_json(path)
-        if saved.get("config") == asdict(cfg) and saved.get("policy_names") == [n for n, _ in policies]:
+        if saved.get("config") == asdict(cfg) and saved.get("policy_names") == [n for n, _ in policies] \
+                and ("best_of_n" in saved) == bon:
             write_report(run)
             return saved
     t0 = time.perf_counter()
@@ -126,6 +137,9 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
         plot_gold_vs_kl(results, os.path.join(out_dir, f"gold_vs_kl_{kind}.png"), kind)
         plot_components(results, os.path.join(out_dir, f"components_{kind}.png"), kind)
         print(final_table(metrics["kinds"][kind]))
+    if bon:
+        metrics["best_of_n"] = evaluate_best_of_n(run, cfg, sft, tok)
+        plot_overoptimization(metrics["best_of_n"], *trajectories(run), os.path.join(out_dir, "overoptimization.png"))
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(path, metrics)
     write_report(run)
@@ -168,6 +182,87 @@ def plot_components(results: dict, path: str, kind: str = "") -> str:
     return save_figure(fig, path)
 
 
+def evaluate_best_of_n(run, cfg: EvalConfig, sft, tok) -> dict:
+    """The best-of-n curve of pi_SFT with the finished reward model, on held-out instruction prompts."""
+    from .best_of_n import best_of_n_curve
+    from .ppo import PPOConfig
+    from .reward import load_reward_model
+    from .world import rl_prompts
+    rm = load_reward_model(os.path.join(run.stage_dir("rm"), "ckpt.pt"), run.device)
+    prompts = rl_prompts("instruction", n=cfg.bon_prompts, seed=run.seed + 1, split="test")
+    print(f"[evaluate] best-of-n: {cfg.bon_samples} answers of SFT to each of {len(prompts)} held-out instruction "
+          f"prompts, scored by the reward model and the oracle")
+    out = best_of_n_curve(sft, rm, tok, prompts, N=cfg.bon_samples, temperature=cfg.temperature,
+                          max_new_tokens=cfg.max_new_tokens, seed=run.seed,
+                          missing_end_penalty=PPOConfig.missing_end_penalty)
+    for p in out["points"]:
+        print(f"  best-of-{p['n']:<3d} KL {p['kl']:5.2f}  gold {p['gold']:.3f} ± {p['gold_se']:.3f}  "
+              f"proxy {p['proxy']:+.2f} ± {p['proxy_se']:.2f}")
+    return out
+
+
+def trajectories(run) -> tuple[dict | None, dict | None]:
+    """PPO's and DPO's metrics.json, when they hold a trajectory: PPO's per-iteration history (kl, gold_reward,
+    proxy_reward), DPO's evaluations (eval_history: kl, gold_reward)."""
+    ppo, dpo = (os.path.join(run.stage_dir(s), "metrics.json") for s in ("ppo", "dpo"))
+    ppo = read_json(ppo) if os.path.exists(ppo) else None
+    dpo = read_json(dpo) if os.path.exists(dpo) else None
+    if ppo is not None and not all(ppo.get("history", {}).get(k) for k in ("kl", "gold_reward", "proxy_reward")):
+        ppo = None
+    if dpo is not None and not (dpo.get("eval_history") and dpo.get("eval_reference")):
+        dpo = None
+    return ppo, dpo
+
+
+def align_zeros(*axes) -> None:
+    """Set the y-limits of twin axes so that 0 sits at the same height on each, every curve still in view."""
+    lims = [(min(a.get_ylim()[0], 0.0), max(a.get_ylim()[1], 0.0)) for a in axes]
+    below = float(np.mean([-lo / (hi - lo) if hi > lo else 0.5 for lo, hi in lims]))   # height share under 0
+    for a, (lo, hi) in zip(axes, lims):
+        span = max(-lo / below if below > 0 else 0.0, hi / (1 - below) if below < 1 else 0.0) or 1.0
+        a.set_ylim(-below * span, (1 - below) * span)
+
+
+def plot_overoptimization(bon: dict, ppo: dict | None, dpo: dict | None, path: str) -> str:
+    """Gold (solid, left axis) and proxy (dashed, right axis) against KL(pi || pi_SFT): best-of-n, PPO's iterations,
+    DPO's evaluations. Each curve is relative to its own start, pi_SFT on the prompts it was measured on."""
+    from .plotting import new_figure, save_figure
+    fig, axes = new_figure(1, 1, width=6.5, height=4.5)
+    ax = axes[0, 0]
+    right = ax.twinx()
+    pts = bon["points"]
+    kl = [p["kl"] for p in pts]
+    ax.plot(kl, [p["gold"] - pts[0]["gold"] for p in pts], "-o", color="C0", label="best-of-n gold")
+    right.plot(kl, [p["proxy"] - pts[0]["proxy"] for p in pts], "--o", color="C0", mfc="none", label="best-of-n proxy")
+    for p in pts:
+        ax.annotate(f"{p['n']}", (p["kl"], p["gold"] - pts[0]["gold"]), textcoords="offset points", xytext=(0, 6),
+                    fontsize=7, color="C0", ha="center")
+    if ppo is not None:
+        h = ppo["history"]
+        ax.plot(h["kl"], [g - h["gold_reward"][0] for g in h["gold_reward"]], "-", color="C1", lw=1, label="PPO gold")
+        right.plot(h["kl"], [r - h["proxy_reward"][0] for r in h["proxy_reward"]], "--", color="C1", lw=1,
+                   label="PPO proxy")
+    if dpo is not None:
+        start = dpo["eval_reference"]["gold_reward"]
+        e = [{"kl": 0.0, "gold_reward": start}] + [x for x in dpo["eval_history"] if x.get("step")]
+        ax.plot([x["kl"] for x in e], [x["gold_reward"] - start for x in e], "-s", color="C2", ms=4, label="DPO gold")
+    # Gao et al. plot against d = sqrt(KL): the same here, the ticks still read KL (a negative k1 estimate sits at 0)
+    for a in (ax, right):
+        a.set_xscale("function", functions=(lambda x: np.sqrt(np.maximum(x, 0)), np.square))
+    ax.set_xlim(left=0)
+    align_zeros(ax, right)
+    ax.set_xlabel("KL(pi || pi_SFT), nats per response (square-root scale)")
+    ax.set_ylabel("gold reward - pi_SFT's (solid)")
+    right.set_ylabel("proxy (standardised r_phi) - pi_SFT's (dashed)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_title("over-optimisation: what each optimiser buys per nat")
+    ax.grid(alpha=0.3)
+    lines = ax.get_legend_handles_labels()
+    extra = right.get_legend_handles_labels()
+    ax.legend(lines[0] + extra[0], lines[1] + extra[1], fontsize=7, loc="upper left")
+    return save_figure(fig, path)
+
+
 # ----------------------------------------------------------------------------------------------
 # The report
 def _f(x, digits: int = 3) -> str:
@@ -187,13 +282,15 @@ def final_table(metrics: dict) -> str:
     """The final comparison as a markdown table (also printed by the evaluate stage)."""
     results = metrics["policies"]
     names = sorted({k for r in results.values() for k in r["components"]})
-    header = ["policy", "gold reward", *names, "KL to SFT", "win rate vs SFT", "tokens"]
+    header = ["policy", "gold reward", *names, "KL to SFT", "win rate vs SFT", "distinct answers", "distinct-2",
+              "tokens"]
     rows = []
     for name, r in results.items():
         w = r["win_rate_vs_sft"]
         rows.append([name, f"{r['gold_reward']:.3f} ± {r['gold_reward_se']:.3f}",
                      *[r["components"].get(n) for n in names], f"{r['kl']:.2f}",
-                     f"{w['win_rate']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]", f"{r['response_tokens']:.1f}"])
+                     f"{w['win_rate']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]", r.get("distinct_responses"),
+                     r.get("distinct_2"), f"{r['response_tokens']:.1f}"])
     return _table(header, rows)
 
 
@@ -301,6 +398,44 @@ def section_dpo(m: dict) -> str:
         "", _table(["", "first step", "last"], [[k, f.get(k), l.get(k)] for k in keys])])
 
 
+def section_best_of_n(bon: dict, ppo: dict | None, dpo: dict | None) -> str:
+    """The over-optimisation figure's numbers: best-of-n's end points and what differs between the curves."""
+    pts = bon["points"]
+    best = max(pts, key=lambda p: p["gold"])
+    rows = [p for p in pts if p is pts[0] or p is best or p is pts[-1]]
+    label = lambda p: f"{p['n']}" + (" (pi_SFT)" if p is pts[0] else "") + (" (highest gold)" if p is best else "")
+    table = _table(["n", "KL (analytic)", "gold reward", "proxy"],
+                   [[label(p), p["kl"], f"{p['gold']:.3f} ± {p['gold_se']:.3f}",
+                     f"{p['proxy']:+.2f} ± {p['proxy_se']:.2f}"] for p in rows])
+    others = []
+    if ppo is not None:
+        c = ppo.get("config", {})
+        others.append(f"PPO's is the sampled k1 estimate on its training batches ({c.get('prompt_kind')} prompts, "
+                      f"temperature {c.get('temperature')})")
+    if dpo is not None:
+        others.append("DPO's the sampled k1 estimate on its own held-out instruction prompts (temperature 1)")
+    return "\n".join([
+        f"Best-of-n from the SFT model, the reward model as the proxy: {bon['N']} answers to each of "
+        f"{bon['n_prompts']} held-out instruction prompts at temperature {bon['temperature']}, every n <= "
+        f"{bon['N']} estimated from the same answers without bias (a tie in proxy goes to the lower gold). The proxy "
+        f"is PPO's reward without its KL term: r_phi standardised over these answers that ended (mean 0, std 1), "
+        f"-1 for an answer without <|end|> ({1 - bon.get('ended_fraction', np.nan):.0%} of them here: tied at -1, "
+        f"where the lowest gold counts, so with few ended answers a small n can lose gold). When the dashed proxy "
+        f"keeps rising while the solid gold stalls or falls, the policy is over-optimising the reward model (Gao et "
+        f"al. 2022).", "",
+        table, "",
+        "What differs between the curves:", "",
+        f"- KL, in nats per response (summed over its tokens) to the SFT model: best-of-n's is analytic, "
+        f"log n - (n - 1)/n, exact only when the SFT model never repeats an answer, else an upper bound (here "
+        f"{bon['distinct_samples']:.0%} of the {bon['N']} answers to a prompt are distinct)"
+        + "".join(f"; {o}" for o in others) + ".",
+        "- Gold and proxy are drawn relative to each curve's start, the SFT model on the prompts that curve was "
+        "measured on: PPO's prompts need not be best-of-n's, and their gold sits at another level (the table above "
+        "and the final comparison give absolute values).",
+        "- Proxy: best-of-n's and PPO's are the same standardised r_phi (PPO standardised it on the SFT model's "
+        "answers to its own prompts at the start); DPO optimises no proxy and has only a gold curve."])
+
+
 SECTIONS = [("pretrain", "Pretraining", section_pretrain, ["loss.png"]),
             ("sft", "Instruction tuning (SFT)", section_sft, ["loss.png", "scores.png"]),
             ("rm", "Reward model", section_rm, ["training.png", "calibration.png", "reward_vs_gold.png"]),
@@ -327,6 +462,14 @@ def versions() -> dict:
     return out
 
 
+def _section(section, path: str, *metrics) -> str:
+    """section(*metrics), or a line saying that `path` could not be read (an older or partial metrics file)."""
+    try:
+        return section(*metrics)
+    except (KeyError, TypeError, ValueError) as e:
+        return f"(could not read {path}: {type(e).__name__} {e})"
+
+
 def write_report(run) -> str:
     """`<out>/report.md` from whatever the stages wrote; returns its path."""
     parts = [f"# minialign run report: `{run.out}`", "",
@@ -339,22 +482,25 @@ def write_report(run) -> str:
         parts += ["## Final comparison", "",
                   f"Held-out prompts of each kind, one sample each at temperature {c['temperature']}; gold reward "
                   f"and its components from the oracle; KL to the SFT model in nats per response; win rate against "
-                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval. SFT and DPO "
+                  f"SFT on the same prompts (ties count half) with a 95% bootstrap interval; diversity over the "
+                  f"policy's answers to all the prompts pooled: the fraction of distinct answers and distinct-2 "
+                  f"(unique word bigrams / all bigrams), so that a collapse to one sentence shows as 1/n and near "
+                  f"0. SFT and DPO "
                   f"trained on instruction data; PPO and fine-grained PPO on the RL prompts of their configs "
                   f"(`prompt_kind`, in their sections below).", ""]
         for kind, table in ev["kinds"].items():
             parts += [f"### {table['n_prompts']} held-out {kind} prompts", "", final_table(table), "",
                       _figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
+        if ev.get("best_of_n"):
+            parts += ["## Over-optimisation: best-of-n, PPO and DPO against KL", "",
+                      _figures(run, "evaluate", ["overoptimization.png"]), "",
+                      _section(section_best_of_n, ev_path, ev["best_of_n"], *trajectories(run)), ""]
     for stage, title, section, figures in SECTIONS:
         path = os.path.join(run.stage_dir(stage), "metrics.json")
         if not os.path.exists(path):
             continue
         m = read_json(path)
-        parts += [f"## {title}", ""]
-        try:
-            parts.append(section(m))
-        except (KeyError, TypeError, ValueError) as e:     # an older or partial metrics file: say so, go on
-            parts.append(f"(could not read {path}: {type(e).__name__} {e})")
+        parts += [f"## {title}", "", _section(section, path, m)]
         parts += ["", _figures(run, stage, figures), _config_block(m.get("config")), ""]
     times_path = os.path.join(run.out, "stage_times.json")
     if os.path.exists(times_path):

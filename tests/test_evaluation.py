@@ -93,3 +93,29 @@ def test_evaluate_policy_kl_zero_against_itself_and_win_rate_of_paired_samples()
     same = evaluate_policy(pi, None, TOK, PROMPTS, judge=length_judge, n_samples=2, max_new_tokens=10)
     assert same["scores"] == e["scores"]                   # same seed: the same samples
     assert compare(e, same)["win_rate"] == 0.5             # all ties
+
+
+def test_summary_diversity_on_a_hand_built_example():
+    from minialign.evaluation import Samples, summarize
+    s = Samples(prompt_index=[0, 1, 2, 3], responses=["A cat sat.", "A cat sat. ", "a dog sat.", "Hi"],
+                ended=[True] * 4, lengths=[4, 4, 4, 2], gold=[0.5] * 4, components=[{}] * 4)
+    m = summarize(s)
+    # the trailing space does not make "A cat sat. " another answer: 3 of 4 distinct
+    assert m["distinct_responses"] == pytest.approx(3 / 4)
+    # bigrams: (a cat) (cat sat) twice, (a dog) (dog sat), "Hi" has none: 4 unique of 6
+    assert m["distinct_2"] == pytest.approx(4 / 6)
+    collapsed = summarize(Samples(prompt_index=[0, 1, 2], responses=["Hi"] * 3, ended=[True] * 3, lengths=[2] * 3,
+                                  gold=[0.5] * 3, components=[{}] * 3))
+    assert collapsed["distinct_responses"] == pytest.approx(1 / 3) and collapsed["distinct_2"] is None
+
+
+def test_final_table_shows_the_diversity_columns():
+    from minialign.report import final_table
+    row = {"gold_reward": 0.5, "gold_reward_se": 0.01, "components": {"ends": 1.0}, "kl": 0.0,
+           "win_rate_vs_sft": {"win_rate": 0.5, "ci_low": 0.5, "ci_high": 0.5}, "response_tokens": 4.0,
+           "distinct_responses": 0.25, "distinct_2": 0.125}
+    table = final_table({"policies": {"SFT": row, "old run": {k: v for k, v in row.items() if "distinct" not in k}}})
+    lines = table.splitlines()
+    assert "| distinct answers | distinct-2 | tokens |" in lines[0]
+    assert lines[2].endswith("| 0.50 [0.50, 0.50] | 0.250 | 0.125 | 4.0 |")
+    assert lines[3].endswith("| 0.50 [0.50, 0.50] | n/a | n/a | 4.0 |")          # metrics written before the columns

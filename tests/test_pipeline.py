@@ -1,8 +1,10 @@
 """The whole pipeline as a user meets it: `train.py --quick` end to end with its report, an interrupted stage
 that resumes, and bad inputs that each give a message naming what is wrong (subprocesses, like a user)."""
 
+import ast
 import errno
 import json
+import math
 import os
 import re
 import signal
@@ -22,10 +24,17 @@ def train(*args, timeout=300):
                           timeout=timeout, env=ENV)
 
 
-def test_quick_pipeline_end_to_end_with_report(tmp_path):
-    out = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One `train.py --quick` run folder, built once for the tests that read it: (folder, the finished process)."""
+    out = str(tmp_path_factory.mktemp("quick") / "run")
     proc = train("--quick", "--out", out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def test_quick_pipeline_end_to_end_with_report(quick_run):
+    out, proc = quick_run
     assert "=== stage 8/8: evaluate" in proc.stdout
     report = open(os.path.join(out, "report.md")).read()
     for title in ("## Final comparison", "## Pretraining", "## Instruction tuning (SFT)", "## Reward model",
@@ -48,11 +57,66 @@ def test_quick_pipeline_end_to_end_with_report(tmp_path):
     for kind in ("instruction", "toxic"):
         sft = ev["kinds"][kind]["policies"]["SFT"]
         assert sft["kl"] == 0.0 and sft["win_rate_vs_sft"]["win_rate"] == 0.5
+        assert 0 < sft["distinct_responses"] <= 1
         assert f"held-out {kind} prompts" in report
+    assert "| distinct answers | distinct-2 | tokens |" in report
+    # the reward model is trained: the best-of-n curve, its figure and its section
+    bon = ev["best_of_n"]
+    assert (bon["N"], bon["n_prompts"]) == (64, 8) and [p["n"] for p in bon["points"]] == [1, 2, 4, 8, 16, 32, 64]
+    assert bon["points"][-1]["kl"] == pytest.approx(math.log(64) - 63 / 64)
+    assert "## Over-optimisation: best-of-n, PPO and DPO against KL" in report
+    assert "](evaluate/overoptimization.png)" in report and re.search(r"^\| 64 .*\| 3\.175 \|", report, re.M)
     # a second run finds every stage finished and trains nothing
     again = train("--quick", "--out", out)
     assert again.returncode == 0 and "resuming" not in again.stdout
     assert "[pretrain] " not in again.stdout and "[sft] " not in again.stdout
+
+
+def test_compare_shows_every_policy_side_by_side_with_the_oracles_gold(quick_run, tmp_path):
+    out, _ = quick_run
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("Write a short story about a cat.\n\nIs the sentence 'I love it' positive or negative?\n")
+    proc = train("compare", "--quick", "--out", out, "--prompt", "What is the capital of France?",
+                 "--prompts-file", str(prompts_file), "--best-of", "4")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "sampled at temperature 0.7 (seed 0), at most 16 tokens" in proc.stdout
+    blocks = proc.stdout.split("=== prompt ")[1:]
+    prompts = ["What is the capital of France?", "Write a short story about a cat.",
+               "Is the sentence 'I love it' positive or negative?"]
+    assert len(blocks) == 3
+    from minialign.world import gold_reward
+    for prompt, block in zip(prompts, blocks):
+        lines = block.strip().splitlines()
+        assert ast.literal_eval(lines[0].split(": ", 1)[1]) == prompt
+        header, rows = lines[1], lines[2:]
+        at = header.index("answer")                                  # aligned: every answer starts there
+        assert [r.split("  ")[0] for r in rows] == ["base", "SFT", "PPO", "fine-grained PPO", "DPO",
+                                                    "best-of-4 (SFT + RM)"]
+        for row in rows:
+            answer = ast.literal_eval(row[at:])
+            gold = float(row[header.index("gold"):].split()[0])
+            assert gold == pytest.approx(gold_reward(prompt, answer).total, abs=5e-4), row
+
+
+def test_compare_refuses_no_prompt_an_empty_file_and_a_run_without_policies(quick_run, tmp_path, capsys):
+    sys.path.insert(0, ROOT)
+    import train as train_module
+    out, _ = quick_run
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    for args, message in [(["--out", out], "no prompt given"),
+                          (["--out", out, "--prompts-file", str(empty)], "holds no prompt"),
+                          (["--out", out, "--prompts-file", str(tmp_path / "nope.txt")], "no such file"),
+                          (["--out", str(tmp_path / "nothing"), "--prompt", "Hi"], "no finished policy"),
+                          (["--out", out, "--prompt", "Hi", "--best-of", "-1"], "--best-of must be >= 0")]:
+        assert train_module.main(["compare", "--quick", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
+    # greedy: one answer per policy, the same on a second call
+    first = train_module.main(["compare", "--quick", "--out", out, "--prompt", "Hi", "--greedy"])
+    text = capsys.readouterr().out
+    assert first == 0 and "answers greedy; best-of-n samples" in text
+    assert train_module.main(["compare", "--quick", "--out", out, "--prompt", "Hi", "--greedy"]) == 0
+    assert capsys.readouterr().out == text
 
 
 # A child that runs train.main and presses Ctrl-C on itself right after its first checkpoint lands (os.replace),

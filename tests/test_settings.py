@@ -19,7 +19,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 CONFIGS = [("minialign.model", "GPTConfig"), ("minialign.pretrain", "PretrainConfig"), ("minialign.sft", "SFTConfig"),
            ("minialign.reward", "RMConfig"), ("minialign.ppo", "PPOConfig"),
            ("minialign.finegrained", "FineGrainedConfig"), ("minialign.dpo", "DPOConfig"),
-           ("minialign.report", "EvalConfig")]
+           ("minialign.report", "EvalConfig"), ("minialign.side_by_side", "CompareConfig")]
 
 
 def train(*args, timeout=300):
