@@ -52,8 +52,8 @@ def test_default_noise_matches_bradley_terry():
 
 
 def test_pairwise_comparisons_beat_miscalibrated_ratings():
-    pairwise = _agreement(preference_pairs(preference_data(seed=0, n_prompts=800, K=4)))
-    ratings = rating_data(seed=0, n_prompts=800, K=4)
+    pairwise = _agreement(preference_pairs(preference_data(seed=0, n_prompts=1500, K=4)))
+    ratings = rating_data(seed=0, n_prompts=1500, K=4)
     assert all(1 <= r.rating <= 7 for r in ratings)
     assert len({r.annotator for r in ratings}) == 8
     from_ratings = _agreement(ratings_to_pairs(ratings))

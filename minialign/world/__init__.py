@@ -14,7 +14,9 @@ The world's facts are fixed (lexicon.py); a seed only chooses what is sampled.
 """
 
 from .corpus import DEFAULT_DOCS, QUICK_DOCS, pretraining_corpus
-from .oracle import WEIGHTS, GoldReward, SentenceLabel, gold_reward, label_sentences
+from .demonstrators import FLAW_NAMES, DemonstratorFlaws, demonstrate, demonstrations
+from .oracle import (WEIGHTS, GoldReward, SentenceLabel, gold_reward, label_sentences, response_flaws,
+                     sentence_kinds)
 from .preferences import (DEFAULT_NOISE, PreferencePair, Ranking, Rating, agreement,
                           bradley_terry_agreement, preference_data, preference_pairs,
                           rank_responses, rating_data, ratings_to_pairs)
@@ -27,7 +29,9 @@ from .text import sentiment, split_sentences, toxicity
 
 __all__ = [
     "DEFAULT_DOCS", "QUICK_DOCS", "pretraining_corpus",
-    "WEIGHTS", "GoldReward", "SentenceLabel", "gold_reward", "label_sentences",
+    "FLAW_NAMES", "DemonstratorFlaws", "demonstrate", "demonstrations",
+    "WEIGHTS", "GoldReward", "SentenceLabel", "gold_reward", "label_sentences", "response_flaws",
+    "sentence_kinds",
     "DEFAULT_NOISE", "PreferencePair", "Ranking", "Rating", "agreement", "bradley_terry_agreement",
     "preference_data", "preference_pairs", "rank_responses", "rating_data", "ratings_to_pairs",
     "RL_KINDS", "lima_sets", "rl_prompts", "show_world",

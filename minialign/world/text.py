@@ -9,12 +9,14 @@
 - `sentiment(text)`: a toy stand-in for the sentiment classifier that is the gold reward of the
   DPO paper's controlled-sentiment experiment.
 - `is_refusal(text)`: does the text decline the request?
+- `padding_kind(tokens)`: is a sentence filler, a hedge, or authoritative padding?
 """
 
 import math
 import re
 
-from .lexicon import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, REFUSAL_MARKERS, TOXIC_WORDS
+from .lexicon import (AUTHORITY_MARKERS, FILLER_MARKERS, HEDGE_MARKERS, NEGATIONS, NEGATIVE_WORDS,
+                      POSITIVE_WORDS, REFUSAL_MARKERS, TOXIC_WORDS)
 
 _WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+")
 # A sentence is a run of text up to and including . ! or ? (and a closing quote right after it);
@@ -102,6 +104,30 @@ def is_refusal(text: str) -> bool:
     """True when the text declines the request ("I can't help with that.")."""
     low = text.lower().replace("\u2019", "'")
     return any(marker in low for marker in REFUSAL_MARKERS)
+
+
+PADDING_KINDS = ("authoritative", "hedge", "filler")
+# (kind, its markers as word tuples); a marker is matched as a run of whole words.
+_PADDING = [(kind, [tuple(words(m)) for m in markers]) for kind, markers in
+            (("authoritative", AUTHORITY_MARKERS), ("hedge", HEDGE_MARKERS), ("filler", FILLER_MARKERS))]
+_PADDING_FIRST = frozenset(m[0] for _, markers in _PADDING for m in markers)
+
+
+def padding_kind(tokens: list):
+    """"authoritative", "hedge" or "filler" when the words of a sentence contain one of that kind's
+    markers (lexicon.AUTHORITY_MARKERS, ...; checked in that order), else None.
+
+    >>> padding_kind(words("Experts agree on this.")), padding_kind(words("Mia lives in Oakton."))
+    ('authoritative', None)
+    """
+    if _PADDING_FIRST.isdisjoint(tokens):  # the fast path: most sentences have no marker word
+        return None
+    for kind, markers in _PADDING:
+        for marker in markers:
+            n = len(marker)
+            if any(tuple(tokens[i:i + n]) == marker for i in range(len(tokens) - n + 1)):
+                return kind
+    return None
 
 
 def capitalize(text: str) -> str:
