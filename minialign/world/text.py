@@ -107,10 +107,17 @@ def is_refusal(text: str) -> bool:
 
 
 PADDING_KINDS = ("authoritative", "hedge", "filler")
-# (kind, its markers as word tuples); a marker is matched as a run of whole words.
-_PADDING = [(kind, [tuple(words(m)) for m in markers]) for kind, markers in
-            (("authoritative", AUTHORITY_MARKERS), ("hedge", HEDGE_MARKERS), ("filler", FILLER_MARKERS))]
-_PADDING_FIRST = frozenset(m[0] for _, markers in _PADDING for m in markers)
+
+
+def _marker_regex(markers) -> "re.Pattern":
+    """One regex for a list of markers, each matched as a run of whole words of `words(text)`."""
+    return re.compile(r"\b(?:" + "|".join(re.escape(" ".join(words(m))) for m in markers) + r")\b")
+
+
+# In the order they are checked: a sentence with markers of two kinds is the first kind.
+_PADDING = [("authoritative", _marker_regex(AUTHORITY_MARKERS)),
+            ("hedge", _marker_regex(HEDGE_MARKERS)), ("filler", _marker_regex(FILLER_MARKERS))]
+_ANY_PADDING = _marker_regex(AUTHORITY_MARKERS + HEDGE_MARKERS + FILLER_MARKERS)
 
 
 def padding_kind(tokens: list):
@@ -120,14 +127,10 @@ def padding_kind(tokens: list):
     >>> padding_kind(words("Experts agree on this.")), padding_kind(words("Mia lives in Oakton."))
     ('authoritative', None)
     """
-    if _PADDING_FIRST.isdisjoint(tokens):  # the fast path: most sentences have no marker word
+    text = " ".join(tokens)
+    if _ANY_PADDING.search(text) is None:  # the fast path: one search for all the markers
         return None
-    for kind, markers in _PADDING:
-        for marker in markers:
-            n = len(marker)
-            if any(tuple(tokens[i:i + n]) == marker for i in range(len(tokens) - n + 1)):
-                return kind
-    return None
+    return next(kind for kind, regex in _PADDING if regex.search(text))
 
 
 def capitalize(text: str) -> str:
