@@ -17,9 +17,9 @@ from .corpus import DEFAULT_DOCS, QUICK_DOCS, pretraining_corpus
 from .demonstrators import FLAW_NAMES, DemonstratorFlaws, demonstrate, demonstrations
 from .oracle import (WEIGHTS, GoldReward, SentenceLabel, gold_reward, label_sentences, response_flaws,
                      sentence_kinds)
-from .preferences import (DEFAULT_NOISE, PreferencePair, Ranking, Rating, agreement,
-                          bradley_terry_agreement, preference_data, preference_pairs,
-                          rank_responses, rating_data, ratings_to_pairs)
+from .preferences import (DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, PreferencePair, Ranking, Rating,
+                          agreement, bradley_terry_agreement, perceived_reward, preference_data,
+                          preference_pairs, rank_responses, rating_data, ratings_to_pairs)
 from .prompts import RL_KINDS, lima_sets, rl_prompts
 from .show import show_world
 from .tasks import (NI_TEMPLATE_ID, SPLITS, Example, get_family, instruction_data, parse_prompt,
@@ -32,7 +32,8 @@ __all__ = [
     "FLAW_NAMES", "DemonstratorFlaws", "demonstrate", "demonstrations",
     "WEIGHTS", "GoldReward", "SentenceLabel", "gold_reward", "label_sentences", "response_flaws",
     "sentence_kinds",
-    "DEFAULT_NOISE", "PreferencePair", "Ranking", "Rating", "agreement", "bradley_terry_agreement",
+    "DEFAULT_BIAS", "DEFAULT_NOISE", "AnnotatorBias", "PreferencePair", "Ranking", "Rating",
+    "agreement", "bradley_terry_agreement", "perceived_reward",
     "preference_data", "preference_pairs", "rank_responses", "rating_data", "ratings_to_pairs",
     "RL_KINDS", "lima_sets", "rl_prompts", "show_world",
     "NI_TEMPLATE_ID", "SPLITS", "Example", "get_family", "instruction_data", "parse_prompt",
