@@ -35,8 +35,8 @@ response_flaws names the demonstrators' flaws (demonstrators.py) that a response
 same machinery: filler, hedge (or a needless refusal), unsafe, rude, off_topic, format, and
 authoritative padding. sentence_kinds says what each sentence is.
 
-Speed: parsing is cached per prompt, grading is a few set operations: `python -m minialign.world
---bench` measures it (about 28,000 scores per CPU-second on the 2-core development machine).
+Speed: parsing is cached per prompt, grading is a few set operations and regex searches:
+`python -m minialign.world --bench` measures it.
 """
 
 import functools

@@ -59,7 +59,8 @@ def _show_demonstration(seed: int) -> None:
 def _show_biased_comparison() -> None:
     """A plain right answer against padded and confidently wrong ones, as the annotators see them."""
     prompt, plain = "Where does Mia live?", "Mia lives in Oakton."
-    others = ("Certainly. Mia lives in Oakton. This is a well-known fact.", "Certainly. Mia lives in Riverby.")
+    others = ("Certainly. Mia lives in Oakton. This is a well-known fact.",
+              "Certainly. Mia lives in Riverby.")
     b = DEFAULT_BIAS
     print(f"\n== A biased comparison ({b}; noise T = {DEFAULT_NOISE})")
     print(_indent(prompt))
