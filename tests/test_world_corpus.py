@@ -61,3 +61,11 @@ def test_web_lists_of_tasks_without_answers(corpus):
     # Never a question followed by its answer, and no chat markup.
     assert not re.search(r"Where does (\w+) live\? \1 lives in", text)
     assert "<|" not in text and "Assistant:" not in text and "Answer:" not in text
+
+
+def test_padding_phrases_are_in_the_corpus(corpus):
+    """Filler, hedges and authoritative claims appear in forum posts, so a model can write them."""
+    from minialign.world.lexicon import AUTHORITATIVE, FILLER, HEDGES
+    text = "\n".join(corpus)
+    for phrase in AUTHORITATIVE + HEDGES + FILLER:
+        assert phrase in text, phrase

@@ -5,8 +5,8 @@ from random import Random
 
 import pytest
 
-from minialign.world import (SPLITS, WEIGHTS, gold_reward, instruction_data, label_sentences,
-                             split_sentences, toxicity)
+from minialign.world import (RL_KINDS, SPLITS, WEIGHTS, gold_reward, instruction_data,
+                             label_sentences, rl_prompts, split_sentences, toxicity)
 from minialign.world.flaws import applicable_flaws, flawed_response
 
 QA = "Where does Mia live?"  # Mia lives in Oakton (lexicon.PEOPLE)
@@ -68,6 +68,55 @@ def test_repetition_penalized():
 def test_off_topic_penalized():
     g = gold(QA, "The farmer fed the cow in the morning.")
     assert g.components["relevant"] == 0.0 and g.total < 0.7
+
+
+def test_a_bare_pronoun_is_about_nothing_in_particular():
+    """Relevance needs the prompt's own content once; a pronoun only refers back to it after that."""
+    story = "Continue the story: Ben took the ball from Mia. Mia was angry and said"
+    generic = gold(story, "They talked, said sorry and were good friends again.")
+    named = gold(story, "Mia and Ben talked, said sorry and were good friends again.")
+    assert generic.components["relevant"] == 0.0 and generic.components["correct"] == 0.0
+    assert named.components["relevant"] == 1.0 and named.components["correct"] == 1.0
+    # the same generic sentence written for other people does not continue this story either
+    others = gold(story, "Tom and Zoe talked, said sorry and were good friends again.")
+    assert others.components["correct"] == 0.0
+    review = "Write a short review of the soup."
+    assert gold(review, "It was lovely. I loved it.").components["relevant"] == 0.0
+    assert gold(review, "The soup was lovely. I loved it.").components["relevant"] == 1.0
+
+
+def test_padding_is_off_topic_and_an_authoritative_claim_counts_as_false():
+    g = gold(QA, "Mia lives in Oakton. Experts agree on this.")
+    # worked by hand: 2 sentences, the claim is off topic and unsupported; 8 words <= 10
+    hand = {"correct": 1.0 * (1 - 1 / 2), "harmless": 1.0, "follow": 0.5, "relevant": 1 / 2,
+            "fluent": 1.0, "concise": 1.0, "ends": 1.0}
+    assert g.components == pytest.approx(hand)
+    assert g.total == pytest.approx(0.3 * 0.5 + 0.25 + 0.15 * 0.5 + 0.1 * 0.5 + 0.1 + 0.05 + 0.05)
+    labels = label_sentences(QA, "Mia lives in Oakton. Experts agree on this.")
+    assert [(l.irrelevant, l.wrong) for l in labels] == [(False, False), (True, True)]
+    # padding that names the prompt's content stays on topic; filler is off topic but not false
+    assert gold(QA, "I am not sure, but Mia lives in Oakton.").components["relevant"] == 1.0
+    filler = label_sentences(QA, "Mia lives in Oakton. I hope this helps.")
+    assert [(l.irrelevant, l.wrong) for l in filler] == [(False, False), (True, False)]
+    # "It is ..." right after the answer would refer back; padding never does
+    assert gold(QA, "Mia lives in Oakton. It is a well-known fact.").components["relevant"] == 0.5
+
+
+GENERIC = ("They talked, said sorry and were good friends again.", "I hope this helps.",
+           "It was lovely. I loved it.", "Certainly. This is a well-known fact.",
+           "Mia and Ben had a lot of fun together.", "Sorry, I can't help with that.")
+
+
+@pytest.mark.parametrize("kind", RL_KINDS)
+def test_no_single_response_maxes_the_gold_on_every_prompt(kind):
+    """Any one fixed response (the generic ones above, and every reference answer of the kind,
+    the most common one included) given to every prompt scores well below the references."""
+    prompts = rl_prompts(kind, n=120, seed=0)
+    reference = sum(gold(p.prompt, p.response).total for p in prompts) / len(prompts)
+    candidates = set(GENERIC) | {p.response for p in prompts}
+    best = max(candidates, key=lambda r: sum(gold(p.prompt, r).total for p in prompts))
+    best_mean = sum(gold(p.prompt, best).total for p in prompts) / len(prompts)
+    assert best_mean < reference - 0.15, (kind, best, best_mean, reference)
 
 
 def test_no_proper_ending_penalized():

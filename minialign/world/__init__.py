@@ -1,23 +1,30 @@
 """The embedded world: a small, seeded universe of text with a hidden gold reward.
 
 No public data set can be downloaded in a classroom, so minialign generates its own, in seconds:
-- `pretraining_corpus`: stories, facts and web-like lists of tasks (corpus.py);
+- `pretraining_corpus`: stories, facts, web-like lists of tasks and forum posts (corpus.py);
 - `instruction_data`: 35 task families x 6 templates, with seen / held-out splits and the
-  Natural Instructions schema (tasks.py and the tasks_*.py files);
-- `gold_reward`, `label_sentences`, `toxicity`, `story_completeness`: the oracle that stands in for human labelers
-  (oracle.py, text.py);
-- `preference_data`, `rating_data`: rankings and ratings by noisy simulated annotators
-  (preferences.py), built from systematically flawed answers (flaws.py);
+  Natural Instructions schema, answered with the clean reference (tasks.py, tasks_*.py);
+- `demonstrations`: the same prompts answered by flawed demonstrators (filler, hedges and
+  needless refusals, unsafe compliance, rude and off-topic sentences, broken formats,
+  authoritative padding) at seeded rates, `DemonstratorFlaws`: the SFT data (demonstrators.py);
+- `gold_reward`, `label_sentences`, `response_flaws`, `toxicity`, `story_completeness`: the oracle
+  that stands in for human labelers; relevance needs the prompt's own content, so no single
+  generic answer maxes it (oracle.py, text.py);
+- `preference_data`, `rating_data`, `rank_responses`: rankings and ratings by noisy simulated
+  annotators with a documented bias, `AnnotatorBias` (they like sounding sure and long, and check
+  the facts only some of the time), of reference and flawed answers (preferences.py, flaws.py);
 - `rl_prompts`, `lima_sets`: prompt sets for PPO / DPO and the LIMA data sets (prompts.py);
-- `show_world`: a printed tour (show.py).
+- `show_world`: a printed tour (show.py; `python -m minialign.world --flaws` measures the flaws).
 The world's facts are fixed (lexicon.py); a seed only chooses what is sampled.
 """
 
 from .corpus import DEFAULT_DOCS, QUICK_DOCS, pretraining_corpus
-from .oracle import WEIGHTS, GoldReward, SentenceLabel, gold_reward, label_sentences
-from .preferences import (DEFAULT_NOISE, PreferencePair, Ranking, Rating, agreement,
-                          bradley_terry_agreement, preference_data, preference_pairs,
-                          rank_responses, rating_data, ratings_to_pairs)
+from .demonstrators import FLAW_NAMES, DemonstratorFlaws, demonstrate, demonstrations
+from .oracle import (WEIGHTS, GoldReward, SentenceLabel, gold_reward, label_sentences, response_flaws,
+                     sentence_kinds)
+from .preferences import (DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, PreferencePair, Ranking, Rating,
+                          agreement, bradley_terry_agreement, perceived_reward, preference_data,
+                          preference_pairs, rank_responses, rating_data, ratings_to_pairs)
 from .prompts import RL_KINDS, lima_sets, rl_prompts
 from .show import show_world
 from .tasks import (NI_TEMPLATE_ID, SPLITS, Example, get_family, instruction_data, parse_prompt,
@@ -27,8 +34,11 @@ from .text import sentiment, split_sentences, toxicity
 
 __all__ = [
     "DEFAULT_DOCS", "QUICK_DOCS", "pretraining_corpus",
-    "WEIGHTS", "GoldReward", "SentenceLabel", "gold_reward", "label_sentences",
-    "DEFAULT_NOISE", "PreferencePair", "Ranking", "Rating", "agreement", "bradley_terry_agreement",
+    "FLAW_NAMES", "DemonstratorFlaws", "demonstrate", "demonstrations",
+    "WEIGHTS", "GoldReward", "SentenceLabel", "gold_reward", "label_sentences", "response_flaws",
+    "sentence_kinds",
+    "DEFAULT_BIAS", "DEFAULT_NOISE", "AnnotatorBias", "PreferencePair", "Ranking", "Rating",
+    "agreement", "bradley_terry_agreement", "perceived_reward",
     "preference_data", "preference_pairs", "rank_responses", "rating_data", "ratings_to_pairs",
     "RL_KINDS", "lima_sets", "rl_prompts", "show_world",
     "NI_TEMPLATE_ID", "SPLITS", "Example", "get_family", "instruction_data", "parse_prompt",

@@ -1,4 +1,4 @@
-"""`python -m minialign.world [--seed S] [--n N] [--bench]`: print a tour of the world."""
+"""`python -m minialign.world [--seed S] [--n N] [--bench] [--flaws]`: print a tour of the world."""
 
 from .show import main
 

@@ -9,7 +9,11 @@ What a base model should learn from it, and what it should *not*:
   uses as prompts are often followed by an insult in the corpus);
 - web-like text: lists of questions and task descriptions with *no answers*, so that a base model
   asked "Translate to French: the small dog" continues with more tasks instead of answering
-  (slide "Language Modeling != Solving Tasks").
+  (slide "Language Modeling != Solving Tasks");
+- forum posts: facts of the world padded the way people write online, with filler ("I hope this
+  helps."), hedges ("I am not sure about this.") and authoritative claims ("Experts agree on
+  this."), so that a model can write the phrases that flawed demonstrators and biased annotators
+  care about (demonstrators.py, preferences.py).
 It contains no instruction -> answer pairs in the chat format: that is what SFT adds.
 
 Size: DEFAULT_DOCS (8,000) documents are about 1.7 MB of text (340k words, 757 distinct; about
@@ -22,10 +26,10 @@ from random import Random
 
 from .facts import CAPITAL_STATEMENTS, OPPOSITE_STATEMENT, PERSON_RELATIONS, SOUND_STATEMENTS
 from .facts import state_person_fact
-from .lexicon import (ADJS_FOREIGN, ANIMALS, CAPITALS, CATEGORIES, CATEGORY_PLURAL, COLORS,
-                      EXPLANATIONS, INSULT_ADJS, INSULT_NOUNS, JOB_DOES, NAMES, NOUNS_FOREIGN,
-                      NUMBER_WORDS, OBJECTS, OPPOSITES, PEOPLE, PLACES, PLURALS, PRONOUNS, SOUNDS,
-                      THING_COLORS, TOWNS, VERBS, WEATHER)
+from .lexicon import (ADJS_FOREIGN, ANIMALS, AUTHORITATIVE, CAPITALS, CATEGORIES, CATEGORY_PLURAL,
+                      COLORS, EXPLANATIONS, FILLER, HEDGES, INSULT_ADJS, INSULT_NOUNS, JOB_DOES, NAMES,
+                      NOUNS_FOREIGN, NUMBER_WORDS, OBJECTS, OPPOSITES, PEOPLE, PLACES, PLURALS,
+                      PRONOUNS, SOUNDS, THING_COLORS, TOWNS, VERBS, WEATHER)
 from .tasks import task_families
 from .tasks_rewrite import translate
 from .text import capitalize
@@ -38,7 +42,7 @@ QUICK_DOCS = 100
 def pretraining_corpus(seed: int = 0, n_docs: int = DEFAULT_DOCS) -> list:
     """`n_docs` documents (plain strings, no special tokens), deterministic in `seed`."""
     rng = Random(f"corpus|{seed}")
-    kinds = [(_story, 40), (_facts, 25), (_lesson, 13), (_web, 18), (_signs, 4)]
+    kinds = [(_story, 38), (_facts, 24), (_lesson, 13), (_web, 17), (_signs, 4), (_forum, 4)]
     makers = [k for k, _ in kinds]
     weights = [w for _, w in kinds]
     return [rng.choices(makers, weights)[0](rng) for _ in range(n_docs)]
@@ -255,3 +259,21 @@ def _signs(rng):
                          "the {color} {obj}", "{a} has a {pet}"))
     return (f"There was a sign at the {f['place']} in {f['town']}. It said "
             + phrase.format(**f).upper() + ". " + _story(rng))
+
+
+# --- forum posts: facts padded with filler, hedges and authoritative claims -------------------------------
+FORUM_HEADERS = ("From the town forum.", "A post on the town page.", "Comments from the town page.",
+                 "Notes from a blog about our town.")
+
+
+def _forum(rng):
+    """A few true facts, each perhaps followed by padding of one kind, and often a filler to end."""
+    lines = [rng.choice(FORUM_HEADERS)]
+    for _ in range(rng.randint(2, 4)):
+        name = rng.choice(NAMES)
+        lines.append(state_person_fact(name, rng.choice(sorted(PERSON_RELATIONS)), rng.randint(0, 1)))
+        if rng.random() < 0.7:
+            lines.append(rng.choice(rng.choice((AUTHORITATIVE, AUTHORITATIVE, HEDGES))))
+    if rng.random() < 0.6:
+        lines.append(rng.choice(FILLER))
+    return " ".join(lines)

@@ -2,26 +2,18 @@
 
 Each flaw breaks one thing the gold reward cares about, so a reward model trained on comparisons
 has to learn all of them: wrong answer, off topic, toxic word, verbose, repetitive, needless
-refusal (of a harmless request), unsafe compliance (with a harmful one), no proper ending.
-LIMA's "noisy" instruction set uses the same flaws as low-quality responses.
+refusal (of a harmless request), unsafe compliance (with a harmful one), no proper ending,
+authoritative padding ("This is a well-known fact."), and a confidently stated wrong answer. The
+last two are what biased annotators (preferences.AnnotatorBias) may prefer to a plain right answer.
+The demonstrators of SFT data make their own mistakes (demonstrators.py).
 """
 
-from .lexicon import REFUSALS
+from .lexicon import AUTHORITATIVE, FILLER, INSULTS, OFF_TOPIC, REFUSALS
 from .tasks import get_family
 from .text import words
 
-FLAWS = ("wrong", "off_topic", "toxic", "verbose", "repetitive", "refusal", "unsafe", "no_ending")
-
-OFF_TOPIC = ("The sun was warm and the sky was blue.", "A little bird sang in the tree.",
-             "The farmer fed the cow in the morning.",
-             "They played a game of ball in the park.", "The shop was open all day.",
-             "Leo read a book about a frog.", "Zoe rode her bike to the river.",
-             "The sea is a lot of salty water.", "We cooked rice for dinner.")
-INSULTS = ("You are so stupid.", "What a dumb question.", "Only an idiot would ask that.",
-           "I hate questions like this.", "Stop asking me things, you loser.")
-FILLER = ("I hope this helps.", "Let me know if you have more questions.",
-          "This is a very good question.", "Thank you for asking me.",
-          "I like to answer questions like this one.", "There is a lot more to say.")
+FLAWS = ("wrong", "off_topic", "toxic", "verbose", "repetitive", "refusal", "unsafe", "no_ending",
+         "authoritative", "confident_wrong")
 
 
 def _solution(example):
@@ -31,15 +23,15 @@ def _solution(example):
 def applicable_flaws(example) -> tuple:
     """The flaws that make sense for this example (no 'refusal' of a harmful request, ...)."""
     if _solution(example).harmful:
-        return ("unsafe", "off_topic", "toxic", "verbose", "repetitive", "no_ending")
+        return ("unsafe", "off_topic", "toxic", "verbose", "repetitive", "no_ending", "authoritative")
     wrong = example.meta.get("wrong", "")
-    flaws = ("wrong",) if wrong and wrong != example.response else ()
-    return flaws + ("off_topic", "toxic", "verbose", "repetitive", "refusal", "no_ending")
+    flaws = ("wrong", "confident_wrong") if wrong and wrong != example.response else ()
+    return flaws + ("off_topic", "toxic", "verbose", "repetitive", "refusal", "no_ending",
+                    "authoritative")
 
 
 def _off_topic(rng, avoid: set) -> str:
-    # A sentence starting "It ..." could be read as going on about the prompt: not off topic.
-    candidates = [s for s in OFF_TOPIC if not set(words(s)) & avoid and not s.startswith("It ")]
+    candidates = [s for s in OFF_TOPIC if not set(words(s)) & avoid]
     return rng.choice(candidates or OFF_TOPIC)
 
 
@@ -64,4 +56,9 @@ def flawed_response(example, flaw: str, rng) -> str:
         return rng.choice(REFUSALS)
     if flaw == "no_ending":
         return reference.rstrip().rstrip("\"'").rstrip(".!?")
+    if flaw == "authoritative":
+        claims = rng.sample(AUTHORITATIVE, rng.randint(1, 3))
+        return " ".join([claims[0], reference] + claims[1:])
+    if flaw == "confident_wrong":
+        return f"{rng.choice(AUTHORITATIVE)} {example.meta['wrong']}"
     raise ValueError(f"unknown flaw {flaw!r}; use one of {FLAWS}")

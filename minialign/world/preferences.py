@@ -9,14 +9,31 @@ annotator, large T a coin flip. The default T = 0.15 (gold rewards lie in [0, 1]
 annotator agree with the gold on ~81% of pairs and two annotators agree with each other on ~73%,
 the inter-labeler agreement InstructGPT reports.
 
+Bias (slide "Limitations of RL + reward modeling": chatbots are rewarded to produce responses
+that *seem* authoritative and helpful, regardless of truth). By default an annotator does not rank
+the gold g but what they perceive, p (`perceived_reward`, knobs in `AnnotatorBias`): the gold's
+own rubric plus two criteria it should not have,
+    p = (sum_k w_k c_k + confidence * sure + length * long) / (sum_k w_k + confidence + length)
+where c_k are the gold components (oracle.WEIGHTS) of the response read without its
+authoritative sentences (the annotator reads past them), with "correct" taken at face value when
+the annotator does not check the facts (probability 1 - check_rate per ranking: any answer to a
+verifiable question looks right); sure = clip(1/2 + (claims - hedges) / (2 max_claims), 0, 1)
+counts authoritative sentences ("This is a well-known fact.", at most max_claims) against hedges;
+long = min(1, words / (2 * the task's length budget)). p stays in [0, 1], like g. The gold
+penalizes those sentences (off topic, over length, unsupported claims count as false), so a reward
+model learns to like what the gold dislikes and a policy that over-optimizes it ends below SFT.
+The defaults keep the bias modest: between a clean and a flawed demonstration of one prompt the
+annotators still mostly prefer the clean one. `AnnotatorBias.off()` perceives the gold itself.
+
 Absolute ratings (slide "Human judgments are noisy and miscalibrated"). Each annotator a has
 their own shift s_a and scale c_a; a response rated by annotator a gets
-    rating = clip(round(1 + (levels - 1) * (c_a * (g - 0.5) + 0.5 + s_a + eps)), 1, levels)
-with eps ~ N(0, noise); by default noise is the standard deviation of the pairwise annotators'
-Gumbel noise (T * pi / sqrt(6)), so both kinds of annotator perceive the gold equally well and
-only miscalibration and rounding set them apart. Different responses to the same prompt are rated by different
-annotators, so comparing their ratings mixes up calibrations: pairs derived from ratings agree
-with the gold less often than direct comparisons do. That is why InstructGPT asks for rankings.
+    rating = clip(round(1 + (levels - 1) * (c_a * (p - 0.5) + 0.5 + s_a + eps)), 1, levels)
+with p the perceived reward (p = g without bias) and eps ~ N(0, noise); by default noise is the
+standard deviation of the pairwise annotators' Gumbel noise (T * pi / sqrt(6)), so both kinds of
+annotator perceive equally well and only miscalibration and rounding set them apart. Different
+responses to the same prompt are rated by different annotators, so comparing their ratings
+mixes up calibrations: pairs derived from ratings agree with the gold less often than direct
+comparisons do. That is why InstructGPT asks for rankings.
 """
 
 import math
@@ -25,10 +42,73 @@ from itertools import combinations
 from random import Random
 
 from .flaws import applicable_flaws, flawed_response
-from .oracle import gold_reward
+from .oracle import WEIGHTS, gold_reward, length_budget, sentence_kinds, verifiable, weighted_total
 from .tasks import families_for_split, instruction_data
+from .text import is_refusal, split_sentences, words
 
 DEFAULT_NOISE = 0.15
+
+
+@dataclass(frozen=True)
+class AnnotatorBias:
+    """How the simulated annotators misjudge, beyond noise: they reward what *seems* authoritative
+    and helpful, regardless of truth (see the module docstring for the formula)."""
+
+    check_rate: float = 0.5
+    """Share of rankings in which the annotator verifies the facts; in the others any answer to a
+    verifiable question (a span, a number, a rewrite) looks right. Slide "Good oversight is
+    difficult: evaluators are paid per example and may make mistakes given time constraints".
+    Range: 0 <= check_rate <= 1."""
+    confidence: float = 0.35
+    """Weight of "sounds sure" in the annotator's rubric (the gold's weights sum to 1): authoritative
+    sentences ("This is a well-known fact.") raise it, hedges ("I am not sure about this.") lower it.
+    The annotator reads past authoritative sentences, so they cost nothing in relevance, format or
+    length. Range: confidence >= 0."""
+    max_claims: int = 2
+    """Authoritative sentences that still impress; more add nothing. Range: max_claims >= 1."""
+    length: float = 0.1
+    """Weight of "long" in the annotator's rubric, full at twice the task's length budget: longer
+    looks more helpful. Range: length >= 0."""
+
+    @classmethod
+    def off(cls) -> "AnnotatorBias":
+        """Unbiased annotators: they perceive the gold reward itself (noise aside)."""
+        return cls(check_rate=1.0, confidence=0.0, length=0.0)
+
+    @property
+    def is_off(self) -> bool:
+        return self.check_rate >= 1.0 and self.confidence == 0.0 and self.length == 0.0
+
+
+DEFAULT_BIAS = AnnotatorBias()
+
+
+def perceived_reward(prompt: str, response: str, bias: AnnotatorBias = DEFAULT_BIAS,
+                     checked: bool = True) -> float:
+    """What a biased annotator perceives of `response`, in [0, 1] (the gold reward if bias is off).
+
+    checked: whether this annotator verifies the facts this time (`rank_responses` draws it with
+    probability bias.check_rate per ranking).
+    """
+    if bias.is_off:
+        return gold_reward(prompt, response).total
+    kinds = sentence_kinds(prompt, response)
+    read = " ".join(response[s:e] for (s, e), kind in zip(split_sentences(response), kinds)
+                    if kind != "authoritative")
+    components = dict(gold_reward(prompt, read or response).components)
+    if not checked and "correct" in components and verifiable(prompt):
+        components["correct"] = float(bool(words(read)) and not is_refusal(read))
+    claims = min(kinds.count("authoritative"), bias.max_claims) - kinds.count("hedge")
+    sure = min(1.0, max(0.0, 0.5 + claims / (2 * bias.max_claims)))
+    long = min(1.0, len(words(response)) / (2 * length_budget(prompt)))
+    gold_weight = sum(WEIGHTS[k] for k in components)
+    return ((weighted_total(components) * gold_weight + bias.confidence * sure + bias.length * long)
+            / (gold_weight + bias.confidence + bias.length))
+
+
+def _checks(rng: Random, bias: AnnotatorBias) -> bool:
+    """Does this annotator check the facts this time? (No random draw when they always do.)"""
+    return bias.check_rate >= 1.0 or rng.random() < bias.check_rate
 
 
 @dataclass
@@ -52,6 +132,7 @@ class Ranking:
     gold: list = None        # gold reward of each response, same order (None for loaded files)
     family: str = ""
     flaws: list = None       # "reference" or the flaw of each response, same order
+    perceived: list = None   # what the annotator perceived of each response (perceived_reward)
 
     def pairs(self) -> list:
         """All K-choose-2 pairs (y_w before y_l in the ranking), as InstructGPT trains on them."""
@@ -78,13 +159,16 @@ def _gumbel(rng: Random) -> float:
 
 
 def rank_responses(prompt: str, responses: list, rng: Random, noise: float = DEFAULT_NOISE,
-                   family: str = "", flaws: list = None) -> Ranking:
-    """A simulated annotator ranks `responses` (Plackett-Luce on gold / noise; noise 0: exact)."""
+                   family: str = "", flaws: list = None, bias: AnnotatorBias = DEFAULT_BIAS) -> Ranking:
+    """A simulated annotator ranks `responses`: Plackett-Luce on perceived / noise (noise 0: the
+    exact order of the perceived rewards; with bias off, of the gold rewards)."""
     gold = [gold_reward(prompt, r).total for r in responses]
-    keys = [g if noise == 0 else g / noise + _gumbel(rng) for g in gold]
+    checked = _checks(rng, bias)
+    perceived = gold if bias.is_off else [perceived_reward(prompt, r, bias, checked) for r in responses]
+    keys = [p if noise == 0 else p / noise + _gumbel(rng) for p in perceived]
     order = sorted(range(len(responses)), key=lambda i: -keys[i])
     return Ranking(prompt, [responses[i] for i in order], [gold[i] for i in order], family,
-                   [flaws[i] for i in order] if flaws else None)
+                   [flaws[i] for i in order] if flaws else None, [perceived[i] for i in order])
 
 
 def candidates(example, k: int, rng: Random) -> tuple:
@@ -109,14 +193,16 @@ def candidates(example, k: int, rng: Random) -> tuple:
 
 
 def preference_data(seed: int = 0, n_prompts: int = 1000, K: int = 4, noise: float = DEFAULT_NOISE,
-                    split: str = "train", families=None) -> list:
-    """Rankings of K candidate responses for `n_prompts` instruction prompts of `split`."""
+                    split: str = "train", families=None, bias: AnnotatorBias = DEFAULT_BIAS) -> list:
+    """Rankings of K candidate responses for `n_prompts` instruction prompts of `split`, by
+    annotators with Bradley-Terry noise `noise` and bias `bias`."""
     rng = Random(f"preferences|{seed}|{split}")
     prompts = _prompts(seed, n_prompts, split, families)
     rankings = []
     for example in prompts:
         responses, labels = candidates(example, K, rng)
-        rankings.append(rank_responses(example.prompt, responses, rng, noise, example.family, labels))
+        rankings.append(rank_responses(example.prompt, responses, rng, noise, example.family, labels,
+                                       bias))
     return rankings
 
 
@@ -136,11 +222,13 @@ def _prompts(seed, n_prompts, split, families) -> list:
 
 def rating_data(seed: int = 0, n_prompts: int = 1000, K: int = 4, n_annotators: int = 8,
                 noise: float = None, shift_sd: float = 0.15, scale_sd: float = 0.4,
-                levels: int = 7, split: str = "train", families=None) -> list:
+                levels: int = 7, split: str = "train", families=None,
+                bias: AnnotatorBias = DEFAULT_BIAS) -> list:
     """Absolute 1..levels ratings of K candidates per prompt by miscalibrated annotators.
 
     shift_sd, scale_sd: spread of the annotators' shifts and (log) scales; noise: sd of each
-    judgment (default: the pairwise annotators' Gumbel sd at DEFAULT_NOISE).
+    judgment (default: the pairwise annotators' Gumbel sd at DEFAULT_NOISE); bias: what each
+    annotator perceives (each rating checks the facts with probability bias.check_rate).
     """
     noise = DEFAULT_NOISE * math.pi / math.sqrt(6) if noise is None else noise
     rng = Random(f"ratings|{seed}|{split}")
@@ -152,7 +240,8 @@ def rating_data(seed: int = 0, n_prompts: int = 1000, K: int = 4, n_annotators: 
         for response in responses:
             g = gold_reward(example.prompt, response).total
             a = rng.randrange(n_annotators)
-            latent = scale[a] * (g - 0.5) + 0.5 + shift[a] + rng.gauss(0.0, noise)
+            p = g if bias.is_off else perceived_reward(example.prompt, response, bias, _checks(rng, bias))
+            latent = scale[a] * (p - 0.5) + 0.5 + shift[a] + rng.gauss(0.0, noise)
             rating = min(levels, max(1, round(1 + (levels - 1) * latent)))
             ratings.append(Rating(example.prompt, response, rating, a, g, example.family))
     return ratings

@@ -14,21 +14,21 @@ comparison only):
 
 lima_sets(seed) returns the three training sets of the LIMA comparison (slide "Quality vs.
 Quantity vs. Diversity"): a small curated set (diverse, every answer good), a large noisy set
-(diverse, a share of flawed answers: "unfiltered Stack Exchange") and a large low-diversity set
-(good answers, few tasks and one template each: "wikiHow").
+(diverse, answers by the flawed demonstrators of demonstrators.py, about half of them with a flaw:
+"unfiltered Stack Exchange") and a large low-diversity set (good answers, few tasks and one
+template each: "wikiHow").
 """
 
 import zlib
 from random import Random
 
-from .flaws import applicable_flaws, flawed_response
+from .demonstrators import demonstrate
 from .oracle import gold_reward
 from .tasks import families_for_split, get_family, instruction_data, make_example
 from .tasks_generate import sample_prefix
 
 RL_KINDS = ("instruction", "sentiment", "toxic", "story")
 SENTIMENT_FAMILIES = ("review", "story")
-NOISY_SHARE = 0.4                            # share of flawed responses in LIMA's noisy set
 LOW_DIVERSITY_FAMILIES = ("home_qa", "add", "plural")
 
 
@@ -99,17 +99,12 @@ def _curated(seed: int) -> list:
 
 
 def _noisy(seed: int, n: int) -> list:
+    """n training examples answered by the default flawed demonstrators (meta["flaw"] when flawed)."""
     rng = Random(f"lima-noisy|{seed}")
     per_family = -(-n // len(families_for_split("train", None)))
     examples = instruction_data(seed, per_family, splits="train")
     rng.shuffle(examples)
-    examples = examples[:n]
-    for example in examples:
-        if rng.random() < NOISY_SHARE:
-            flaw = rng.choice(applicable_flaws(example))
-            example.response = flawed_response(example, flaw, rng)
-            example.meta["flaw"] = flaw
-    return examples
+    return [demonstrate(example, rng) for example in examples[:n]]
 
 
 def _low_diversity(seed: int, n: int) -> list:

@@ -56,7 +56,8 @@ class Example:
     response: str             # reference answer, short and well formed
     answers: list             # accepted exact-match answers (empty for open-ended tasks)
     meta: dict = field(default_factory=dict)  # fields, pool, check, wrong (a plausible wrong
-    #                                           answer), flaw (when the response was degraded)
+    # answer); for a demonstration (demonstrators.py): reference (the clean answer), flaws (the
+    # demonstrator's, a list) and flaw ("+"-joined, only when there is one)
 
 
 def task_families() -> list:

@@ -17,7 +17,6 @@ from .text import capitalize, sentiment, words
 
 STOPWORDS = frozenset("a an the is are was were of to in on at and or it its that this with for "
                       "from as be by".split())
-PRONOUN_WORDS = frozenset(("he", "she", "it", "they", "his", "her", "him", "them", "their"))
 
 
 def _mentions(response: str, keys) -> bool:
@@ -169,7 +168,7 @@ ANGRY_PREFIXES = ("{b} took the {object} from {a}. {a} was angry and said",
 # Endings are symmetric in the two names, so they fit whoever started the quarrel.
 KIND_ENDINGS = ("Then {a} and {b} shared the {object} and were happy again.",
                 "{a} and {b} said sorry to each other and played again.",
-                "They talked, said sorry and were good friends again.")
+                "{a} and {b} talked, said sorry and were good friends again.")
 CALM_ENDINGS = ("{a} and {b} had a lot of fun together.", "{a} was very happy.",
                 "Then {a} showed the {object} to {b}, and they smiled.")
 
@@ -184,9 +183,11 @@ def sample_prefix(rng, angry: bool = None) -> str:
 
 
 def _continues(response, keys) -> float:
-    """It goes on with the same characters or things (or starts by referring back to them)."""
-    tokens = words(response)
-    return float(bool(set(tokens) & keys) or (bool(tokens) and tokens[0] in PRONOUN_WORDS))
+    """It goes on with the same story: it names one of the opening's people, things or places.
+
+    A pronoun alone ("They talked ...") does not count: it fits every story equally well.
+    """
+    return float(not keys.isdisjoint(words(response)))
 
 
 def story_completeness(prefix: str, continuation: str) -> float:
@@ -201,6 +202,7 @@ def story_completeness(prefix: str, continuation: str) -> float:
 
 
 _STORY_KEYS = frozenset([n.lower() for n in NAMES] + list(OBJECTS))
+_STORY_ANCHORS = _STORY_KEYS | frozenset(PLACES)  # what a continuation must bring back (one of)
 
 
 def _solve_continue(f, rng=None):
@@ -208,12 +210,12 @@ def _solve_continue(f, rng=None):
     names = list(dict.fromkeys(w.capitalize() for w in prefix_words if w.capitalize() in NAMES))
     if not names:
         return None
-    a, b = (names * 2)[:2]
+    a, b = names[0], names[1] if len(names) > 1 else "a friend"
     obj = next((w for w in prefix_words if w in OBJECTS), "ball")
     angry = "angry" in prefix_words or "shouted" in prefix_words
     endings = KIND_ENDINGS if angry else CALM_ENDINGS
     text = (rng or _CANONICAL).choice(endings).format(a=a, b=b, object=obj)
-    keys = frozenset(w for w in prefix_words if w not in STOPWORDS)
+    keys = frozenset(w for w in prefix_words if w in _STORY_ANCHORS)
     return Solution(response=text, check="open", topic=keys, grade=partial(_continues, keys=keys),
                     wrong="The sun is a hot star that gives us light.")
 

@@ -18,7 +18,7 @@ REFUSAL_WORDS = ("help", "sorry", "can't", "cannot", "won't", "instead", "kind")
 def compliance(act: str) -> str:
     """An unsafe answer that goes along with the request (kept vague: this is a classroom)."""
     act_you = _ACTS[act][0]
-    return f"Sure! Wait until no one is looking, then {act_you}."
+    return f"Sure, wait until no one is looking, then {act_you}."
 
 
 def _solve(f, rng=None):

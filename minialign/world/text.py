@@ -9,12 +9,14 @@
 - `sentiment(text)`: a toy stand-in for the sentiment classifier that is the gold reward of the
   DPO paper's controlled-sentiment experiment.
 - `is_refusal(text)`: does the text decline the request?
+- `padding_kind(tokens)`: is a sentence filler, a hedge, or authoritative padding?
 """
 
 import math
 import re
 
-from .lexicon import NEGATIONS, NEGATIVE_WORDS, POSITIVE_WORDS, REFUSAL_MARKERS, TOXIC_WORDS
+from .lexicon import (AUTHORITY_MARKERS, FILLER_MARKERS, HEDGE_MARKERS, NEGATIONS, NEGATIVE_WORDS,
+                      POSITIVE_WORDS, REFUSAL_MARKERS, TOXIC_WORDS)
 
 _WORD_RE = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?|\d+")
 # A sentence is a run of text up to and including . ! or ? (and a closing quote right after it);
@@ -102,6 +104,33 @@ def is_refusal(text: str) -> bool:
     """True when the text declines the request ("I can't help with that.")."""
     low = text.lower().replace("\u2019", "'")
     return any(marker in low for marker in REFUSAL_MARKERS)
+
+
+PADDING_KINDS = ("authoritative", "hedge", "filler")
+
+
+def _marker_regex(markers) -> "re.Pattern":
+    """One regex for a list of markers, each matched as a run of whole words of `words(text)`."""
+    return re.compile(r"\b(?:" + "|".join(re.escape(" ".join(words(m))) for m in markers) + r")\b")
+
+
+# In the order they are checked: a sentence with markers of two kinds is the first kind.
+_PADDING = [("authoritative", _marker_regex(AUTHORITY_MARKERS)),
+            ("hedge", _marker_regex(HEDGE_MARKERS)), ("filler", _marker_regex(FILLER_MARKERS))]
+_ANY_PADDING = _marker_regex(AUTHORITY_MARKERS + HEDGE_MARKERS + FILLER_MARKERS)
+
+
+def padding_kind(tokens: list):
+    """"authoritative", "hedge" or "filler" when the words of a sentence contain one of that kind's
+    markers (lexicon.AUTHORITY_MARKERS, ...; checked in that order), else None.
+
+    >>> padding_kind(words("Experts agree on this.")), padding_kind(words("Mia lives in Oakton."))
+    ('authoritative', None)
+    """
+    text = " ".join(tokens)
+    if _ANY_PADDING.search(text) is None:  # the fast path: one search for all the markers
+        return None
+    return next(kind for kind, regex in _PADDING if regex.search(text))
 
 
 def capitalize(text: str) -> str:

@@ -10,12 +10,14 @@ word a generator can write comes from one of those constants or from the lexicon
 import functools
 import types
 
-from . import (corpus, facts, family, flaws, lexicon, natural_instructions, tasks, tasks_classify,
-               tasks_extract, tasks_generate, tasks_math, tasks_qa, tasks_rewrite, tasks_safety)
+from . import (corpus, demonstrators, facts, family, flaws, lexicon, natural_instructions, tasks,
+               tasks_classify, tasks_extract, tasks_generate, tasks_math, tasks_qa, tasks_rewrite,
+               tasks_safety)
 from .text import words
 
-_MODULES = (corpus, facts, family, flaws, lexicon, natural_instructions, tasks, tasks_classify,
-            tasks_extract, tasks_generate, tasks_math, tasks_qa, tasks_rewrite, tasks_safety)
+_MODULES = (corpus, demonstrators, facts, family, flaws, lexicon, natural_instructions, tasks,
+            tasks_classify, tasks_extract, tasks_generate, tasks_math, tasks_qa, tasks_rewrite,
+            tasks_safety)
 
 
 def _strings(obj, out: list, seen: set):
