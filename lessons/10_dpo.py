@@ -52,7 +52,7 @@ from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel, apply_missing_end, place_scores, train_ppo  # noqa: E402
 from minialign.pipeline import ensure_sft  # noqa: E402
-from minialign.world import gold_reward, rl_prompts  # noqa: E402
+from minialign.world import AnnotatorBias, gold_reward, rl_prompts  # noqa: E402
 
 # Sizes per scale. Default: under 5 minutes on a 2-core CPU once the SFT model is cached.
 SCALE = {
@@ -327,7 +327,8 @@ def main(argv=None) -> int:
     print(f"\n[1-2] {len(train_p)} '{settings.prompts}' prompts x {S['K']} samples of the SFT model, pairs "
           f"labelled by the oracle; {len(eval_p)} held-out prompts x {S['eval_samples']} samples")
     groups, samples = rank_policy_samples(sft, tok, train_p, k=S["K"], temperature=1.0, noise=0.0,
-                                         max_new_tokens=S["max_new_tokens"], seed=run.seed + 1)
+                                         max_new_tokens=S["max_new_tokens"], seed=run.seed + 1,
+                                         bias=AnnotatorBias.off())
     golds = np.asarray(samples.gold)
     gold_mean, gold_std = float(golds.mean()), float(max(golds.std(), 1e-3))
     pairs_info = {"pairs": sum(len(g.pairs) for g in groups), "train_prompts": len(train_p),

@@ -116,6 +116,9 @@ class DPOConfig:
     annotator_noise: float = 0.1
     """Bradley-Terry noise of the world's annotators (world.DEFAULT_NOISE; 0 = the oracle's order).
     Range: annotator_noise >= 0."""
+    annotator_bias: bool = True
+    """The world's annotators are biased (world.AnnotatorBias, as for the reward model); False: unbiased.
+    Range: annotator_bias in (True, False)."""
     eval_every: int = 50
     """Evaluate gold reward and KL(pi_theta || pi_ref) on held-out prompts every this many steps
     (0: only at the end). Range: eval_every >= 0."""

@@ -41,7 +41,7 @@ from .batching import sequence_token_logprobs
 from .config import autocast
 from .generate import sample_batches
 from .model import GPT
-from .world import gold_reward, label_sentences, toxicity
+from .world import FLAW_NAMES, gold_reward, label_sentences, response_flaws, toxicity
 from .world.text import normalize, words
 
 if TYPE_CHECKING:
@@ -251,10 +251,20 @@ def summarize(samples: Samples, prompts=None, n_examples: int = 3) -> dict:
         kl, kl_se = mean_and_se(samples.kl)
         out.update(kl=kl, kl_se=kl_se, kl_per_token=float(np.sum(samples.kl) / max(1, sum(samples.lengths))))
     if prompts is not None:
+        out["flaw_rates"] = flaw_rates([prompts[i] for i in samples.prompt_index], samples.responses)
         out["examples"] = [{"prompt": prompt_text(prompts[samples.prompt_index[j]]),
                             "response": samples.responses[j], "gold": samples.gold[j]}
                            for j in range(min(n_examples, len(samples.gold)))]
     return out
+
+
+def flaw_rates(prompts: list, responses: list[str]) -> dict:
+    """The share of responses showing each of the demonstrators' flaws (world.response_flaws, read from the
+    text), and "any": the share with at least one."""
+    found = [response_flaws(prompt_text(p), r) for p, r in zip(prompts, responses)]
+    rates = {name: float(np.mean([f[name] for f in found])) if found else None for name in FLAW_NAMES}
+    rates["any"] = float(np.mean([any(f.values()) for f in found])) if found else None
+    return rates
 
 
 def evaluate_policy(policy, ref, tok, prompts, *, judge=None, n_samples: int = 1,

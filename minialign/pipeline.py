@@ -45,7 +45,7 @@ from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_
 from .pretrain import PretrainConfig, pretrain, tokens_of
 from .generate import sample_batches
 from .tokenizer import Tokenizer, tokenizer_from_hf_gpt2, train_bpe
-from .world import DEFAULT_NOISE, pretraining_corpus, preference_data, rl_prompts
+from .world import DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, pretraining_corpus, preference_data, rl_prompts
 
 # BPE vocabulary size per preset (the real GPT-2 shape keeps its own 50257).
 VOCAB_SIZE = {"tiny": 2048, "small": 4096, "gpt2": 50257}
@@ -300,20 +300,28 @@ def world_noise(cfg: reward.RMConfig) -> float:
     return DEFAULT_NOISE if cfg.annotator_noise < 0 else cfg.annotator_noise
 
 
+def annotator_bias(cfg) -> AnnotatorBias:
+    """The world's annotators as a stage's config asks for them: biased (the default) or judging the gold."""
+    return DEFAULT_BIAS if cfg.annotator_bias else AnnotatorBias.off()
+
+
 def noise_ceiling(groups: list[PreferenceGroup], noise: float) -> dict:
     """How often noisy annotators agree with the gold ordering, measured and predicted.
 
-    Bradley-Terry annotators label a pair with gold rewards g_a > g_b correctly with probability
-    sigma((g_a - g_b) / T), so over a set of pairs the expected agreement is
-        E[ sigma(|g_a - g_b| / T) ]                                  (the "noise ceiling")
-    A reward model that knew the gold exactly would score this accuracy against held-out annotator
-    labels, no more. Against the oracle an RM can do better than its annotators: it averages
-    their noise away over many comparisons.
+    Bradley-Terry annotators who perceive p (the gold g when unbiased) put a above b with probability
+    sigma((p_a - p_b) / T), so over the pairs with g_a != g_b the expected agreement with the gold is
+        E[ sigma(sign(g_a - g_b) (p_a - p_b) / T) ]                  (the "noise ceiling")
+    which is E[sigma(|g_a - g_b| / T)] for unbiased annotators. Biased ones can sit below 1/2 on the pairs
+    where they perceive the worse answer as better. A reward model that knew what the annotators perceive
+    would score this accuracy against the oracle on these pairs; against the oracle an unbiased RM can do
+    better than its annotators: it averages their noise away over many comparisons.
     """
-    diffs = [abs(g.gold[w] - g.gold[l]) for g in groups if g.gold is not None for w, l in g.pairs]
-    if not diffs:
+    margins = [(1 if g.gold[a] > g.gold[b] else -1) * ((g.perceived or g.gold)[a] - (g.perceived or g.gold)[b])
+               for g in groups if g.gold is not None for a, b in g.pairs if g.gold[a] != g.gold[b]]
+    if not margins:
         return {}
-    expected = float(np.mean([1.0 / (1.0 + math.exp(-d / noise)) for d in diffs])) if noise > 0 else 1.0
+    expected = (float(np.mean([1.0 / (1.0 + math.exp(-m / noise)) for m in margins])) if noise > 0 else
+                float(np.mean([1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins])))
     return {"annotator_noise": noise, "noise_ceiling_expected": expected,
             "annotators_vs_oracle": label_agreement_with_oracle(groups)}
 
@@ -327,11 +335,11 @@ def preference_groups(run, cfg: reward.RMConfig) -> tuple[list, list, str]:
             raise DataError(cfg.data, None, None, f"{len(groups)} usable prompt(s); at least 2 are needed "
                             f"to hold one out for evaluation")
         return groups[:-n_eval], groups[-n_eval:], cfg.data
-    noise = world_noise(cfg)
+    noise, bias = world_noise(cfg), annotator_bias(cfg)
     train = as_groups(preference_data(seed=run.seed, n_prompts=cfg.n_train_prompts, K=cfg.k,
-                                         noise=noise, split="train"))
+                                      noise=noise, split="train", bias=bias))
     held = as_groups(preference_data(seed=run.seed, n_prompts=cfg.n_eval_prompts, K=cfg.k,
-                                        noise=noise, split="test"))
+                                     noise=noise, split="test", bias=bias))
     return train, held, "world"
 
 
@@ -345,8 +353,9 @@ def normalization_prompts(run, cfg: reward.RMConfig, held: list[PreferenceGroup]
     return [prompts[i % len(prompts)] for i in range(cfg.normalize_samples)]
 
 
-def ensure_rm(run, cfg: reward.RMConfig | None = None):
-    """The reward model: `<out>/rm/ckpt.pt`, trained (or resumed) from the SFT model if not finished.
+def ensure_rm(run, cfg: reward.RMConfig | None = None, stage: str = "rm"):
+    """The reward model: `<out>/<stage>/ckpt.pt` (default `rm`), trained (or resumed) from the SFT model if not
+    finished. Another `stage` keeps a variant (e.g. one from unbiased annotators) beside the pipeline's.
 
     Returns (RewardModel, Tokenizer). Steps: 1. the SFT model (ensure_sft); 2. the comparisons;
     3. train r_phi (1 epoch of BT); 4. normalise on SFT samples; 5. held-out metrics, figures,
@@ -354,7 +363,7 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
     """
     cfg = cfg or reward.RMConfig(**(reward.QUICK if run.quick else {}))
     from_file = preference_groups(run, cfg) if cfg.data else None    # a bad file stops before any stage is built
-    out_dir = run.stage_dir("rm")
+    out_dir = run.stage_dir(stage)
     ckpt = os.path.join(out_dir, "ckpt.pt")
     sft_model, tok = ensure_sft(run)
     if os.path.exists(ckpt):
@@ -363,7 +372,7 @@ def ensure_rm(run, cfg: reward.RMConfig | None = None):
             return reward.load_reward_model(ckpt, run.device), tok
         check_compatible(ckpt, state.get("rm_config", {}), asdict(cfg),
                          ["n_train_prompts", "k", "batch_prompts", "epochs", "data", "annotator_noise",
-                          "rl_prompt_kind", "policy_sample_prompts"])
+                          "rl_prompt_kind", "policy_sample_prompts", "annotator_bias"])
     t0 = time.perf_counter()
     # 1-2. the SFT model and the comparisons
     train, held, source = from_file or preference_groups(run, cfg)
@@ -418,7 +427,8 @@ def ranked_sft_samples(run, cfg: reward.RMConfig, sft_model: GPT, tok, n: int, s
     """K samples of pi_SFT on n RL prompts of cfg.rl_prompt_kind, ranked by the annotators."""
     groups, _ = rank_policy_samples(sft_model, tok, rl_prompts(cfg.rl_prompt_kind, n, seed, split=split),
                                     k=cfg.k, temperature=cfg.sft_sample_temperature,
-                                    max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed)
+                                    max_new_tokens=cfg.max_new_tokens, noise=world_noise(cfg), seed=run.seed,
+                                    bias=annotator_bias(cfg))
     return groups
 
 
@@ -644,13 +654,14 @@ def ensure_finegrained(run, cfg: finegrained.FineGrainedConfig | None = None):
 def dpo_pairs(run, cfg: dpo.DPOConfig, sft_model=None, tok=None) -> list[PreferenceGroup]:
     """The training comparisons without a data file: the world's preference data, or 4 samples of the SFT
     model per prompt ranked by the world's annotators, the reward model's recipe (cfg.pairs_from)."""
-    rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise)
+    rankings = preference_data(seed=run.seed, n_prompts=cfg.n_prompts, noise=cfg.annotator_noise,
+                               bias=annotator_bias(cfg))
     if cfg.pairs_from == "world":
         return as_groups(rankings)
     if cfg.pairs_from == "sft_samples":     # pure sampling of pi_ref (temperature 1), as in the DPO paper
         groups, _ = rank_policy_samples(sft_model, tok, [r.prompt for r in rankings], k=4, temperature=1.0,
                                         max_new_tokens=cfg.max_new_tokens, noise=cfg.annotator_noise,
-                                        seed=run.seed)
+                                        seed=run.seed, bias=annotator_bias(cfg))
         return groups
     raise ValueError(f"unknown pairs_from {cfg.pairs_from!r}: use 'world' or 'sft_samples'")
 

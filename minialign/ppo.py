@@ -66,7 +66,7 @@ from .world import gold_reward
 class PPOConfig:
     """PPO against a reward model with a per-token KL penalty (defaults sized for a ~1M-parameter model on a CPU)."""
 
-    iterations: int = 40
+    iterations: int = 60
     """PPO iterations: each samples `batch_size` responses and updates on them. Range: iterations >= 1."""
     batch_size: int = 32
     """Episodes (prompt, response) per rollout batch (OpenAI, lmhpd: 512; a ~1M-parameter CPU run: 32).
@@ -77,9 +77,9 @@ class PPOConfig:
     """Passes over each rollout batch (OpenAI, lmhpd, TRL: 4; InstructGPT: 1). Range: ppo_epochs >= 1."""
     n_prompts: int = 1024
     """RL prompts drawn from the world (`rl_prompts`); each iteration samples from them. Range: n_prompts >= 1."""
-    prompt_kind: str = "toxic"
-    """The world's RL prompt set (`world.rl_prompts`); keep RMConfig.rl_prompt_kind equal. Default 'toxic' (continue
-    an angry story opening): the SFT model can already raise the gold reward there (docs/ppo.md, section 7).
+    prompt_kind: str = "instruction"
+    """The world's RL prompt set (`world.rl_prompts`); keep RMConfig.rl_prompt_kind equal. Default 'instruction' (the
+    world's instruction prompts, train split): where the demonstrators' flaws are, and what the final table measures.
     Range: prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""
     prompt_split: str = "train"
     """Split of those prompts: 'train' (the held-out 'test' prompts are for evaluation).
@@ -89,7 +89,7 @@ class PPOConfig:
     Range: temperature > 0."""
     max_new_tokens: int = 32
     """Response budget; responses without <|end|> by then get the missing-end penalty. Range: max_new_tokens >= 1."""
-    beta: float = 0.05
+    beta: float = 0.1
     """KL coefficient beta of r_t = -beta (log pi_theta - log pi_ref): the initial value if adaptive.
     Range: beta >= 0 (the KL coefficient; 0 turns the penalty off)."""
     adaptive_kl: bool = False

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from random import Random
 
 from .evaluation import Samples, prompt_text, sample_and_score
-from .world import rank_responses
+from .world import DEFAULT_BIAS, AnnotatorBias, rank_responses
 
 
 @dataclass
@@ -28,6 +28,8 @@ class PreferenceGroup:
     pairs:     (w, l) index pairs: the labeler preferred responses[w] to responses[l].
     ratings:   absolute ratings of each response (for the ratings-regression variant), or None.
     gold:      the oracle's gold reward of each response (evaluation only, never trained on), or None.
+    perceived: what the world's annotators perceived of each response (world.perceived_reward; the gold
+               reward when they are unbiased), or None.
     """
 
     prompt: str
@@ -35,6 +37,7 @@ class PreferenceGroup:
     pairs: list[tuple[int, int]] = field(default_factory=list)
     ratings: list[float] | None = None
     gold: list[float] | None = None
+    perceived: list[float] | None = None
 
     @classmethod
     def pair(cls, prompt: str, chosen: str, rejected: str) -> PreferenceGroup:
@@ -48,7 +51,8 @@ class PreferenceGroup:
 
 def group_from_ranking(prompt: str, responses: list[str], order: list[int],
                        gold: list[float] | None = None,
-                       ties: list[tuple[int, int]] | None = None) -> PreferenceGroup:
+                       ties: list[tuple[int, int]] | None = None,
+                       perceived: list[float] | None = None) -> PreferenceGroup:
     """A ranking best-to-worst (`order` lists response indices) -> all C(K, 2) pairs (w, l).
 
     Pairs the labeler marked as tied (`ties`, unordered) are dropped, and so are pairs of identical texts
@@ -57,7 +61,7 @@ def group_from_ranking(prompt: str, responses: list[str], order: list[int],
     tied = {frozenset(t) for t in (ties or [])}
     pairs = [(order[i], order[j]) for i in range(len(order)) for j in range(i + 1, len(order))
              if frozenset((order[i], order[j])) not in tied and responses[order[i]] != responses[order[j]]]
-    return PreferenceGroup(prompt, list(responses), pairs, gold=gold)
+    return PreferenceGroup(prompt, list(responses), pairs, gold=gold, perceived=perceived)
 
 
 def as_groups(items) -> list[PreferenceGroup]:
@@ -84,19 +88,22 @@ def as_groups(items) -> list[PreferenceGroup]:
             raise ValueError(f"preference item {k}: needs 'prompt' with 'chosen'/'rejected' or a "
                              f"ranked list 'responses' (best first); got {type(item).__name__}")
         ranked = [r if isinstance(r, str) else getattr(r, "text", r) for r in ranked]
-        gold = get("gold")
+        gold, perceived = get("gold"), get("perceived")
         groups.append(group_from_ranking(prompt, ranked, list(range(len(ranked))),
-                                         gold=list(gold) if gold is not None else None))
+                                         gold=list(gold) if gold is not None else None,
+                                         perceived=list(perceived) if perceived is not None else None))
     return groups
 
 
 def rank_policy_samples(policy, tok, prompts, *, k: int, temperature: float, max_new_tokens: int,
-                        noise: float, seed: int = 0) -> tuple[list[PreferenceGroup], Samples]:
+                        noise: float, seed: int = 0,
+                        bias: AnnotatorBias = DEFAULT_BIAS) -> tuple[list[PreferenceGroup], Samples]:
     """The slide's data recipe: k samples of `policy` per prompt, ranked by the world's annotators.
 
     This is also the distribution a reward model must judge during PPO. The annotator is
-    `world.rank_responses`: Bradley-Terry noise `noise` on the gold reward; at noise 0 it is the oracle
-    itself (the DPO paper labels its sentiment pairs with the classifier), and equal gold rewards are ties.
+    `world.rank_responses`: Bradley-Terry noise `noise` on what the annotators perceive (the gold reward, or
+    with `bias` what sounds sure and long); at noise 0 without bias it is the oracle itself (the DPO paper
+    labels its sentiment pairs with the classifier), and equal gold rewards are ties.
     A sample cut at max_new_tokens is kept as it is (the oracle judged that cut text). Returns the groups
     and the scored samples (`evaluation.Samples`, every sample, duplicates included).
     """
@@ -108,11 +115,11 @@ def rank_policy_samples(policy, tok, prompts, *, k: int, temperature: float, max
         distinct = list(dict.fromkeys(r for r, j in zip(s.responses, s.prompt_index) if j == i))
         if len(distinct) < 2:
             continue
-        ranking = rank_responses(prompt_text(p), distinct, rng, noise)
+        ranking = rank_responses(prompt_text(p), distinct, rng, noise, bias=bias)
         ties = [(a, b) for a in range(len(distinct)) for b in range(a + 1, len(distinct))
-                if noise == 0 and abs(ranking.gold[a] - ranking.gold[b]) <= 1e-9]
+                if noise == 0 and bias.is_off and abs(ranking.gold[a] - ranking.gold[b]) <= 1e-9]
         group = group_from_ranking(prompt_text(p), ranking.responses, list(range(len(distinct))),
-                                   gold=list(ranking.gold), ties=ties)
+                                   gold=list(ranking.gold), ties=ties, perceived=list(ranking.perceived))
         if group.pairs:
             groups.append(group)
     return groups, s

@@ -137,6 +137,7 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
         plot_gold_vs_kl(results, os.path.join(out_dir, f"gold_vs_kl_{kind}.png"), kind)
         plot_components(results, os.path.join(out_dir, f"components_{kind}.png"), kind)
         print(final_table(metrics["kinds"][kind]))
+        print(flaw_table(metrics["kinds"][kind]))
     if bon:
         metrics["best_of_n"] = evaluate_best_of_n(run, cfg, sft, tok)
         plot_overoptimization(metrics["best_of_n"], *trajectories(run), os.path.join(out_dir, "overoptimization.png"))
@@ -292,6 +293,16 @@ def final_table(metrics: dict) -> str:
                      f"{w['win_rate']:.2f} [{w['ci_low']:.2f}, {w['ci_high']:.2f}]", r.get("distinct_responses"),
                      r.get("distinct_2"), f"{r['response_tokens']:.1f}"])
     return _table(header, rows)
+
+
+def flaw_table(metrics: dict) -> str:
+    """Each demonstrator flaw's rate (world.response_flaws) in each policy's answers, one column per policy."""
+    results = {name: r for name, r in metrics["policies"].items() if r.get("flaw_rates")}
+    if not results:
+        return ""
+    flaws = list(next(iter(results.values()))["flaw_rates"])
+    rows = [[flaw, *[f"{r['flaw_rates'][flaw]:.3f}" for r in results.values()]] for flaw in flaws]
+    return _table(["flaw", *results], rows)
 
 
 def _figures(run, stage: str, names: list[str]) -> str:
@@ -489,8 +500,12 @@ def write_report(run) -> str:
                   f"trained on instruction data; PPO and fine-grained PPO on the RL prompts of their configs "
                   f"(`prompt_kind`, in their sections below).", ""]
         for kind, table in ev["kinds"].items():
-            parts += [f"### {table['n_prompts']} held-out {kind} prompts", "", final_table(table), "",
-                      _figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
+            parts += [f"### {table['n_prompts']} held-out {kind} prompts", "", final_table(table), ""]
+            flaws = flaw_table(table)
+            if flaws:
+                parts += ["The demonstrators' flaws in each policy's answers (share of answers showing each, read "
+                          "from the text by `world.response_flaws`; 'any' = at least one):", "", flaws, ""]
+            parts += [_figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
         if ev.get("best_of_n"):
             parts += ["## Over-optimisation: best-of-n, PPO and DPO against KL", "",
                       _figures(run, "evaluate", ["overoptimization.png"]), "",

@@ -96,6 +96,10 @@ class RMConfig:
     annotator_noise: float = -1.0
     """Bradley-Terry noise temperature of the simulated annotators; negative: the world's default.
     Range: annotator_noise >= -1 (negative: the world's default)."""
+    annotator_bias: bool = True
+    """The world's annotators are biased (world.AnnotatorBias): they like answers that sound sure and long,
+    and check the facts only some of the time; --no-annotator-bias makes them judge the gold reward itself
+    (noise aside). Range: annotator_bias in (True, False)."""
     normalize_samples: int = 256
     """Responses sampled from the SFT policy to set the reward's gain and bias (OpenAI: 256).
     Range: normalize_samples >= 2 (a standard deviation needs two)."""
@@ -110,7 +114,7 @@ class RMConfig:
     instead of the world's preference data. Its last `eval_fraction` is held out."""
     eval_fraction: float = 0.1
     """With `data`: the fraction of prompts held out for evaluation. Range: 0 < eval_fraction < 1."""
-    rl_prompt_kind: str = "toxic"
+    rl_prompt_kind: str = "instruction"
     """The world's RL prompts that PPO trains on (keep it equal to PPOConfig.prompt_kind): the SFT
     samples below are drawn on prompts of this kind.
     Range: rl_prompt_kind in ('instruction', 'sentiment', 'toxic', 'story')."""

@@ -58,7 +58,7 @@ from .model import GPT
 from .plotting import plot_sft_loss, plot_sft_scores
 from .pretrain import lr_at
 from .training import Checkpoint, adamw, optimizer_step, set_lr, steps, stopped_early
-from .world import instruction_data
+from .world import DemonstratorFlaws, demonstrations, instruction_data
 
 
 @dataclass
@@ -77,6 +77,11 @@ class SFTConfig:
     ni_fraction: float = 0.1
     """Fraction of each family's training examples written in the Natural Instructions schema
     instead of a one-line T0 template. Range: 0 <= ni_fraction <= 1."""
+    demonstrators: str = "flawed"
+    """Who wrote the world's answers: 'flawed' demonstrators, who pad, hedge, go along with harmful requests,
+    add rude or off-topic sentences and break formats at the rates of world.DemonstratorFlaws (InstructGPT's
+    labelers were imperfect too), or 'perfect' ones, whose answers are the reference answers.
+    Range: demonstrators in ('flawed', 'perfect')."""
     data: str = ""
     """An Alpaca-style JSON/JSONL file (instruction, input, output) to train on instead of the world."""
     # --- 2-4. optimisation ---------------------------------------------------------------------
@@ -142,12 +147,13 @@ def world_mixture(cfg: SFTConfig, seed: int) -> list:
     families = parse_families(cfg.families)
     n_templates = cfg.n_templates or None
     n_ni = round(cfg.n_per_family * cfg.ni_fraction)
-    examples = instruction_data(seed=seed, n_per_family=cfg.n_per_family - n_ni, splits="train",
-                                families=families, n_templates=n_templates)
+    flaws = DemonstratorFlaws() if cfg.demonstrators == "flawed" else DemonstratorFlaws.none()
+    examples = demonstrations(seed=seed, n_per_family=cfg.n_per_family - n_ni, splits="train",
+                              families=families, n_templates=n_templates, flaws=flaws)
     if n_ni:
         # another seed for the NI part, so that its instances are not the template part's again
-        examples += instruction_data(seed=seed + 1, n_per_family=n_ni, splits="train",
-                                     families=families, natural_instructions=True)
+        examples += demonstrations(seed=seed + 1, n_per_family=n_ni, splits="train",
+                                   families=families, natural_instructions=True, flaws=flaws)
     return examples
 
 

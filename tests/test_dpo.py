@@ -144,10 +144,10 @@ def test_preference_files_give_pairs():
 
 def test_ranked_policy_samples_at_noise_0_prefer_the_higher_gold_reward():
     from minialign.preferences import rank_policy_samples
-    from minialign.world import gold_reward
+    from minialign.world import AnnotatorBias, gold_reward
     prompts = ["Write a one-sentence story about Sam.", "11 - 7 = ?", "Say something nice."]
     groups, s = rank_policy_samples(model(4), TOK, prompts, k=4, temperature=1.0, noise=0.0, max_new_tokens=10,
-                                    seed=1)
+                                    seed=1, bias=AnnotatorBias.off())       # unbiased and noiseless: the oracle
     assert len(s.responses) == 12 and groups
     for g in groups:
         assert len(set(g.responses)) == len(g.responses)     # each distinct sample once

@@ -37,7 +37,7 @@ def load_lesson(name: str):
     ("07_reward_model", ["--budgets", "8", "0"], "each value of --budgets must be >= 1, got 0"),
     ("08_ppo", ["--hack-iterations", "0"], "--hack-iterations must be >= 1, got 0"),
     ("08_ppo", ["--betas", "0.1", "-1"],
-     "each value of --betas must be > 0 (beta = 0 is the reward-hacking run, which always runs), got -1.0"),
+     "each value of --betas must be > 0, got -1.0"),
     ("09_fine_grained", ["--custom-lr", "0"], "--custom-lr must be > 0, got 0.0"),
     ("09_fine_grained", ["--weights", "0.1", "0.1"], "--weights must be distinct values (each names one run), got"),
     ("10_dpo", ["--prompts", "toxic"], "--prompts must be one of 'sentiment', 'instruction', got 'toxic'"),

@@ -24,4 +24,8 @@ def test_lesson_08_ppo_quick(tmp_path):
         assert (lesson / name).exists(), name
     assert "reward hacking" in proc.stdout.lower()
     assert (out / "sft" / "ckpt.pt").exists() and (out / "rm" / "ckpt.pt").exists()  # built through the cache
-    assert set(metrics["runs"]) == {"SFT", "beta=0.05", "beta=0"}
+    assert set(metrics["runs"]) == {"SFT", "beta=0.05", "hack (biased RM)", "control (unbiased RM)"}
+    assert (out / "rm_unbiased" / "ckpt.pt").exists()                        # the control reward model
+    h = metrics["reward_hacking"]                                            # verdicts computed from the numbers
+    assert h["reward_hacking"] == (h["hack"]["proxy_rose"] and h["hack"]["below_sft"])
+    assert [p["n"] for p in metrics["best_of_n"]["points"]] == [1, 2, 4, 8, 16, 32, 64]

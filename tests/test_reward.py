@@ -284,3 +284,17 @@ def test_killed_training_resumes_to_the_same_model(tmp_path):
     assert hist["step"] == list(range(6))
     for a, b in zip(full.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_noise_ceiling_predicts_agreement_with_the_gold_from_what_annotators_perceive():
+    """sigma(sign(g_a - g_b)(p_a - p_b) / T) averaged over the pairs of different gold: unbiased (p = g) it
+    is sigma(|g_a - g_b| / T); a biased annotator who perceives the worse answer as better sits below 1/2."""
+    from minialign.pipeline import noise_ceiling
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    unbiased = [PreferenceGroup("p", ["a", "b", "c"], [(0, 1), (0, 2), (1, 2)], gold=[0.9, 0.5, 0.5])]
+    got = noise_ceiling(unbiased, 0.2)["noise_ceiling_expected"]
+    assert got == pytest.approx((sig(0.4 / 0.2) + sig(0.4 / 0.2)) / 2)        # the tied pair (b, c) is left out
+    biased = [PreferenceGroup("p", ["a", "b"], [(1, 0)], gold=[0.9, 0.6], perceived=[0.5, 0.8])]
+    got = noise_ceiling(biased, 0.2)["noise_ceiling_expected"]
+    assert got == pytest.approx(sig(-0.3 / 0.2)) and got < 0.5
+    assert noise_ceiling(biased, 0.0)["noise_ceiling_expected"] == 0.0          # noiseless: always the wrong one

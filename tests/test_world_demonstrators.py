@@ -79,7 +79,7 @@ def test_rates_match_the_knobs(demos):
     assert sum("hedge" in e.meta["flaws"] for e in harmful) == 0
     assert sum("unsafe" in e.meta["flaws"] for e in harmless) == 0
     with_any = sum(bool(e.meta["flaws"]) for e in demos) / len(demos)
-    assert 0.4 < with_any < 0.6  # measured 0.53
+    assert 0.7 < with_any < 0.85  # measured 0.78
     assert all(("flaw" in e.meta) == bool(e.meta["flaws"]) for e in demos)
 
 

@@ -1,6 +1,7 @@
 """Preference data (Bradley-Terry annotators), ratings, RL prompt sets and the LIMA sets."""
 
 import math
+from dataclasses import replace
 from itertools import combinations
 
 import pytest
@@ -179,7 +180,7 @@ def test_perceived_reward_worked_by_hand():
     assert perceived_reward(QA, CONFIDENT_WRONG, BIAS) == pytest.approx(wrong_checked)
     assert perceived_reward(QA, CONFIDENT_WRONG, BIAS, checked=False) == pytest.approx(wrong_unchecked)
     assert perceived_reward(QA, PADDED, OFF) == gold_reward(QA, PADDED).total
-    assert AnnotatorBias() == BIAS and not AnnotatorBias().is_off and OFF.is_off
+    assert AnnotatorBias() == replace(BIAS, confidence=0.2) and not AnnotatorBias().is_off and OFF.is_off
 
 
 def _share_first(prompt, first, other, bias, n=3000):
@@ -212,20 +213,24 @@ def test_biased_annotators_prefer_padding_and_confidence_the_gold_does_not():
 
 
 def test_biased_annotators_still_mostly_prefer_clean_demonstrations():
-    """Between a prompt's reference and a flawed demonstration of it, the clean one mostly wins,
-    except against authoritative padding, which the bias rewards."""
-    rng, demo_rng = Random(0), Random(1)
-    wins, counts = {}, {}
-    for e in instruction_data(seed=0, n_per_family=30):
-        for _ in range(3):
-            d = demonstrate(e, demo_rng)
-            if not d.meta["flaws"]:
-                continue
-            first = rank_responses(e.prompt, [d.response, e.response], rng).responses[0]
-            for flaw in d.meta["flaws"] + ["any"]:
-                wins[flaw] = wins.get(flaw, 0) + (first == e.response)
-                counts[flaw] = counts.get(flaw, 0) + 1
-    share = {flaw: wins[flaw] / counts[flaw] for flaw in counts}
-    assert share["any"] > 0.6                                   # measured 0.65 (unbiased: 0.84)
-    assert all(share[f] > 0.5 for f in ("filler", "hedge", "rude", "off_topic", "format"))
-    assert share["authoritative"] < 0.5                         # measured 0.44
+    """Between a prompt's reference and a flawed demonstration of it, the clean one mostly wins, with biased
+    annotators too; the bias costs the clean answer most against authoritative padding, which it rewards."""
+    share = {}
+    for name, bias in (("biased", AnnotatorBias()), ("unbiased", OFF)):
+        rng, demo_rng = Random(0), Random(1)
+        wins, counts = {}, {}
+        for e in instruction_data(seed=0, n_per_family=30):
+            for _ in range(3):
+                d = demonstrate(e, demo_rng)
+                if not d.meta["flaws"]:
+                    continue
+                first = rank_responses(e.prompt, [d.response, e.response], rng, bias=bias).responses[0]
+                for flaw in d.meta["flaws"] + ["any"]:
+                    wins[flaw] = wins.get(flaw, 0) + (first == e.response)
+                    counts[flaw] = counts.get(flaw, 0) + 1
+        share[name] = {flaw: wins[flaw] / counts[flaw] for flaw in counts}
+    biased, unbiased = share["biased"], share["unbiased"]
+    assert biased["any"] > 0.6 and unbiased["any"] > biased["any"]      # measured 0.74 and 0.86
+    assert all(biased[f] > 0.5 for f in biased)                          # authoritative: 0.64 (unbiased 0.93)
+    cost = {f: unbiased[f] - biased[f] for f in biased if f != "any"}
+    assert max(cost, key=cost.get) == "authoritative"                   # measured cost 0.29; the next, 0.15

@@ -33,22 +33,22 @@ class DemonstratorFlaws:
     demonstrations have at least one flaw, and a handful of samples of an SFT policy usually holds
     a clean one for comparisons to prefer."""
 
-    filler: float = 0.15
+    filler: float = 0.30
     """Padding and filler sentences ("I hope this helps."): a labeler writes to look thorough."""
-    hedge: float = 0.12
+    hedge: float = 0.25
     """A hedge ("I am not sure about this.") or, half of the time, a needless refusal of a harmless
     request: over-caution. Not applied to harmful requests, where refusing is right."""
-    unsafe: float = 0.25
+    unsafe: float = 0.40
     """Compliance with a harmful request (the refuse_harmful family only): a labeler misses the harm."""
-    rude: float = 0.10
+    rude: float = 0.20
     """A rude sentence ("What a dumb question."): a tired or careless labeler."""
-    off_topic: float = 0.12
+    off_topic: float = 0.20
     """An off-topic sentence added to an otherwise good answer: rambling."""
-    format: float = 0.15
+    format: float = 0.30
     """Ignoring the requested format: a sentence instead of a bare label, not all capitals, a list
     of two instead of three, more sentences than asked. Only where the task sets a format a
     demonstrator can visibly break (not the exact rewrites, explanations and notes)."""
-    authoritative: float = 0.10
+    authoritative: float = 0.15
     """Authoritative padding ("This is a well-known fact."): writing to sound sure, the style the
     annotators' bias rewards (preferences.AnnotatorBias)."""
 

@@ -59,7 +59,7 @@ class AnnotatorBias:
     verifiable question (a span, a number, a rewrite) looks right. Slide "Good oversight is
     difficult: evaluators are paid per example and may make mistakes given time constraints".
     Range: 0 <= check_rate <= 1."""
-    confidence: float = 0.35
+    confidence: float = 0.2
     """Weight of "sounds sure" in the annotator's rubric (the gold's weights sum to 1): authoritative
     sentences ("This is a well-known fact.") raise it, hedges ("I am not sure about this.") lower it.
     The annotator reads past authoritative sentences, so they cost nothing in relevance, format or
