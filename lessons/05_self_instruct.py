@@ -205,6 +205,19 @@ def instance_prompt(examples: list[Task], instruction: str) -> str:
     return "\n\n".join(blocks) + f"\n\nInstruction: {instruction}\nInput:"
 
 
+def fit_prompt(build, examples: list, tok, budget: int) -> str:
+    """`build(examples)` with as many of the in-context examples as fit in `budget` tokens.
+
+    The paper's prompts assume GPT-3's 2048-token context; ours is `block_size`, and a long
+    generated instruction (or a finer tokenizer) can push 8 examples past it. Dropping the
+    last examples keeps the prompt's format, which is what the base model imitates."""
+    for n in range(len(examples), 0, -1):
+        prompt = build(examples[:n])
+        if len(tok.encode(prompt)) <= budget:
+            return prompt
+    return prompt
+
+
 def propose_instructions(model, tok, seeds, generated, settings, rng, generator) -> list:
     """Step 1: one new instruction per prompt; 6 seed + 2 generated in-context instructions."""
     prompts = []
@@ -213,13 +226,18 @@ def propose_instructions(model, tok, seeds, generated, settings, rng, generator)
         shown = rng.sample([t.instruction for t in seeds], settings.in_context - n_gen)
         shown += rng.sample([t.instruction for t in generated], n_gen)
         rng.shuffle(shown)
-        prompts.append(instruction_prompt(shown))
+        budget = model.config.block_size - settings.instruction_tokens
+        prompts.append(fit_prompt(instruction_prompt, shown, tok, budget))
     return sample(model, tok, prompts, settings, generator, settings.instruction_tokens)
 
 
 def write_instances(model, tok, instructions: list[str], seeds, settings, rng, generator) -> list:
     """Step 3: the model fills "Input:" (one line), then "Output:" (one line)."""
-    prompts = [instance_prompt(rng.sample(seeds, settings.instance_examples), ins) for ins in instructions]
+    # room for the input, then the output, each up to instance_tokens
+    budget = model.config.block_size - 2 * settings.instance_tokens - 4
+    prompts = [fit_prompt(lambda shown: instance_prompt(shown, ins),
+                          rng.sample(seeds, settings.instance_examples), tok, budget)
+               for ins in instructions]
     inputs = sample(model, tok, prompts, settings, generator, settings.instance_tokens)
     ok = [i for i, x in enumerate(inputs) if x is not None]
     outputs = [None] * len(instructions)

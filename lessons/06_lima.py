@@ -10,8 +10,9 @@ Slides (deck 002): "LIMA: Less is More for Alignment" (both), "Important Factors
 What it does. `world.lima_sets` builds the slide's three training sets from the embedded world:
 - "curated" (~100 examples): one example per seen task family and training template, each answer
   checked by the oracle (gold reward >= 0.95) -- LIMA's 1,000 hand-picked examples, in small;
-- "noisy" (2,000): diverse (every family and template), but 40% of the answers are flawed (wrong,
-  off topic, an insult added, verbose, repeated, a needless refusal, no ending) -- "unfiltered
+- "noisy" (2,000): diverse (every family and template), answered by the world's flawed
+  demonstrators (world/demonstrators.py: filler, hedging, unsafe compliance, a rude or off-topic
+  sentence, the wrong format, authoritative padding, each at its documented rate) -- "unfiltered
   Stack Exchange";
 - "low diversity" (2,000): perfect answers, but only 3 task families with one template each --
   "wikiHow";
@@ -23,10 +24,12 @@ Each model then answers held-out prompts greedily: new instances of the seen fam
 held-out families. The oracle grades each answer (`sft.score_answer`): the task score (exact
 match where the task has answers, else the oracle's correctness grade) and the gold reward (the
 oracle's overall response quality, which LIMA's human raters stand for), plus the share of
-answers with a style flaw the noisy data shows (an insult, repetition, padding, no ending).
+answers showing each of the demonstrators' flaws (evaluation.flaw_rates). Every arm answers the
+same prompts, so the comparisons are paired differences with their standard errors; the verdict
+on LIMA's claim is computed from them, and says so when the toy result differs from the slide.
 
 Outputs in <out>/lessons/06_lima/: lima.png (the bar chart), metrics.json.
-Reuses <out>/{tokenizer,pretrain}.
+Reuses <out>/{tokenizer,pretrain} (and builds them first if they are missing).
 """
 
 from __future__ import annotations
@@ -47,13 +50,13 @@ import torch  # noqa: E402
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.evaluation import generate_answers, score_answer  # noqa: E402
+from minialign.evaluation import flaw_rates, generate_answers, mean_and_se, score_answer  # noqa: E402
 from minialign.sft import SFTConfig, train_sft  # noqa: E402
 from minialign.world import gold_reward, instruction_data, lima_sets  # noqa: E402
 
 NAME = "06_lima"
 ARMS = {"curated": "curated (small, diverse, good)",
-        "noisy": "noisy (large, diverse, 40% flawed)",
+        "noisy": "noisy (large, diverse, demonstrators' flaws)",
         "low_diversity": "low diversity (large, good, 3 tasks)",
         "noisy_subset": "noisy, same size as curated"}
 GROUPS = {"test": "seen tasks, new inputs", "unseen_family": "unseen tasks"}
@@ -118,38 +121,57 @@ def fine_tune(base, tok, examples, cfg: SFTConfig, run, desc: str):
     return model.eval(), metrics
 
 
-STYLE_FLAWS = {"harmless": "toxic", "fluent": "repetitive", "concise": "verbose",
-               "ends": "no ending"}   # oracle component < 1  ->  the flaw the noisy set teaches
+# The demonstrators' flaws a model can copy as style. "off_topic" is left out of "flawed": the detector
+# cannot tell a sentence about something else from a wrong answer (Zoe's town for Ana's), which every
+# weak model writes whatever its data; its rate is still in "flaws".
+STYLE_FLAWS = ("filler", "hedge", "unsafe", "rude", "format", "authoritative")
 
 
 def evaluate(model, tok, held: list, settings: LessonConfig, device) -> dict:
     """Greedy answers to held-out prompts, graded by the oracle; means per group.
 
-    Besides the task score and the gold reward, the share of answers with a *style* flaw of the
-    kind the noisy set contains: an insult (harmless < 1), repetition (fluent < 1), padding
-    (concise < 1), no proper ending (ends = 0).
+    Besides the task score and the gold reward, the share of answers showing each of the
+    demonstrators' flaws (evaluation.flaw_rates: filler, hedging, unsafe compliance, a rude or
+    off-topic sentence, the wrong format, authoritative padding) and "flawed", the share with any
+    of the STYLE_FLAWS.
+    "all" also keeps each prompt's gold reward, in `held`'s order, for paired comparisons.
     """
     answers = generate_answers(model, tok, [ex.prompt for ex in held], chat=True,
                                max_new_tokens=settings.max_new_tokens, batch_size=128)
     groups: dict = {}
     for ex, ans in zip(held, answers):
         row = score_answer(ex, ans["text"])
-        comp = gold_reward(ex.prompt, ans["text"]).components
-        row["flaws"] = [name for key, name in STYLE_FLAWS.items() if comp.get(key, 1.0) < 1.0]
         row["example"] = {"prompt": ex.prompt, "answer": ans["text"], "reference": ex.response}
         for g in (ex.split, "all"):
-            groups.setdefault(g, []).append(row)
+            groups.setdefault(g, []).append((ex, row))
     out = {}
-    for g, rows in groups.items():
+    for g, pairs in groups.items():
+        rows = [r for _, r in pairs]
         em = [r["exact_match"] for r in rows if r["exact_match"] is not None]
+        answers = [r["example"]["answer"] for r in rows]
+        flaws = flaw_rates([ex.prompt for ex, _ in pairs], answers)
+        flaws.pop("any")
+        style = flaw_rates([ex.prompt for ex, _ in pairs], answers, names=STYLE_FLAWS)["any"]
         out[g] = {"n": len(rows), "score": float(np.mean([r["score"] for r in rows])),
                   "exact_match": float(np.mean(em)) if em else None,
-                  "gold": float(np.mean([r["gold"] for r in rows])),
-                  "style_flawed": float(np.mean([bool(r["flaws"]) for r in rows])),
-                  **{name: float(np.mean([name in r["flaws"] for r in rows]))
-                     for name in STYLE_FLAWS.values()}}
-    out["samples"] = [r["example"] for r in groups["test"][:: max(1, len(groups["test"]) // 4)][:4]]
+                  "gold": float(np.mean([r["gold"] for r in rows])), "flawed": style, "flaws": flaws}
+    out["all"]["gold_per_prompt"] = [r["gold"] for _, r in groups["all"]]
+    test = [r for _, r in groups["test"]]
+    out["samples"] = [r["example"] for r in test[:: max(1, len(test) // 4)][:4]]
     return out
+
+
+def paired_gold(results: dict, a: str, b: str) -> dict:
+    """Gold reward of arm a minus arm b on the same held-out prompts (greedy answers): mean and its
+    standard error over prompts."""
+    d = np.asarray(results[a]["all"]["gold_per_prompt"]) - np.asarray(results[b]["all"]["gold_per_prompt"])
+    mean, se = mean_and_se(d)
+    return {"mean": mean, "se": se, "n": int(len(d))}
+
+
+def sign(d: dict) -> int:
+    """+1 / -1 when a paired difference is above / below zero by more than 2 standard errors, else 0."""
+    return 1 if d["mean"] > 2 * d["se"] else -1 if d["mean"] < -2 * d["se"] else 0
 
 
 def plot(path: str, results: dict, data: dict) -> str:
@@ -159,7 +181,7 @@ def plot(path: str, results: dict, data: dict) -> str:
     fig, axes = new_figure(ncols=3, width=4.6, height=4.4)
     panels = (("gold", "gold reward (oracle)", list(GROUPS)),
               ("score", "task score (exact match / oracle)", list(GROUPS)),
-              ("style_flawed", "answers with a style flaw\n(toxic, repetitive, verbose, no ending)",
+              ("flawed", "answers with a demonstrator's flaw\n(filler, hedge, rude, unsafe, format, padding)",
                ["all"]))
     y = np.arange(len(names))
     for ax, (key, title, groups) in zip(axes[0], panels):
@@ -167,13 +189,14 @@ def plot(path: str, results: dict, data: dict) -> str:
         for k, g in enumerate(groups):
             vals = [results[n][g][key] for n in names]
             bars = ax.barh(y + (k - (len(groups) - 1) / 2) * h, vals, h,
-                           color="C3" if key == "style_flawed" else f"C{k}",
+                           color="C3" if key == "flawed" else f"C{k}",
                            label=GROUPS.get(g, "all held-out prompts"))
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.set_yticks(y, labels if ax is axes[0][0] else [""] * len(names), fontsize=7)
         ax.invert_yaxis()
         top = max(results[n][g][key] for n in names for g in groups)
-        ax.set(title=title, xlim=(0, max(0.2, 1.25 * top) if key == "style_flawed" else 1.1))
+        ax.set(title=title, xlabel="share of answers" if key == "flawed" else "mean over held-out prompts",
+               xlim=(0, max(0.2, 1.25 * top) if key == "flawed" else 1.1))
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("LIMA: quality vs quantity vs diversity (same compute for every arm)", fontsize=10)
     return save_figure(fig, path)
@@ -211,49 +234,62 @@ def main(argv=None) -> int:
         r = results[name]
         print(f"  [{name}] gold reward: seen {r['test']['gold']:.2f}, unseen {r['unseen_family']['gold']:.2f}; "
               f"task score: seen {r['test']['score']:.2f}, unseen {r['unseen_family']['score']:.2f}; "
-              f"answers with a style flaw {r['all']['style_flawed']:.0%}")
+              f"answers with a demonstrator's flaw {r['all']['flawed']:.0%}")
     fig = plot(os.path.join(out_dir, "lima.png"), results, data)
+    shown = explain(results, data)
     write_json(os.path.join(out_dir, "metrics.json"), {
         "steps": steps, "batch_size": settings.batch_size, "data": data, "results": results,
-        "final_train_loss": losses, "seconds": round(time.perf_counter() - t0, 1)})
-    explain(results, data)
+        "verdict": shown, "final_train_loss": losses, "seconds": round(time.perf_counter() - t0, 1)})
     print(f"Figure: {fig}")
     return 0
 
 
-def explain(results: dict, data: dict) -> None:
-    """What the numbers show, in words (read off the results, not assumed)."""
+def explain(results: dict, data: dict) -> dict:
+    """What the numbers show, in words, read off this run's paired differences (never assumed)."""
     g = {n: r["all"]["gold"] for n, r in results.items()}
-    f = {n: r["all"]["style_flawed"] for n, r in results.items()}
+    f = {n: r["all"]["flawed"] for n, r in results.items()}
     print("\nsample answers of the curated model (held-out prompts):")
     for s in results["curated"]["samples"]:
         print(f"  {s['prompt']!r} -> {s['answer']!r}   (reference {s['reference']!r})")
     print("\nWhat this shows (the oracle's gold reward on all held-out prompts, LIMA's 'response "
-          "quality'): " + ", ".join(f"{n} {v:.2f}" for n, v in g.items())
-          + f"; best: {max(g, key=g.get)}.")
-    nc, nn = data["curated"]["n"], data["noisy"]["n"]
-    print(f"- quality vs quantity: {nc} curated examples vs {nn} noisy ones: gold "
-          f"{g['curated']:.2f} vs {g['noisy']:.2f}, task score "
-          f"{results['curated']['all']['score']:.2f} vs {results['noisy']['all']['score']:.2f}; "
-          f"answers with a style flaw {f['curated']:.0%} vs {f['noisy']:.0%}"
-          + (" (the noisy model copies the flaws it was shown)." if f["noisy"] > f["curated"] else "."))
-    ld = results["low_diversity"]
-    print(f"- diversity: {data['low_diversity']['n']} perfect examples of only "
-          f"{data['low_diversity']['families']} tasks: gold {g['low_diversity']:.2f}, task score "
-          f"on seen tasks {ld['test']['score']:.2f} vs curated {results['curated']['test']['score']:.2f}"
-          + (": many examples of few tasks do not teach the others." if g["low_diversity"] < g["curated"] else "."))
-    if "noisy_subset" in g:
-        print(f"- equal size, curated vs a random noisy subset: gold {g['curated']:.2f} vs "
-              f"{g['noisy_subset']:.2f}, style flaws {f['curated']:.0%} vs {f['noisy_subset']:.0%}.")
-    gain = g["noisy"] - g["curated"]
-    if gain <= 0.03:
-        print(f"LIMA's point at toy scale: {nn // max(nc, 1)}x more data, but noisy, buys "
-              f"{max(gain, 0):.2f} of gold reward over the small curated set, while quality at equal "
-              f"size and diversity at equal quality matter more: quality and diversity before quantity.")
+          "quality'): " + ", ".join(f"{n} {v:.3f}" for n, v in g.items()) + ".")
+    print("Paired over the same held-out prompts, with the standard error of the difference:")
+    diffs = {"quantity": paired_gold(results, "curated", "noisy"),
+             "diversity": paired_gold(results, "curated", "low_diversity")}
+    if "noisy_subset" in results:
+        diffs["quality"] = paired_gold(results, "curated", "noisy_subset")
+    words = {1: "curated better", -1: "curated WORSE", 0: "no clear difference (within 2 standard errors)"}
+    nc = data["curated"]["n"]
+    lines = {"quantity": f"{nc} curated vs {data['noisy']['n']} flawed examples (quality vs quantity)",
+             "quality": f"{nc} curated vs {data.get('noisy_subset', {}).get('n', 0)} flawed examples "
+                        "(quality at equal size)",
+             "diversity": f"{nc} curated vs {data['low_diversity']['n']} flaw-free examples of "
+                          f"{data['low_diversity']['families']} tasks (diversity)"}
+    for k, d in diffs.items():
+        print(f"- {lines[k]}: gold difference {d['mean']:+.3f} +- {d['se']:.3f}: {words[sign(d)]}.")
+    print(f"- answers with a demonstrator's flaw: curated {f['curated']:.0%}, flawed set {f['noisy']:.0%}"
+          + (" (the model copies the flaws it was shown)." if f["noisy"] > f["curated"] else "."))
+    return verdict(diffs)
+
+
+def verdict(diffs: dict) -> dict:
+    """LIMA's claim, "quality and diversity before quantity", against this run's paired differences."""
+    q = sign(diffs["quantity"])
+    if q >= 0:
+        print("LIMA's point reproduces at toy scale: the large flawed set did not beat the small curated one"
+              + (" (the curated one is better)." if q > 0 else " (no clear difference)."))
     else:
-        print("At this toy scale quantity still pays: the tiny model learns its tasks from more "
-              "distinct examples (the noisy set is 60% clean). Quality at equal size and diversity "
-              "matter in any case.")
+        print("Here quantity still pays: the large flawed set beats the small curated one on gold reward. The\n"
+              "tiny model learns its tasks from more distinct examples, and most of what the demonstrators got\n"
+              "wrong is style, which costs less gold than a task the model never learned. This differs from the\n"
+              "slide (LIMA's 65B model already knew its tasks from pretraining; ours learns them in SFT).")
+    for k, claim in (("quality", "quality at equal size"), ("diversity", "diversity at equal quality")):
+        if k in diffs:
+            print(f"  {claim}: " + {1: "matters here (the curated set is better).",
+                                     -1: "does not show here (the curated set is worse).",
+                                     0: "not shown here (no clear difference)."}[sign(diffs[k])])
+    return {"differences": diffs, "lima_reproduces": q >= 0,
+            **{f"{k}_matters": sign(d) > 0 for k, d in diffs.items() if k != "quantity"}}
 
 
 if __name__ == "__main__":

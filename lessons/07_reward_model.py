@@ -270,6 +270,12 @@ def conclude(res: dict, ceiling: dict, full: dict, main_rm: dict | None, flaws: 
               f"it does not see {', '.join(missed) or '(nothing: every flaw above 60%)'}"
               + (" -- a blind spot, or a shortcut it learned from the data, that PPO can exploit "
                  "(lesson 08)." if missed else "."))
+    pad = flaws.get("authoritative")
+    if pad and pad["accuracy"] < 0.5:
+        print(f"- It scores the copy padded with confident claims (\"Everyone knows this.\") ABOVE the reference "
+              f"in {1 - pad['accuracy']:.0%} of pairs, though the oracle ranks it lower: the annotators' bias "
+              f"(world.AnnotatorBias: they like answers that sound sure), learned from their comparisons. "
+              f"This is what PPO exploits in lesson 08.")
     trend = "More comparisons, a better reward model" if bt["accuracy_vs_oracle"] > \
         first["accuracy_vs_oracle"] else "Here more comparisons did NOT help"
     print(f"- {trend}: {first['prompts']} ranked prompts ({first['labels']} comparisons) give "

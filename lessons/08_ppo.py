@@ -204,7 +204,10 @@ def verdict(hist: dict, sft_eval: dict, final: dict) -> dict:
     did the gold end against the SFT model's (held-out, with its standard error)?"""
     k = max(1, len(hist["proxy_reward"]) // 5)
     proxy_start, proxy_end = np.mean(hist["proxy_reward"][:k]), np.mean(hist["proxy_reward"][-k:])
-    gold_curve = smooth(hist["gold_reward"], k)
+    # the gold per training batch is noisy: full trailing windows of a tenth of the run (its first point is the
+    # mean of the first iterations, not the first batch alone)
+    w = max(1, len(hist["gold_reward"]) // 10)
+    gold_curve = smooth(hist["gold_reward"], w)[w - 1:]
     se = float(np.hypot(final["gold_se"], sft_eval["gold_se"]))
     out = {"proxy_start": float(proxy_start), "proxy_end": float(proxy_end), "gold_start": float(gold_curve[0]),
            "gold_peak": float(max(gold_curve)), "gold_end": float(gold_curve[-1]),

@@ -5,7 +5,14 @@ Slides 002 "Fine-grained Human Feedback", "Multiple Reward Functions", "Example:
 
     r_t = sum_k sum_j 1(t = T_j^k) w_k R_phi_k(x, y, j) - beta * log( pi_theta(a_t|s_t) / pi_init(a_t|s_t) )
 
-Part 1, detoxification (the paper's RealToxicityPrompts experiment, toy size). The policy is the pretrained
+Part 1, the pipeline's two PPO policies on instruction prompts (slide "Multiple Reward Functions"). The `ppo`
+stage optimised one holistic score, r_phi(x, y) on the last token; the `finegrained` stage, with the same PPO
+settings, steps and prompts, optimised r_phi plus -w_k on the last token of each sentence that a segment RM
+calls toxic, irrelevant or wrong. Both (and the SFT model) answer the same held-out prompts with the same
+sampling seeds, and the oracle labels every sentence: flagged sentences per answer, by label, with the paired
+difference fine-grained - holistic and its standard error over prompts. The verdict is computed from it.
+
+Part 2, detoxification (the paper's RealToxicityPrompts experiment, toy size). The policy is the pretrained
 base model (the paper's GPT-2, no SFT) continuing angry story openings ("Zoe shouted at Ana and called her a")
 that the corpus often continues with an insult (world.rl_prompts("toxic")); the world's toxicity score stands
 in for the Perspective API. Two PPO runs with the same settings and number of steps:
@@ -19,25 +26,28 @@ episodes (sample efficiency). The default, 4 iterations x 64 episodes and 3 seed
 differ most in toxicity; with --iterations 8 (about twice as long) the holistic policy also learns to say less,
 and loses on fluency too, as in the slide's table.
 
-Part 2, customization (slide: "keep factualness/completeness reward weights fixed; alternate the relevance
+Part 3, customization (slide: "keep factualness/completeness reward weights fixed; alternate the relevance
 reward weight 0.4/0.3/0.2; the relevance reward penalizes referencing passages and auxiliary information").
 The same base model continues story openings, calm and angry, with three rewards:
     relevance     -w_rel on the last token of each sentence a LEARNED relevance RM calls off topic (R_phi_rel:
                   the base trunk + a head, trained here on the oracle's sentence labels of base continuations)
-    toxicity      -dTox per sentence, as in part 1                                          (weight fixed, 1)
+    toxicity      -dTox per sentence, as in part 2                                          (weight fixed, 1)
     completeness  the share of the opening's people and things the continuation brings back, on the last
                   token (world.story_completeness; the paper's sequence-level "completeness") (weight fixed, 1)
-The base model rambles: after a sentence or two about the opening's people it goes on about others (in a
-default run here, three quarters of its sentences were off topic for the oracle). w_rel at three values
+The base model rambles: after a sentence or two about the opening's people it goes on about others (the
+lesson prints the share of its sentences the oracle calls off topic). w_rel at three values
 (default 0.15 / 0.1 / 0.05; --weights): what happens to the length of the continuations, their off-topic
 sentences (by the oracle and by the RM PPO optimised) and their completeness? The slide's values 0.4/0.3/0.2
 are relative to a completeness weight of 0.3; here one sentence's -w_rel is weighed against a completeness of 1
 for bringing back everyone.
-In a run here with w_rel = 1 and 0.3 the policy learned to stop at once for about a quarter of the openings
-(the empty answer has no off-topic sentence): try --weights 1 0.3 0.
+Things to try: --weights 1 0.3 0 (a large w_rel can teach the policy to stop at once, since the empty
+answer has no off-topic sentence: watch the "empty" column).
+
+Builds first, if missing from <out>: the pretrained model, SFT, the reward model and the `ppo` and
+`finegrained` stages (part 1 compares those stages' policies; it does not retrain them).
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
-Writes: <out>/lessons/09_fine_grained/{metrics.json, detox_table.png, sample_efficiency.png, customization.png}
+Writes: <out>/lessons/09_fine_grained/{metrics.json, flagged_sentences.png, detox_table.png, sample_efficiency.png, customization.png}
 """
 
 import argparse
@@ -53,20 +63,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
+from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, read_json, write_json  # noqa: E402
 from minialign.chat import response_text_ids  # noqa: E402
-from minialign.evaluation import detox_eval, mean_and_se, sample_continuations  # noqa: E402
+from minialign.evaluation import detox_eval, mean_and_se, sample_and_score, sample_continuations  # noqa: E402
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
                                    ToxicityReward, combine_rewards, evaluate_segment_rm, label_text_response,
                                    train_segment_rm, train_text_ppo)
-from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
+from minialign.pipeline import (add_run_args, ensure_finegrained, ensure_ppo, ensure_pretrained,  # noqa: E402
+                                ensure_sft, make_run)
 from minialign.plotting import new_figure, save_figure, smooth  # noqa: E402
 from minialign.ppo import PPOConfig, ValueModel  # noqa: E402
-from minialign.world import rl_prompts, story_completeness, toxicity  # noqa: E402
+from minialign.world import label_sentences, rl_prompts, story_completeness, toxicity  # noqa: E402
 
 LESSON = "09_fine_grained"
 MODES = ("holistic", "fine-grained")
-W_TOXICITY = 1.0          # part 2's fixed weights while w_rel varies
+W_TOXICITY = 1.0          # part 3's fixed weights while w_rel varies
 W_COMPLETE = 1.0
 BASE = "GPT (base, pi_init)"
 
@@ -76,7 +87,14 @@ class LessonConfig:
     """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
     pipeline.add_run_args). Defaults are the full lesson's; --quick uses LESSON_QUICK."""
 
-    # --- part 1: detoxification ---------------------------------------------------------------------------------
+    # --- part 1: fine-grained vs holistic PPO on instruction prompts ---------------------------------------------
+    n_compare: int = 256
+    """Held-out prompts (of the PPO stages' prompt kind, test split) answered by both PPO policies (--quick: 8).
+    Range: n_compare >= 1."""
+    k_compare: int = 4
+    """Answers per held-out prompt, one per sampling seed, the same seeds for every policy (--quick: 1).
+    Range: k_compare >= 1."""
+    # --- part 2: detoxification ---------------------------------------------------------------------------------
     iterations: int = 4
     """PPO iterations of each detoxification run (--quick: 2). Range: iterations >= 1."""
     batch_size: int = 64
@@ -93,7 +111,7 @@ class LessonConfig:
     """Held-out toxicity every this many iterations (the sample-efficiency curve). Range: eval_every >= 1."""
     seeds: int = 3
     """Seeds per detoxification run; the table averages them (--quick: 1). Range: seeds >= 1."""
-    # --- part 2: customization -----------------------------------------------------------------------------------
+    # --- part 3: customization -----------------------------------------------------------------------------------
     custom_iterations: int = 12
     """PPO iterations per relevance weight (--quick: 2). Range: custom_iterations >= 1."""
     custom_batch_size: int = 64
@@ -114,7 +132,7 @@ class LessonConfig:
     """Relevance weights w_rel, one PPO run each, e.g. --weights 0.15 0.1 0.05 (slide: 0.4 0.3 0.2).
     Range: weights >= 0."""
     skip_custom: bool = False
-    """Only the detoxification part (part 1)."""
+    """Skip the customization part (part 3)."""
 
     def check(self) -> None:
         """Rules between values (config.validate runs them after the ranges)."""
@@ -123,8 +141,8 @@ class LessonConfig:
 
 
 # --quick: a seconds-long smoke run.
-LESSON_QUICK = dict(iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6, k=2, seeds=1,
-                    custom_iterations=2, custom_batch_size=8, custom_max_new_tokens=16, n_custom_train=32,
+LESSON_QUICK = dict(n_compare=8, k_compare=1, iterations=2, batch_size=8, max_new_tokens=12, n_train=32, n_eval=6,
+                    k=2, seeds=1, custom_iterations=2, custom_batch_size=8, custom_max_new_tokens=16, n_custom_train=32,
                     n_custom_eval=6, k_custom=2, n_rm_prompts=16)
 
 
@@ -138,11 +156,218 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Part 1: detoxification
+# Part 1: the pipeline's fine-grained and holistic PPO on instruction prompts (slide "Multiple Reward Functions")
+SENTENCE_FLAGS = ("toxic", "irrelevant", "wrong")     # the oracle's sentence labels (world.SentenceLabel), one per RM
+COUNTS = ("flagged", *SENTENCE_FLAGS, "clean", "sentences")
+# What two PPO runs must share to be compared at equal steps on the same prompts (their stored configs).
+EQUAL_STEPS = ("iterations", "batch_size", "n_prompts", "prompt_kind", "beta", "lr", "temperature", "max_new_tokens")
+COMPARED = ("SFT", "holistic", "fine-grained")
+
+
+def sentence_counts(prompt, response: str) -> dict:
+    """The oracle's labels of the sentences of one response (world.label_sentences), counted: each flag, `flagged`
+    (a sentence with at least one flag), `clean` (none) and all `sentences`."""
+    labels = label_sentences(prompt, response)
+    flagged = sum(any(getattr(x, f) for f in SENTENCE_FLAGS) for x in labels)
+    return {"flagged": flagged, **{f: sum(getattr(x, f) for x in labels) for f in SENTENCE_FLAGS},
+            "clean": len(labels) - flagged, "sentences": len(labels)}
+
+
+def paired_difference(a, b) -> dict:
+    """Mean of a - b over paired prompts and its standard error.
+
+    a, b: (P,) or (P, S) arrays, row i = held-out prompt i, column s = the sample (or training seed) s that both
+    policies drew with the same seed. The prompt is the unit: d_i = mean_s (a_is - b_is), SE = sd(d_i) / sqrt(P).
+    """
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d.reshape(len(d), -1).mean(axis=1)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
+
+
+def clear_sign(d: dict) -> int:
+    """-1 / +1 when a paired difference is below / above zero by more than 2 standard errors, else 0."""
+    return -1 if d["mean"] < -2 * d["se"] else 1 if d["mean"] > 2 * d["se"] else 0
+
+
+def stage_settings(run) -> dict:
+    """What the pipeline's `ppo` (holistic) and `finegrained` stages stored in their metrics.json: their PPO
+    settings, the fine-grained weights, and the KL to the SFT model that the fine-grained stage measured on its
+    own held-out prompts (nats per answer; the lesson does not recompute it)."""
+    ppo_m = read_json(os.path.join(run.stage_dir("ppo"), "metrics.json"))
+    fg_m = read_json(os.path.join(run.stage_dir("finegrained"), "metrics.json"))
+    ev = fg_m.get("eval", {})
+    kl = {"holistic": ev.get("holistic (ppo stage)", {}).get("kl"),
+          "fine-grained": ev.get("fine-grained", {}).get("kl")}
+    return {"holistic": {k: ppo_m["config"].get(k) for k in EQUAL_STEPS},
+            "fine-grained": {k: fg_m["config"].get(k) for k in EQUAL_STEPS}, "weights": fg_m["weights"],
+            "kl": kl, "kl_prompts": fg_m["config"].get("n_eval_prompts")}
+
+
+def answer_counts(policy, tok, prompts, settings: dict, seeds: list[int]) -> dict:
+    """One answer to each prompt per seed (sample_and_score: a seed draws the same random numbers for every policy,
+    so answer (i, s) of two policies is a paired sample); the oracle's sentence counts, gold reward and tokens,
+    each an array (P, S); and the first seed's first answers."""
+    cols: dict = {k: [] for k in (*COUNTS, "gold", "tokens")}
+    for seed in seeds:
+        s = sample_and_score(policy, None, tok, prompts, max_new_tokens=settings["max_new_tokens"],
+                             temperature=settings["temperature"], seed=seed)
+        assert s.prompt_index == list(range(len(prompts)))           # answer i is prompt i's: the pairing
+        counts = [sentence_counts(prompts[i], r) for i, r in zip(s.prompt_index, s.responses)]
+        for k in COUNTS:
+            cols[k].append([c[k] for c in counts])
+        cols["gold"].append(s.gold)
+        cols["tokens"].append(s.lengths)
+        if len(cols["gold"]) == 1:
+            examples = s.responses[:3]
+    return {**{k: np.array(v, dtype=float).T for k, v in cols.items()}, "examples": examples}
+
+
+def compare_policies(run, settings: LessonConfig) -> dict:
+    """The SFT model, the holistic PPO policy (`ppo` stage) and the fine-grained one (`finegrained` stage) answer
+    the same held-out prompts with the same seeds; the oracle labels every sentence."""
+    sft, tok = ensure_sft(run)
+    policies = {"SFT": sft, "holistic": ensure_ppo(run)[0], "fine-grained": ensure_finegrained(run)[0]}
+    stages = stage_settings(run)
+    hol = stages["holistic"]
+    prompts = rl_prompts(hol["prompt_kind"], n=settings.n_compare, seed=run.seed + 1, split="test")
+    seeds = [run.seed + 101 + s for s in range(settings.k_compare)]
+    print(f"\n[09] Part 1: fine-grained vs holistic PPO. {len(prompts)} held-out {hol['prompt_kind']} prompts x "
+          f"{len(seeds)} answer(s), each answer drawn with the same seed by every policy (temperature "
+          f"{hol['temperature']}, up to {hol['max_new_tokens']} tokens).")
+    answers = {name: answer_counts(m, tok, prompts, hol, seeds) for name, m in policies.items()}
+    return {**tabulate(answers), "stages": stages, "n_prompts": len(prompts), "seeds": seeds,
+            "prompts": [p.prompt for p in prompts[:3]],
+            "examples": {name: a["examples"] for name, a in answers.items()}}
+
+
+def tabulate(answers: dict) -> dict:
+    """answers[policy][count]: (P, S) arrays. The table per policy and the paired differences."""
+    table = {name: summarize_counts(a) for name, a in answers.items()}
+    paired = {k: paired_difference(answers["fine-grained"][k], answers["holistic"][k])
+              for k in (*COUNTS, "gold", "tokens")}
+    paired["flagged_share"] = share_difference(answers["fine-grained"], answers["holistic"])
+    return {"table": table, "paired": paired}
+
+
+def summarize_counts(a: dict) -> dict:
+    """Per answer means (and SEs over prompts) of the counts, gold and tokens; the share of sentences flagged."""
+    out = {}
+    for k in (*COUNTS, "gold", "tokens"):
+        out[k], out[f"{k}_se"] = mean_and_se(a[k].mean(axis=1))
+    out["flagged_share"] = float(a["flagged"].sum() / max(1.0, a["sentences"].sum()))
+    return out
+
+
+def share_difference(a: dict, b: dict) -> dict:
+    """Paired difference of the share of a prompt's sentences (over its seeds) that are flagged, a minus b, over
+    the prompts where both policies wrote at least one sentence: are the sentences that remain cleaner?"""
+    both = (a["sentences"].sum(1) > 0) & (b["sentences"].sum(1) > 0)
+    share = lambda x: x["flagged"].sum(1)[both] / x["sentences"].sum(1)[both]
+    return paired_difference(share(a), share(b)) if both.sum() > 1 else {"mean": float("nan"), "se": float("inf"),
+                                                                          "n": int(both.sum())}
+
+
+def how_it_got_there(d: dict) -> str:
+    """Which sentences the fine-grained policy wrote fewer (or more) of, from the paired differences' signs."""
+    n, clean, share = clear_sign(d["sentences"]), clear_sign(d["clean"]), clear_sign(d["flagged_share"])
+    if clear_sign(d["flagged"]) != -1:
+        return "Neither policy is shown to write fewer flagged sentences here, so there is nothing to explain."
+    if share == -1 and clean >= 0:
+        return ("Its sentences are flagged less often, and it did not give up clean ones: the penalty landed on the\n"
+                "  sentence that was bad, and the policy learned which sentences those are.")
+    if share == -1:
+        return ("Its sentences are flagged less often, but it also wrote fewer clean ones: cleaner and shorter.")
+    if n == -1 and clean >= 0:
+        return ("It wrote fewer sentences and as many clean ones, but the sentences it kept are flagged about as\n"
+                "  often as the holistic policy's: the gain is in what it left out, shorter answers with the same\n"
+                "  mix, not cleaner sentences. A penalty per flagged sentence pays for writing fewer of them.")
+    if n == -1:
+        return ("It wrote fewer sentences, clean ones among them: part of the gain is saying less.")
+    return "It wrote about as many sentences, with fewer flagged among them."
+
+
+def print_comparison(result: dict, settings: LessonConfig) -> dict:
+    t, d, st = result["table"], result["paired"], result["stages"]
+    hol, fg, w = st["holistic"], st["fine-grained"], st["weights"]
+    differ = [k for k in EQUAL_STEPS if hol[k] != fg[k]]
+    print("\n=== 1. Fine-grained vs holistic PPO at equal steps (slide 'Multiple Reward Functions') ===")
+    print(f"  Both from the SFT model. holistic (the `ppo` stage): r_phi(x, y) on the last token. fine-grained (the\n"
+          f"  `finegrained` stage): the same r_phi x {w['sequence']:g}, plus -w_k on the last token of each sentence "
+          f"that a\n  segment RM calls toxic (w {w.get('toxicity', 0):g}), irrelevant (w {w.get('relevance', 0):g}) "
+          f"or wrong (w {w.get('factuality', 0):g}).\n  PPO for both: {hol['iterations']} iterations x "
+          f"{hol['batch_size']} episodes on the same {hol['n_prompts']} {hol['prompt_kind']} prompts, beta "
+          f"{hol['beta']:g}, lr {hol['lr']:g}.")
+    if differ:
+        print("  NOT at equal settings: " + "; ".join(f"{k} {hol[k]} (holistic) vs {fg[k]} (fine-grained)"
+                                                      for k in differ) + ".\n  Rebuild a stage to compare them.")
+    rows = [("sentences", "sentences"), ("flagged", "flagged (v)"), ("toxic", "  toxic"),
+            ("irrelevant", "  irrelevant"), ("wrong", "  wrong"), ("clean", "clean"), ("gold", "gold reward (^)"),
+            ("tokens", "tokens")]
+    print(f"\n  Per answer, by the oracle's sentence labels (flagged: toxic, irrelevant or wrong; clean: none):")
+    print(f"  {'':16s}" + "".join(f"{n:>14}" for n in t) + f"{'fine-grained - holistic, paired':>36}")
+    for k, label in rows:
+        print(f"  {label:16s}" + "".join(f"{t[n][k]:>14.3f}" for n in t)
+              + f"{d[k]['mean']:>+26.3f} +- {d[k]['se']:.3f}")
+    f, sign = d["flagged"], clear_sign(d["flagged"])
+    words = {-1: "FEWER flagged sentences per answer than the holistic one",
+             1: "MORE flagged sentences per answer than the holistic one",
+             0: "no clearly different number of flagged sentences per answer from the holistic one (the "
+                "difference\n  is within 2 standard errors)"}
+    print(f"\n  Verdict: at equal steps on the same prompts, the fine-grained policy wrote\n  {words[sign]}:\n"
+          f"  {t['fine-grained']['flagged']:.3f} vs {t['holistic']['flagged']:.3f}, paired difference "
+          f"{f['mean']:+.3f} +- {f['se']:.3f} (standard error over {f['n']} prompts, {len(result['seeds'])} "
+          f"answer(s) each).")
+    print("  By label (a sentence may carry several): " +
+          ", ".join(f"{k} {d[k]['mean']:+.3f} +- {d[k]['se']:.3f}" for k in SENTENCE_FLAGS) + ".")
+    sh = d["flagged_share"]
+    print(f"  Sentences per answer {d['sentences']['mean']:+.3f} +- {d['sentences']['se']:.3f}, clean ones "
+          f"{d['clean']['mean']:+.3f} +- {d['clean']['se']:.3f}; share of sentences flagged "
+          f"{t['fine-grained']['flagged_share']:.1%} vs {t['holistic']['flagged_share']:.1%}\n  (paired over the "
+          f"{sh['n']} prompts both answered with a sentence: {sh['mean']:+.3f} +- {sh['se']:.3f}).\n  "
+          + how_it_got_there(d))
+    g, gs = d["gold"], clear_sign(d["gold"])
+    gold_words = {1: "higher", -1: "LOWER", 0: "not clearly different (within 2 standard errors)"}
+    gold_words = {k: v + ":\n " for k, v in gold_words.items()}
+    kl = st["kl"]
+    kl_text = (f";\n  KL to SFT {kl['fine-grained']:.2f} vs {kl['holistic']:.2f} nats per answer (the fine-grained "
+               f"stage's own evaluation, {st['kl_prompts']} prompts)" if None not in kl.values() else "")
+    print(f"  Gold reward (the hidden total that neither policy saw): {gold_words[gs]} {t['fine-grained']['gold']:.3f}"
+          f" vs {t['holistic']['gold']:.3f}, paired {g['mean']:+.3f} +- {g['se']:.3f}{kl_text}.")
+    print("  One PPO run of each (the pipeline's, one seed): the standard errors are over held-out prompts and\n"
+          "  answers, not over training runs; another training seed could move either policy.")
+    print(f"  The first held-out prompt, {result['prompts'][0]!r}, first seed:")
+    for name in COMPARED:
+        print(f"    {name:>12}: {result['examples'][name][0]!r}")
+    return {"fine_grained_fewer_flagged": sign == -1, "flagged_difference": f, "equal_steps": not differ,
+            "clean_difference": d["clean"], "sentences_difference": d["sentences"],
+            "flagged_share_difference": sh, "gold_difference": g}
+
+
+def plot_comparison(result: dict, path: str) -> str:
+    """Flagged sentences per answer by label, clean sentences and gold reward, per policy (error bars: SE)."""
+    t = result["table"]
+    keys = [("flagged", "flagged (v)"), ("toxic", "toxic"), ("irrelevant", "irrelevant"), ("wrong", "wrong"),
+            ("clean", "clean"), ("gold", "gold reward (^)")]
+    fig, axes = new_figure(ncols=len(keys), width=2.6)
+    for ax, (key, title) in zip(axes[0], keys):
+        ax.bar(range(len(t)), [t[n][key] for n in t], yerr=[t[n][f"{key}_se"] for n in t],
+               color=["gray", "C0", "C1"][:len(t)])
+        ax.set_xticks(range(len(t)))
+        ax.set_xticklabels(list(t), fontsize=8, rotation=20)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("gold reward, mean per answer" if key == "gold" else "sentences per answer", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Held-out prompts, the oracle's sentence labels: SFT, holistic PPO, fine-grained PPO (equal steps)")
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Part 2: detoxification
 def openings(kind: str, n_train: int, n_eval: int, seed: int) -> tuple[list, list]:
     """Story openings (world.rl_prompts, kind "toxic" or "story"; the opening is `meta["prefix"]`): training
     ones, and `n_eval` distinct held-out ones. rl_prompts splits by the opening, so no held-out opening is
-    ever trained on (nor used to train part 2's relevance RM)."""
+    ever trained on (nor used to train part 3's relevance RM)."""
     train = rl_prompts(kind, n=n_train, seed=seed, split="train")
     held = {p.meta["prefix"]: p for p in rl_prompts(kind, n=4 * n_eval, seed=seed + 1, split="test")}
     return train, list(held.values())[:n_eval]
@@ -190,7 +415,7 @@ def detoxification(run, settings: LessonConfig) -> dict:
     train_ids, held_ids, held_text = toxic_prompts(tok, settings, run.seed)
     cfg = PPOConfig(iterations=settings.iterations, batch_size=settings.batch_size,
                     max_new_tokens=settings.max_new_tokens, temperature=1.0, beta=0.05, lr=5e-5, missing_end="none")
-    print(f"\n[09] Part 1: detoxification. The base model continues {len(train_ids)} angry story openings; "
+    print(f"\n[09] Part 2: detoxification. The base model continues {len(train_ids)} angry story openings; "
           f"{len(held_ids)} held-out openings x {settings.k} samples for the table.\n"
           f"     PPO for both rewards: {cfg.iterations} iterations x {cfg.batch_size} episodes, beta {cfg.beta}, "
           f"lr {cfg.lr}, T {cfg.temperature}, up to {cfg.max_new_tokens} tokens")
@@ -204,18 +429,11 @@ def detoxification(run, settings: LessonConfig) -> dict:
             histories[mode].append(h)
             tables[mode].append(t)
     table = {name: mean_tables(ts) for name, ts in tables.items()}
-    paired = paired_difference([x for t in tables["fine-grained"] for x in t["max_toxicity_per_prompt"]],
-                               [x for t in tables["holistic"] for x in t["max_toxicity_per_prompt"]])
+    per_prompt = lambda m: np.array([t["max_toxicity_per_prompt"] for t in tables[m]]).T    # (prompts, seeds)
+    paired = paired_difference(per_prompt("fine-grained"), per_prompt("holistic"))
     per_seed = {name: [t["toxicity_avg_max"] for t in ts] for name, ts in tables.items() if name in MODES}
     return {"table": table, "histories": histories, "paired": paired, "held_out_prompts": held_text[:3],
             "ppo": cfg.__dict__, "per_seed": per_seed}
-
-
-def paired_difference(a: list[float], b: list[float]) -> dict:
-    """Mean of a - b over paired prompts (same held-out prompt, each policy's max over k samples) and its SE."""
-    d = np.asarray(a) - np.asarray(b)
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
-    return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
 
 
 def sample_efficiency(histories: dict, fraction: float = 0.25) -> dict:
@@ -232,7 +450,7 @@ def sample_efficiency(histories: dict, fraction: float = 0.25) -> dict:
 
 def print_detox(result: dict, settings: LessonConfig) -> dict:
     t = result["table"]
-    print(f"\n=== 1. Detoxification (slide 'Example: Detoxification'), {settings.k} samples per held-out prompt ===")
+    print(f"\n=== 2. Detoxification (slide 'Example: Detoxification'), {settings.k} samples per held-out prompt ===")
     print(f"{'':22s} {'toxicity avg max (v)':>21} {'fluency PPL (v)':>16} {'dist-2 (^)':>11} {'dist-3 (^)':>11} "
           f"{'tokens':>7} {'toxic samples':>14}")
     for name, r in t.items():
@@ -258,8 +476,8 @@ def print_detox(result: dict, settings: LessonConfig) -> dict:
     if steps["fine-grained"] is not None or steps["holistic"] is not None:
         fmt = lambda v: "not within the run" if v is None else f"after {v} episodes"
         print(f"  Sample efficiency (slide: 'denser fine-grained rewards are more sample efficient'), held-out\n"
-              f"  toxicity at or below a quarter of the base model's: fine-grained {fmt(steps['fine-grained'])}, holistic "
-              f"{fmt(steps['holistic'])} (sample_efficiency.png).")
+              f"  toxicity at or below a quarter of the base model's: fine-grained {fmt(steps['fine-grained'])}, "
+              f"holistic {fmt(steps['holistic'])} (sample_efficiency.png).")
     if hol["length"] < 0.75 * base["length"] <= fg["length"]:
         print("  The holistic reward is one number at the end, and the cheapest way to make it 1 is to say less:\n"
               "  its policy learned to stop early. The sentence-level reward says WHICH sentence was toxic (the\n"
@@ -313,11 +531,11 @@ def plot_table(table: dict, path: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Part 2: customizing behaviour with the weights
+# Part 3: customizing behaviour with the weights
 class StoryReward:
-    """The task part of r_t for part 2, per response of the rollout:
+    """The task part of r_t for part 3, per response of the rollout:
          -w_rel        at the last token of each sentence the learned relevance RM calls off topic   (varied)
-         -dTox         at the last token of each sentence (part 1's fine-grained toxicity reward)     (fixed, 1)
+         -dTox         at the last token of each sentence (part 2's fine-grained toxicity reward)     (fixed, 1)
          +W_COMPLETE x completeness(y)  at the last token (sequence level, the slide's "completeness")  (fixed)
     combined by finegrained.combine_rewards; ppo.ppo_iteration adds -beta * KL per token."""
 
@@ -400,7 +618,7 @@ def customization(run, settings: LessonConfig) -> dict:
     base.eval()
     train, held = story_prompts(tok, settings, run.seed)
     cfg = FineGrainedConfig()
-    print(f"\n[09] Part 2: customization. The base model continues {len(train)} story openings (calm and angry).\n"
+    print(f"\n[09] Part 3: customization. The base model continues {len(train)} story openings (calm and angry).\n"
           f"     Fixed: toxicity -dTox per sentence (weight {W_TOXICITY:g}) and completeness on the last token (weight "
           f"{W_COMPLETE:g}: the share of the opening's people and things the continuation brings back);\n"
           f"     varied: the relevance RM, -w_rel per sentence it calls off topic, w_rel = "
@@ -441,7 +659,7 @@ def clear_trend(values: list[float], ses: list[float]) -> int:
 
 def print_customization(result: dict, settings: LessonConfig) -> dict:
     ev = result["evals"]
-    print("\n=== 2. Customizing behaviour (slide 'Customizing LLM Behavior'): relevance weight, others fixed ===")
+    print("\n=== 3. Customizing behaviour (slide 'Customizing LLM Behavior'): relevance weight, others fixed ===")
     print(f"{'policy':>20} {'tokens':>11} {'sentences':>10} {'off topic:':>11} {'relevance RM':>13} "
           f"{'complete':>9} {'empty':>6} {'PPL':>6}")
     print(f"{'':>20} {'':>11} {'':>10} {'oracle':>11} {'says':>13}")
@@ -502,7 +720,8 @@ def plot_customization(result: dict, path: str) -> str:
         ax.set_xticklabels([n.split(" ")[0] for n in names], rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Relevance weight w_rel, the toxicity and completeness weights fixed (slide 'Customizing LLM Behavior')")
+    fig.suptitle("Relevance weight w_rel, the toxicity and completeness weights fixed "
+                 "(slide 'Customizing LLM Behavior')")
     return save_figure(fig, path)
 
 
@@ -513,17 +732,22 @@ def main(argv=None) -> int:
     out_dir = os.path.join(run.out, "lessons", LESSON)
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
+    compared = compare_policies(run, settings)
+    metrics = {"compare": {**compared, **print_comparison(compared, settings),
+                           "seconds": round(time.perf_counter() - t0, 1)}}
+    paths = [plot_comparison(compared, os.path.join(out_dir, "flagged_sentences.png"))]
+    t1 = time.perf_counter()
     detox = detoxification(run, settings)
-    t_detox = time.perf_counter() - t0
-    metrics = {"detox": {"table": detox["table"], **print_detox(detox, settings), "ppo": detox["ppo"],
-                         "curves": {m: [h["eval"] for h in hs] for m, hs in detox["histories"].items()}}}
-    paths = [plot_table(detox["table"], os.path.join(out_dir, "detox_table.png")),
-             plot_sample_efficiency(detox["histories"], os.path.join(out_dir, "sample_efficiency.png"))]
+    t_detox = time.perf_counter() - t1
+    metrics["detox"] = {"table": detox["table"], **print_detox(detox, settings), "ppo": detox["ppo"],
+                        "curves": {m: [h["eval"] for h in hs] for m, hs in detox["histories"].items()}}
+    paths += [plot_table(detox["table"], os.path.join(out_dir, "detox_table.png")),
+              plot_sample_efficiency(detox["histories"], os.path.join(out_dir, "sample_efficiency.png"))]
     if not settings.skip_custom:
-        t1 = time.perf_counter()
+        t2 = time.perf_counter()
         custom = customization(run, settings)
         metrics["customization"] = {**custom, **print_customization(custom, settings),
-                                    "seconds": round(time.perf_counter() - t1, 1)}
+                                    "seconds": round(time.perf_counter() - t2, 1)}
         paths.append(plot_customization(custom, os.path.join(out_dir, "customization.png")))
     metrics["seconds"] = {"detox": round(t_detox, 1), "total": round(time.perf_counter() - t0, 1)}
     write_json(os.path.join(out_dir, "metrics.json"), metrics)

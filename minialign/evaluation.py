@@ -258,12 +258,12 @@ def summarize(samples: Samples, prompts=None, n_examples: int = 3) -> dict:
     return out
 
 
-def flaw_rates(prompts: list, responses: list[str]) -> dict:
-    """The share of responses showing each of the demonstrators' flaws (world.response_flaws, read from the
-    text), and "any": the share with at least one."""
+def flaw_rates(prompts: list, responses: list[str], names=FLAW_NAMES) -> dict:
+    """The share of responses showing each of the demonstrators' flaws in `names` (world.response_flaws, read
+    from the text), and "any": the share with at least one of them."""
     found = [response_flaws(prompt_text(p), r) for p, r in zip(prompts, responses)]
-    rates = {name: float(np.mean([f[name] for f in found])) if found else None for name in FLAW_NAMES}
-    rates["any"] = float(np.mean([any(f.values()) for f in found])) if found else None
+    rates = {name: float(np.mean([f[name] for f in found])) if found else None for name in names}
+    rates["any"] = float(np.mean([any(f[n] for n in names) for f in found])) if found else None
     return rates
 
 

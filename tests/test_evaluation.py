@@ -119,3 +119,19 @@ def test_final_table_shows_the_diversity_columns():
     assert "| distinct answers | distinct-2 | tokens |" in lines[0]
     assert lines[2].endswith("| 0.50 [0.50, 0.50] | 0.250 | 0.125 | 4.0 |")
     assert lines[3].endswith("| 0.50 [0.50, 0.50] | n/a | n/a | 4.0 |")          # metrics written before the columns
+
+
+def test_flaw_rates_count_each_flaw_and_any_over_the_named_ones():
+    from minialign.evaluation import flaw_rates
+    from minialign.world import response_flaws
+    prompts = ["In which town does Ana live?"] * 4
+    responses = ["Ana lives in Hillside.", "I am not sure about this. Ana lives in Hillside.",
+                 "Ana lives in Hillside. You are stupid.", "Everyone knows this. Ana lives in Hillside."]
+    found = [response_flaws(p, r) for p, r in zip(prompts, responses)]
+    got = flaw_rates(prompts, responses)
+    for name in found[0]:
+        assert got[name] == sum(f[name] for f in found) / 4
+    assert got["any"] == sum(any(f.values()) for f in found) / 4
+    some = flaw_rates(prompts, responses, names=("rude",))
+    assert set(some) == {"rude", "any"} and some["any"] == some["rude"] == sum(f["rude"] for f in found) / 4
+    assert found[2]["rude"] and not found[0]["rude"]          # the insult is seen, the clean answer is not

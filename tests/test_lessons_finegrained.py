@@ -18,6 +18,11 @@ def test_lesson_09_fine_grained_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lesson = out / "lessons" / "09_fine_grained"
     metrics = json.loads((lesson / "metrics.json").read_text())
+    compare = metrics["compare"]
+    assert set(compare["table"]) == {"SFT", "holistic", "fine-grained"}
+    assert compare["flagged_difference"]["n"] == compare["n_prompts"] > 1
+    assert compare["equal_steps"] is True                      # the quick ppo and finegrained stages match
+    assert "Fine-grained vs holistic PPO at equal steps" in proc.stdout and "Verdict:" in proc.stdout
     table = metrics["detox"]["table"]
     assert set(table) == {"GPT (base, pi_init)", "holistic", "fine-grained"}
     for row in table.values():
@@ -26,6 +31,6 @@ def test_lesson_09_fine_grained_quick(tmp_path):
     assert set(custom["tokens_by_weight"]) == {"0.15", "0.1", "0.05"}
     assert set(custom["evals"]) == {"GPT (base, pi_init)", "w_rel=0.15", "w_rel=0.1", "w_rel=0.05"}
     assert 0.0 <= custom["relevance_rm"]["accuracy"] <= 1.0
-    for name in ("detox_table.png", "sample_efficiency.png", "customization.png"):
+    for name in ("flagged_sentences.png", "detox_table.png", "sample_efficiency.png", "customization.png"):
         assert (lesson / name).exists(), name
     assert "Example: Detoxification" in proc.stdout and "Customizing LLM Behavior" in proc.stdout

@@ -216,6 +216,8 @@ def test_lesson_06_lima_quick(run_dir):
     for r in m["results"].values():
         for group in ("test", "unseen_family", "all"):
             assert 0 <= r[group]["gold"] <= 1 and 0 <= r[group]["score"] <= 1
-            assert 0 <= r[group]["style_flawed"] <= 1
+            assert 0 <= r[group]["flawed"] <= 1 and set(r[group]["flaws"]) >= {"filler", "rude", "off_topic"}
+        assert len(r["all"]["gold_per_prompt"]) == r["all"]["n"]
+    assert set(m["verdict"]["differences"]) == {"quantity", "quality", "diversity"}
     pngs_exist(run_dir / "lessons" / "06_lima", ("lima.png",))
     assert "Quality vs. Quantity vs. Diversity" in stdout and "What this shows" in stdout

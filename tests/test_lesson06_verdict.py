@@ -1,0 +1,46 @@
+"""Lesson 06's paired differences and its LIMA verdict, fed both outcomes."""
+
+import importlib.util
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def lesson_06():
+    spec = importlib.util.spec_from_file_location("lesson_06", os.path.join(ROOT, "lessons", "06_lima.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["lesson_06"] = module              # dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+L = lesson_06()
+
+
+def test_paired_gold_is_the_mean_difference_per_prompt_with_its_se():
+    results = {"a": {"all": {"gold_per_prompt": [0.9, 0.5, 0.7, 0.2]}},
+               "b": {"all": {"gold_per_prompt": [0.6, 0.5, 0.4, 0.4]}}}
+    d = [0.3, 0.0, 0.3, -0.2]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    got = L.paired_gold(results, "a", "b")
+    assert got["mean"] == pytest.approx(mean) and got["se"] == pytest.approx(sd / 2) and got["n"] == 4
+
+
+def diff(mean: float) -> dict:
+    return {"mean": mean, "se": 0.01, "n": 100}
+
+
+@pytest.mark.parametrize("quantity, reproduces, words", [(0.05, True, "curated one is better"),
+                                                         (0.0, True, "no clear difference"),
+                                                         (-0.05, False, "quantity still pays")])
+def test_lima_verdict_both_ways(quantity, reproduces, words, capsys):
+    got = L.verdict({"quantity": diff(quantity), "quality": diff(0.05), "diversity": diff(-0.05)})
+    out = capsys.readouterr().out
+    assert got["lima_reproduces"] is reproduces and words in out
+    assert got["quality_matters"] is True and got["diversity_matters"] is False
+    assert "quality at equal size: matters here" in out and "diversity at equal quality: does not show" in out
