@@ -28,6 +28,12 @@ answers showing each of the demonstrators' flaws (evaluation.flaw_rates). Every 
 same prompts, so the comparisons are paired differences with their standard errors; the verdict
 on LIMA's claim is computed from them, and says so when the toy result differs from the slide.
 
+Things to try: --steps 1000 (more compute for every arm: does the 2,000-example flawed set catch up
+with the curated one once the small set is over-fitted?); --no-subset (skip the equal-size control).
+
+Time: about 40 seconds on a quiet 2-core CPU once the pretrained model is cached; a first run builds
+the tokenizer and the pretrained model first (about 2.5 minutes).
+
 Outputs in <out>/lessons/06_lima/: lima.png (the bar chart), metrics.json.
 Reuses <out>/{tokenizer,pretrain} (and builds them first if they are missing).
 """

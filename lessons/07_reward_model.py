@@ -24,6 +24,13 @@ the simulated annotators see through noise):
 4. Calibration: when r_phi says P(y_i > y_j) = sigma(r_i - r_j) = 0.8, do labelers agree 80% of
    the time?
 
+Things to try: --budgets 25 50 100 200 400 800 (a finer accuracy-vs-comparisons curve: where does it
+flatten against the annotators' own ceiling?); --min-steps 0 (one epoch per budget: small budgets then get
+very few updates).
+
+Time: about 2.5 minutes on a quiet 2-core CPU with the pipeline's stages cached; a first run builds
+the tokenizer, the pretrained model, SFT and the reward model first (about 4.5 minutes more).
+
 Outputs in <out>/lessons/07_reward_model/: accuracy_vs_comparisons.png, calibration.png,
 metrics.json. Reuses <out>/{tokenizer,pretrain,sft,rm} (building them when missing).
 """

@@ -22,6 +22,14 @@ The proxy reward is r_phi's score normalised to mean 0, std 1 on SFT samples (th
 penalty included); the gold reward is the oracle's score in [0, 1]; KL is the mean over samples of
 the summed per-token log pi_theta - log pi_ref, in nats. All three are measured on held-out prompts.
 
+Things to try: --hack-iterations 120 (how far below SFT does the gold fall, and does the control
+stay up?); --hack-beta 0.1 (the KL penalty holds the biased run near pi_ref: does the hacking go away?);
+--betas 0.3 0.1 0.03 0.01 (more points on the reward-vs-KL plane).
+
+Time: about 3 minutes on a quiet 2-core CPU with the pipeline's stages cached; a first run builds
+the tokenizer, the pretrained model, SFT, the reward model and the unbiased annotators' reward model
+(`rm_unbiased`, about a minute) first.
+
 Run:    python lessons/08_ppo.py [--quick] [--betas 0.1 0.03] [--iterations N] [--hack-beta B] [--hack-iterations N]
 Writes: <out>/lessons/08_ppo/{metrics.json, training_curves.png, reward_vs_kl.png, gold_components.png}
         and one PPO run folder per beta (checkpoints: a re-run reuses finished runs).

@@ -63,6 +63,10 @@ class EvalConfig:
     bon_prompts: int = 32
     """Held-out instruction prompts of the best-of-n curve, drawn once the reward model is finished (each costs
     bon_samples answers of the SFT model). Range: bon_prompts >= 0 (0 skips the curve)."""
+    tax_per_family: int = 12
+    """The alignment tax: held-out problems per instruction task family that has exact answers (new inputs of
+    the seen families), answered greedily by SFT and every policy tuned from it; exact match against SFT.
+    Range: tax_per_family >= 0 (0 skips it)."""
 
     def check(self) -> None:
         """Rules between fields (config.validate runs them after the ranges)."""
@@ -73,7 +77,7 @@ class EvalConfig:
                               f"got {self.prompt_kinds!r}")
 
 
-QUICK: dict = dict(n_prompts=16, max_new_tokens=16, bon_prompts=8)
+QUICK: dict = dict(n_prompts=16, max_new_tokens=16, bon_prompts=8, tax_per_family=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -138,6 +142,9 @@ def ensure_evaluation(run, cfg: EvalConfig | None = None) -> dict:
         plot_components(results, os.path.join(out_dir, f"components_{kind}.png"), kind)
         print(final_table(metrics["kinds"][kind]))
         print(flaw_table(metrics["kinds"][kind]))
+    if cfg.tax_per_family > 0:
+        metrics["alignment_tax"] = evaluate_alignment_tax(models, tok, cfg, run.seed)
+        print(tax_table(metrics["alignment_tax"]))
     if bon:
         metrics["best_of_n"] = evaluate_best_of_n(run, cfg, sft, tok)
         plot_overoptimization(metrics["best_of_n"], *trajectories(run), os.path.join(out_dir, "overoptimization.png"))
@@ -181,6 +188,39 @@ def plot_components(results: dict, path: str, kind: str = "") -> str:
     ax.set_title(f"the oracle's components of the gold reward, per policy ({kind} prompts)")
     ax.legend(fontsize=8, ncol=min(5, len(results)))
     return save_figure(fig, path)
+
+
+def evaluate_alignment_tax(models: dict, tok, cfg: EvalConfig, seed: int) -> dict:
+    """Deck 002, "Limitations of PPO Methods": "performance on tasks may suffer" (InstructGPT's alignment tax).
+
+    Exact match of greedy answers to held-out task problems with a checkable answer, per policy (the base model
+    is left out: it does not answer in the chat format), and each policy's paired difference from SFT on the
+    same problems, with standard errors over problems."""
+    from .evaluation import generate_answers, mean_and_se, score_answer
+    from .world import instruction_data
+    examples = [ex for ex in instruction_data(seed=seed + 1, n_per_family=cfg.tax_per_family, splits="test")
+                if ex.answers]
+    prompts = [ex.prompt for ex in examples]
+    hits = {}
+    for name, model in models.items():
+        if name == "base":
+            continue
+        answers = generate_answers(model, tok, prompts, max_new_tokens=cfg.max_new_tokens)
+        hits[name] = np.array([float(score_answer(ex, a["text"])["exact_match"]) for ex, a in zip(examples, answers)])
+    out = {"n_problems": len(examples), "families": len({ex.family for ex in examples}), "policies": {}}
+    for name, h in hits.items():
+        em, se = mean_and_se(h)
+        d, d_se = mean_and_se(h - hits["SFT"]) if "SFT" in hits else (float("nan"), float("nan"))
+        out["policies"][name] = {"exact_match": em, "se": se, "vs_sft": d, "vs_sft_se": d_se}
+    return out
+
+
+def tax_table(tax: dict) -> str:
+    """Exact match per policy and the paired difference from SFT (the alignment tax when negative)."""
+    rows = [[name, f"{r['exact_match']:.3f} ± {r['se']:.3f}",
+             "" if name == "SFT" else f"{r['vs_sft']:+.3f} ± {r['vs_sft_se']:.3f}"]
+            for name, r in tax["policies"].items()]
+    return _table(["policy", "exact match", "minus SFT (paired)"], rows)
 
 
 def evaluate_best_of_n(run, cfg: EvalConfig, sft, tok) -> dict:
@@ -506,6 +546,13 @@ def write_report(run) -> str:
                 parts += ["The demonstrators' flaws in each policy's answers (share of answers showing each, read "
                           "from the text by `world.response_flaws`; 'any' = at least one):", "", flaws, ""]
             parts += [_figures(run, "evaluate", [f"gold_vs_kl_{kind}.png", f"components_{kind}.png"]), ""]
+        if ev.get("alignment_tax"):
+            tax = ev["alignment_tax"]
+            parts += ["## The alignment tax", "",
+                      f"Greedy answers to {tax['n_problems']} held-out problems of {tax['families']} task families "
+                      f"with a checkable answer (new inputs of the seen families); exact match, and each policy "
+                      f"minus SFT on the same problems (deck 002, 'Limitations of PPO Methods': 'performance on "
+                      f"tasks may suffer'). Standard errors over problems.", "", tax_table(tax), ""]
         if ev.get("best_of_n"):
             parts += ["## Over-optimisation: best-of-n, PPO and DPO against KL", "",
                       _figures(run, "evaluate", ["overoptimization.png"]), "",
