@@ -2,8 +2,9 @@
 
 Slides (deck 002):
 - T0 "Adding Diversity via Task Prompts" and "Effect of Prompt Variations": the same example,
-  phrased with several prompt templates; "increasing the number of paraphrasing prompts generally
-  leads to better performance" on held-out tasks.
+  phrased with several prompt templates (a T0-style template is one fixed wording of a task with
+  slots that an instance's fields fill: "Translate to French: {phrase}"); "increasing the number
+  of paraphrasing prompts generally leads to better performance" on held-out tasks.
 - T0 "Effects of More Training Datasets" and Natural Instructions "Number of Training Tasks":
   "generalization to unseen tasks improves with more observed tasks".
 - "Comparing Instruction Datasets": "there is not a single best instruction tuning dataset across
@@ -26,17 +27,21 @@ isolate diversity).
 4. Base model: the same SFT from a base pretrained for only a few steps (fewer tokens; trained
    here once and cached) vs the full base.
 
-Three scores per split. Exact match on *unseen* task families stays near 0 for a ~1M-parameter
-model trained for seconds (the slides' models have billions of parameters), so the lesson also
-reports two graded measures:
+Three scores per split. Exact match on *unseen* task families can stay near 0 for a
+~1M-parameter model trained for seconds (the slides' models have billions of parameters), so the
+lesson also reports two graded measures:
 - task score: `evaluate_sft`'s exact match (tasks with answers) or the oracle's correctness grade
-  (open tasks) of the greedy answer; strict, near the floor on unseen families at this scale;
+  (open tasks) of the greedy answer; the strictest of the three;
 - gold reward: the oracle's total grade of the greedy answer (correct, harmless, follows the
   format, on topic, fluent, concise, ends well) in [0, 1];
 - answer NLL: -log pi_theta(y | x) per token of the reference answer y (teacher forced, no
-  sampling; `sft.heldout_loss`), lower is better. It moves long before the greedy answer becomes
-  exactly right, like the likelihood-based (rank classification) scoring T0 used for its
-  held-out tasks.
+  sampling; `sft.heldout_loss`), lower is better. It can move before the greedy answer becomes
+  exactly right. It is akin to the rank classification T0 used on its held-out tasks: for a task
+  with a fixed set of answer options, score each option by the model's likelihood and pick the
+  most likely one, so nothing is generated.
+Every comparison is paired family by family (both arms answer the same held-out prompts); the
+printed change is the mean over task families with its standard error over families, and a
+change within two standard errors is called no measurable change.
 
 Deviations, said plainly: the arms train on one-line T0 templates only (`--ni-fraction` adds
 Natural Instructions prompts, as the NI paper trained on, at about twice the compute); every arm
@@ -47,6 +52,10 @@ for 100 steps, standing in for the slide's Pythia/OPT vs LLaMA.
 Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtures.png,
 base_model.png, metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
 <out>/lessons/04_task_diversity/early_base_<steps>/.
+Run time: about 3 minutes on a 2-core CPU (measured on one core, including the 100-step
+pretraining of the weaker base, which later runs reuse).
+Builds first, if missing: the tokenizer and the pretrained model (`train.py pretrain`, about 2.5
+minutes on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -70,7 +79,7 @@ from minialign.pipeline import (add_run_args, corpus, ensure_pretrained, load_mo
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.pretrain import pretrain, tokens_of  # noqa: E402
 from minialign.model import GPT  # noqa: E402
-from minialign.evaluation import evaluate_sft  # noqa: E402
+from minialign.evaluation import evaluate_sft, mean_and_se  # noqa: E402
 from minialign.sft import SFTConfig, heldout_loss, render_examples, train_sft  # noqa: E402
 from minialign.world import instruction_data, task_families  # noqa: E402
 
@@ -274,13 +283,15 @@ def plot_mixtures(path: str, arms: list[dict], categories: list[str]) -> str:
             vals.append(float(np.mean(vals)))
             ax.bar(x + (k - (len(arms) - 1) / 2) * w, vals, w, label=arm["name"], color=f"C{k}")
         ax.set_xticks(x, cols, fontsize=8)
-        ax.set(ylabel=label, title=label.split(" (")[0] + " per category")
-        if key == "gold":
-            ax.set_ylim(0.4, 1.0)
+        ax.set(xlabel="task category (held-out instances)", ylabel=label,
+               title=label.split(" (")[0] + " per category")
+        if key == "gold":   # zoom in, but never hide a bar below the axis
+            lowest = min(a["categories"][c]["gold"] for a in arms for c in categories)
+            ax.set_ylim(min(0.4, lowest - 0.05), 1.0)
         ax.grid(alpha=0.3, axis="y")
     axes[0][0].legend(fontsize=7, title="trained on", title_fontsize=7)
-    fig.suptitle("Comparing instruction datasets: each mixture is best on its own category, weak on "
-                 "the others; the combination has no weak category", fontsize=10)
+    fig.suptitle("Comparing instruction datasets: each training mixture's scores per task category "
+                 "(held-out instances)", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -293,12 +304,12 @@ def plot_base(path: str, early: dict, full: dict, labels: tuple[str, str]) -> st
                           label=lab, color=f"C{k + 3}")
             ax.bar_label(bars, fmt="%.2f", fontsize=7)
         ax.set_xticks(x, [SPLIT_NAMES[s].replace(", ", ",\n") for s in SPLITS], fontsize=7)
-        ax.set(ylabel=label)
+        ax.set(xlabel="held-out split", ylabel=label)
         if key != "nll":
             ax.set_ylim(0, 1.05)
     axes[0][0].legend(fontsize=7, title="SFT from", title_fontsize=7)
-    fig.suptitle("Impact of the base model: the same SFT from a weaker and a stronger base",
-                 fontsize=10)
+    fig.suptitle("Base model: the same SFT from a base pretrained for fewer steps and from the full "
+                 "base", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -313,8 +324,8 @@ def sweep_families(arm, seen: list[str], settings: LessonConfig, out_dir: str):
     part = {"counts": counts, "arms": arms,
             "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
     fig = plot_sweep(os.path.join(out_dir, "families.png"), counts, arms, ["unseen_family"],
-                     "training task families", "More training tasks -> the answers to unseen "
-                     "tasks become more likely (T0, Natural Instructions)")
+                     "training task families", "Unseen task families, by the number of training "
+                     "families (T0, Natural Instructions)")
     return part, fig
 
 
@@ -330,7 +341,7 @@ def sweep_templates(arm, seen: list[str], settings: LessonConfig, out_dir: str):
             "unseen_family": {k: a["splits"]["unseen_family"] for k, a in zip(counts, arms)}}
     fig = plot_sweep(os.path.join(out_dir, "templates.png"), counts, arms,
                      ["unseen_template", "unseen_family"], "prompt templates per family",
-                     "More prompt variations -> better on new phrasings (T0)")
+                     "Held-out phrasings and families, by the templates per training family (T0)")
     return part, fig
 
 
@@ -419,65 +430,206 @@ def arrow(values, fmt: str = "{:.2f}") -> str:
     return " -> ".join(fmt.format(v) for v in values)
 
 
+def paired_change(fams_a: dict, fams_b: dict, key: str, only=None) -> dict:
+    """B - A of one metric, paired family by family ({family: {metric: value}} of one split, e.g.
+    an arm's result["families"]["unseen_family"]): the mean over the common families (those in
+    `only`, if given) and its standard error over families."""
+    common = [f for f in fams_a if f in fams_b and (only is None or f in only)]
+    diff, se = mean_and_se([fams_b[f][key] - fams_a[f][key] for f in common])
+    return {"diff": diff, "se": se, "n": len(common)}
+
+
+def changes(fams_a: dict, fams_b: dict, only=None) -> dict:
+    """paired_change of the three metrics (score, gold, nll)."""
+    return {k: paired_change(fams_a, fams_b, k, only) for k, _ in METRICS}
+
+
+def direction(c: dict, lower: bool = False) -> str:
+    """'better', 'worse' or 'flat': a change beyond two standard errors (lower=True: lower is better)."""
+    d = -c["diff"] if lower else c["diff"]
+    if d > 2 * c["se"] and d > 0:
+        return "better"
+    if d < -2 * c["se"] and d < 0:
+        return "worse"
+    return "flat"
+
+
+def describe(ch: dict) -> str:
+    """'answer NLL -0.76 +- 0.21, gold reward +0.01 +- 0.02, task score +0.00 +- 0.01' for changes()."""
+    names = {"nll": "answer NLL", "gold": "gold reward", "score": "task score"}
+    return ", ".join(f"{names[k]} {ch[k]['diff']:+.2f} +- {ch[k]['se']:.2f}"
+                     for k in ("nll", "gold", "score"))
+
+
+def gain_words(ch: dict) -> str:
+    """Which measures improved, got worse or stayed within two standard errors."""
+    dirs = {"answer NLL": direction(ch["nll"], lower=True), "gold reward": direction(ch["gold"]),
+            "task score": direction(ch["score"])}
+    better = [k for k, v in dirs.items() if v == "better"]
+    worse = [k for k, v in dirs.items() if v == "worse"]
+    if not better and not worse:
+        return "no measurable change in any measure"
+    parts = ([f"better on {', '.join(better)}"] if better else []) + \
+            ([f"worse on {', '.join(worse)}"] if worse else [])
+    return "; ".join(parts)
+
+
+def agreement(ch: dict) -> str:
+    """How a change (changes()) reads: 'yes' (better, nothing worse), 'likelihood' (only the answer
+    NLL better), 'mixed', 'worse' or 'none' (nothing beyond two standard errors)."""
+    dirs = {"nll": direction(ch["nll"], lower=True), "gold": direction(ch["gold"]),
+            "score": direction(ch["score"])}
+    better = [k for k, v in dirs.items() if v == "better"]
+    worse = [k for k, v in dirs.items() if v == "worse"]
+    if better and worse:
+        return "mixed"
+    if worse:
+        return "worse"
+    if better == ["nll"]:
+        return "likelihood"
+    return "yes" if better else "none"
+
+
+def read_claim(ch: dict, claim: str, where: str) -> str:
+    """The slide's `claim` held against a change measured `where`."""
+    return {"yes": f"As on the slide, {claim}.",
+            "likelihood": f"In part as on the slide: the right answers {where} become more likely (answer "
+                          f"NLL), but the greedy answers are not measurably better.",
+            "mixed": f"Mixed: some measures improve and others get worse {where}, so the slide's claim "
+                     f"({claim}) holds only in part.",
+            "worse": f"Unlike the slide ({claim}), the answers {where} get worse.",
+            "none": f"Unlike the slide ({claim}), no measurable change {where} at this scale.",
+            }[agreement(ch)]
+
+
+def families_verdict(ch: dict, k_first: int, k_last: int, n_unseen: int) -> str:
+    """Part 1 in words: unseen families, the most vs the fewest training families."""
+    return (f"from {k_first} to {k_last} training families, on {n_unseen} unseen task families: "
+            f"{describe(ch)} ({gain_words(ch)}). "
+            + read_claim(ch, "more training tasks help on unseen tasks (T0, Natural Instructions)",
+                         "to unseen tasks"))
+
+
+def templates_verdict(ch_tpl: dict, ch_unseen: dict, n_first: int, n_last: int) -> str:
+    """Part 2 in words: held-out phrasings of trained tasks, the most vs the fewest templates."""
+    return (f"from {n_first} to {n_last} templates per family, on held-out phrasings of the trained "
+            f"tasks: {describe(ch_tpl)} ({gain_words(ch_tpl)}); on unseen task families: "
+            f"{describe(ch_unseen)} ({gain_words(ch_unseen)}). "
+            + read_claim(ch_tpl, "more prompt variations help on new phrasings (T0)", "to new phrasings"))
+
+
+def mixtures_verdict(table: dict, own: dict, combined: dict) -> str:
+    """Part 3 in words. table: {mixture: {category: {"gold": ...}}}; own: {category: {"mixture":
+    the mixture trained on it, "rival": the best other mixture, "diff", "se"}} (gold reward, own -
+    rival, SE over the category's families); combined: {single mixture: paired_change of the gold
+    reward, combined - single, over the held-out families of the categories}."""
+    cats = list(own)
+    wins = [c for c in cats if direction(own[c]) == "better"]
+    ties = [c for c in cats if direction(own[c]) == "flat"]
+    lines = ["each single mixture against the best other mixture on its own category (gold reward): "
+             + ", ".join(f"{own[c]['mixture']} {own[c]['diff']:+.2f} +- {own[c]['se']:.2f} vs "
+                         f"{own[c]['rival']}" for c in cats) + "."]
+    if len(wins) == len(cats):
+        lines.append("Each mixture is best on its own category, as on the slide.")
+    elif wins:
+        lines.append(f"Only on {', '.join(wins)} is the own mixture measurably best"
+                     + (f" (on {', '.join(ties)} within two standard errors)" if ties else "") + ".")
+    else:
+        lines.append("No single mixture is measurably best on its own category: unlike the slide, "
+                     "the categories do not separate at this scale.")
+    worst = {n: min(cat[c]["gold"] for c in cats) for n, cat in table.items()}
+    avg = {n: float(np.mean([cat[c]["gold"] for c in cats])) for n, cat in table.items()}
+    if "combined" in table:
+        singles = [n for n in table if n != "combined"]
+        lines.append(f"The combined mixture's weakest category scores {worst['combined']:.2f} (the single "
+                     f"mixtures' {', '.join(f'{worst[n]:.2f}' for n in singles)}), its average "
+                     f"{avg['combined']:.2f} (theirs {', '.join(f'{avg[n]:.2f}' for n in singles)}); "
+                     f"combined minus each single mixture, over the held-out families of these categories: "
+                     + ", ".join(f"{combined[n]['diff']:+.2f} +- {combined[n]['se']:.2f} vs {n}"
+                                 for n in combined)
+                     + ".")
+        dirs = [direction(c) for c in combined.values()]
+        if all(d == "better" for d in dirs):
+            lines.append("As on the slide, combining the datasets gives the best overall performance.")
+        elif "worse" in dirs:
+            lines.append("Unlike the slide, a single mixture beats the combination overall here.")
+        else:
+            lines.append("The combination is not measurably better than every single mixture overall: "
+                         "the slide's claim is not confirmed at this scale.")
+    return " ".join(lines)
+
+
+def base_verdict(ch: dict, early_steps: int, full_steps: int) -> str:
+    """Part 4 in words. ch: {split: changes()} of the full-base SFT minus the early-base SFT."""
+    seen = ch["test"]
+    text = (f"the same SFT from the full base ({full_steps} pretraining steps) minus from the early "
+            f"base ({early_steps} steps), on seen tasks with new inputs: {describe(seen)} "
+            f"({gain_words(seen)}); on unseen tasks: {describe(ch['unseen_family'])}.")
+    return text + " " + read_claim(seen, "the better-pretrained base gives the better instruction-"
+                                         "tuned model", "to seen tasks")
+
+
 def explain(m: dict) -> None:
     """What the numbers show, in words (read off the results, not assumed)."""
     print(f"\nWhat this shows (every arm: {m['config']['steps']} optimizer steps on "
-          f"{m['config']['examples_per_arm']} examples; only the mixture changes):")
+          f"{m['config']['examples_per_arm']} examples; only the mixture changes; changes are means over "
+          f"task families +- their standard error):")
     if "families" in m:
-        u = list(m["families"]["unseen_family"].values())
-        ks = ", ".join(map(str, m["families"]["counts"]))
+        arms, ks = m["families"]["arms"], m["families"]["counts"]
+        u = [a["splits"]["unseen_family"] for a in arms]
         print(f"- More training tasks (T0 'Effects of More Training Datasets', NI 'Number of Training "
-              f"Tasks'): on the {len(m['families']['arms'][0]['families']['unseen_family'])} held-out "
-              f"task families, with {ks} training families, the answer NLL goes "
-              f"{arrow(a['nll'] for a in u)} ({trend([a['nll'] for a in u], lower=True)}), the gold "
-              f"reward {arrow(a['gold'] for a in u)}, the task score {arrow(a['score'] for a in u)}.")
+              f"Tasks'), unseen families with {', '.join(map(str, ks))} training families: answer NLL "
+              f"{arrow(a['nll'] for a in u)}, gold reward {arrow(a['gold'] for a in u)}, task score "
+              f"{arrow(a['score'] for a in u)}.")
+        ch = changes(arms[0]["families"]["unseen_family"], arms[-1]["families"]["unseen_family"])
+        print("  " + families_verdict(ch, ks[0], ks[-1], ch["nll"]["n"]))
     if "templates" in m:
-        t = list(m["templates"]["unseen_template"].values())
-        uf = list(m["templates"]["unseen_family"].values())
-        ks = ", ".join(map(str, m["templates"]["counts"]))
-        print(f"- More prompt templates (T0 'Effect of Prompt Variations'): on held-out phrasings "
-              f"of the trained tasks, with {ks} templates per family, task score "
-              f"{arrow(a['score'] for a in t)}, gold reward {arrow(a['gold'] for a in t)}, answer "
-              f"NLL {arrow(a['nll'] for a in t)} ({trend([a['nll'] for a in t], lower=True)}); on "
-              f"unseen task families the answer NLL goes {arrow(a['nll'] for a in uf)} "
-              f"({trend([a['nll'] for a in uf], lower=True)}).")
+        arms, ks = m["templates"]["arms"], m["templates"]["counts"]
+        t = [a["splits"]["unseen_template"] for a in arms]
+        print(f"- More prompt templates (T0 'Effect of Prompt Variations'), held-out phrasings with "
+              f"{', '.join(map(str, ks))} templates per family: task score {arrow(a['score'] for a in t)}, "
+              f"gold reward {arrow(a['gold'] for a in t)}, answer NLL {arrow(a['nll'] for a in t)}.")
+        print("  " + templates_verdict(
+            changes(arms[0]["families"]["unseen_template"], arms[-1]["families"]["unseen_template"]),
+            changes(arms[0]["families"]["unseen_family"], arms[-1]["families"]["unseen_family"]),
+            ks[0], ks[-1]))
     if "mixtures" in m:
-        cats = m["mixtures"]["categories"]
+        cats, table = m["mixtures"]["categories"], m["mixtures"]["table"]
         print("- Mixtures ('Comparing Instruction Datasets'), gold reward (task score) on held-out "
               "instances per category:")
-        for name, cat in m["mixtures"]["table"].items():
+        for name, cat in table.items():
             print(f"    {name:22s} " + "  ".join(f"{c} {cat[c]['gold']:.2f} ({cat[c]['score']:.2f})"
                                                  for c in cats)
                   + f"   average {np.mean([cat[c]['gold'] for c in cats]):.2f} "
                     f"({np.mean([cat[c]['score'] for c in cats]):.2f})")
-        best = {c: max(m["mixtures"]["table"], key=lambda n: m["mixtures"]["table"][n][c]["gold"])
-                for c in cats}
-        table = m["mixtures"]["table"]
-        avg = {n: float(np.mean([cat[c]["gold"] for c in cats])) for n, cat in table.items()}
-        worst = {n: min(cat[c]["gold"] for c in cats) for n, cat in table.items()}
-        print("  best per category: " + ", ".join(f"{c}: {n}" for c, n in best.items())
-              + f"; best on average: {max(avg, key=avg.get)} ({max(avg.values()):.2f}); best on its "
-                f"weakest category: {max(worst, key=worst.get)} ({max(worst.values()):.2f}, the "
-                f"single mixtures {', '.join(f'{worst[n]:.2f}' for n in table if n != 'combined')}).")
+        arms = m["mixtures"]["arms"]
+        comb = next(a for a in arms if a["name"] == "combined")
+        category = {f.name: f.category for f in task_families()}
+        fams = {f for f in comb["families"]["test"] if category.get(f) in cats}
+        vs = {a["name"]: paired_change(a["families"]["test"], comb["families"]["test"], "gold", only=fams)
+              for a in arms if a is not comb}
+        print("  " + mixtures_verdict(table, own_category_margins(arms, cats), vs))
     if "base_model" in m:
         e, f = m["base_model"]["early"], m["base_model"]["full"]
-        es, fs = e["sft"]["splits"], f["sft"]["splits"]
-        print(f"- Base model ('Impact of Base Model'): the same SFT from a base pretrained "
-              f"{e['pretrain_steps']} steps (val loss {e['val_loss']:.2f}) vs {f['pretrain_steps']} "
-              f"steps (val loss {f['val_loss']:.2f}): seen-task score {es['test']['score']:.2f} vs "
-              f"{fs['test']['score']:.2f}, gold reward {es['test']['gold']:.2f} vs "
-              f"{fs['test']['gold']:.2f}, answer NLL {es['test']['nll']:.2f} vs {fs['test']['nll']:.2f}.")
-    if "families" in m and max(a["score"] for a in m["families"]["unseen_family"].values()) < 0.15:
-        print("  Exact match on unseen task families stays near the floor at this scale: the "
-              "transfer shows in the likelihood of the right answer before it shows in greedy answers.")
+        ch = {s: changes(e["sft"]["families"][s], f["sft"]["families"][s]) for s in SPLITS}
+        print(f"- Base model ('Impact of Base Model'): val loss of the bases {e['val_loss']:.2f} "
+              f"({e['pretrain_steps']} steps) and {f['val_loss']:.2f} ({f['pretrain_steps']} steps).")
+        print("  " + base_verdict(ch, e["pretrain_steps"], f["pretrain_steps"]))
 
 
-def trend(values, lower: bool = False) -> str:
-    """'steadily better', 'better overall' or 'no clear gain', for a short curve."""
-    v = [-x for x in values] if lower else list(values)
-    if all(b > a for a, b in zip(v, v[1:])):
-        return "steadily better"
-    return "better overall" if v[-1] > v[0] else "no clear gain"
+def own_category_margins(arms: list[dict], categories: list[str]) -> dict:
+    """For each category: the gold reward of the mixture trained on it minus the best other single
+    or combined mixture, paired over the category's held-out families (split "test")."""
+    category = {f.name: f.category for f in task_families()}
+    by_name = {a["name"]: a for a in arms}
+    out = {}
+    for c in categories:
+        own = by_name[f"{c} only"]
+        fams = {f for f in own["families"]["test"] if category.get(f) == c}
+        rival = max((a for a in arms if a is not own), key=lambda a: a["categories"][c]["gold"])
+        ch = paired_change(rival["families"]["test"], own["families"]["test"], "gold", only=fams)
+        out[c] = {"mixture": own["name"], "rival": rival["name"], **ch}
+    return out
 
 
 if __name__ == "__main__":

@@ -192,7 +192,8 @@ def plot_sft_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
         bars = ax.bar(x + (k - (len(runs) - 1) / 2) * w, vals, w, label=label, color=f"C{k}")
         ax.bar_label(bars, fmt="%.2f", fontsize=8)
     ax.set_xticks(x, [SPLIT_LABELS.get(s, s) for s in splits], fontsize=8)
-    ax.set(ylabel="task score (exact match / oracle)", ylim=(0, 1.05), title="seen vs unseen tasks")
+    ax.set(xlabel="held-out split", ylabel="task score (exact match / oracle)", ylim=(0, 1.05),
+           title="seen vs unseen tasks")
     ax.legend(fontsize=8)
     ax = axes[0][1]
     names, vals, base_vals, colors = [], [], [], []
@@ -209,7 +210,7 @@ def plot_sft_scores(path: str, sft_eval: dict, base_eval: dict | None = None,
         ax.scatter(base_vals, y, color="black", marker="|", s=80, label="base model", zorder=3)
     ax.set_yticks(y, names, fontsize=6)
     ax.invert_yaxis()
-    ax.set(xlabel="task score", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
+    ax.set(xlabel="task score", ylabel="task family", xlim=(0, 1.05), title="per family (orange: seen, green: unseen)")
     ax.legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
 
