@@ -31,8 +31,12 @@ on LIMA's claim is computed from them, and says so when the toy result differs f
 Things to try: --steps 1000 (more compute for every arm: does the 2,000-example flawed set catch up
 with the curated one once the small set is over-fitted?); --no-subset (skip the equal-size control).
 
-Time: about 40 seconds on a quiet 2-core CPU once the pretrained model is cached; a first run builds
+Time: about a minute on a 2-core CPU once the pretrained model is cached; a first run builds
 the tokenizer and the pretrained model first (about 2.5 minutes).
+
+Last, LIMA's format constraint (slide 002 "Format Constraint Impact on Response"): the curated set
+trained again without its few format-constrained examples (answers in all capitals); the oracle's
+`follow` grade on held-out prompts that ask for a format, with and without them.
 
 Outputs in <out>/lessons/06_lima/: lima.png (the bar chart), metrics.json.
 Reuses <out>/{tokenizer,pretrain} (and builds them first if they are missing).
@@ -85,12 +89,15 @@ class LessonConfig:
     """Held-out prompts per task family (--quick: 1). Range: eval_per_family >= 1."""
     max_new_tokens: int = 24
     """Answer budget in evaluation (tokens). Range: max_new_tokens >= 1."""
+    format_per_family: int = 40
+    """Held-out prompts per format-constrained family for the format-constraint comparison (--quick: 2).
+    Range: format_per_family >= 1."""
     subset: bool = True
     """Also train the control arm: a random noisy subset as small as the curated set (--no-subset skips it)."""
 
 
 # --quick: a seconds-long smoke run.
-LESSON_QUICK = dict(steps=2, n_large=64, eval_per_family=1)
+LESSON_QUICK = dict(steps=2, n_large=64, eval_per_family=1, format_per_family=2)
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
@@ -233,21 +240,73 @@ def main(argv=None) -> int:
           f"({steps * settings.batch_size} examples seen), lr {settings.lr}")
     held = instruction_data(seed=run.seed, n_per_family=per_family, splits=tuple(GROUPS))
     results, losses = {}, {}
+    format_held = format_prompts(run.seed, settings.format_per_family)
+    follow = {}
     for name, examples in sets.items():
         model, m = fine_tune(base, tok, examples, cfg, run, name)
         results[name] = evaluate(model, tok, held, settings, run.device)
+        if name == "curated":
+            follow["curated"] = format_follow(model, tok, format_held, settings)
         losses[name] = m["final_train_loss"]
         r = results[name]
         print(f"  [{name}] gold reward: seen {r['test']['gold']:.2f}, unseen {r['unseen_family']['gold']:.2f}; "
               f"task score: seen {r['test']['score']:.2f}, unseen {r['unseen_family']['score']:.2f}; "
               f"answers with a demonstrator's flaw {r['all']['flawed']:.0%}")
+    no_format = [ex for ex in sets["curated"] if ex.family not in FORMAT_FAMILIES]
+    model, _ = fine_tune(base, tok, no_format, cfg, run, "curated_no_format")
+    follow["curated_no_format"] = format_follow(model, tok, format_held, settings)
     fig = plot(os.path.join(out_dir, "lima.png"), results, data)
     shown = explain(results, data)
+    fmt = format_constraint(follow, len(sets["curated"]) - len(no_format))
     write_json(os.path.join(out_dir, "metrics.json"), {
         "steps": steps, "batch_size": settings.batch_size, "data": data, "results": results,
-        "verdict": shown, "final_train_loss": losses, "seconds": round(time.perf_counter() - t0, 1)})
+        "verdict": shown, "format_constraint": fmt, "final_train_loss": losses,
+        "seconds": round(time.perf_counter() - t0, 1)})
     print(f"Figure: {fig}")
     return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# LIMA's format constraint (slide 002 "Format Constraint Impact on Response"): the same curated set with and
+# without its handful of format-constrained examples; the oracle's `follow` grade on held-out prompts that
+# ask for a format (all capitals; a list of three, a family no arm trains on).
+FORMAT_FAMILIES = ("uppercase", "name_three")
+
+
+def format_prompts(seed: int, per_family: int) -> list:
+    """Held-out prompts of the format-constrained families: new inputs of the seen one, and the unseen one."""
+    return (instruction_data(seed=seed + 2, n_per_family=per_family, splits="test", families=["uppercase"])
+            + instruction_data(seed=seed + 2, n_per_family=per_family, splits="unseen_family",
+                               families=["name_three"]))
+
+
+def format_follow(model, tok, examples: list, settings: LessonConfig) -> dict:
+    """Per family, the oracle's `follow` grade of each greedy answer (does it keep the asked-for format)."""
+    answers = generate_answers(model, tok, [ex.prompt for ex in examples], chat=True,
+                               max_new_tokens=settings.max_new_tokens, batch_size=128)
+    out: dict = {}
+    for ex, a in zip(examples, answers):
+        out.setdefault(ex.family, []).append(gold_reward(ex.prompt, a["text"]).components.get("follow", 0.0))
+    return out
+
+
+def format_constraint(follow: dict, n_format: int) -> dict:
+    """The paired change in `follow` per format family when the curated set keeps its format examples."""
+    print(f"\nFormat constraint (slide 'Format Constraint Impact on Response'): the curated set with and without "
+          f"its {n_format} format-constrained examples (all capitals); the oracle's `follow` grade on held-out "
+          f"prompts that ask for a format:")
+    out = {}
+    for family in follow["curated"]:
+        with_f, without = np.asarray(follow["curated"][family]), np.asarray(follow["curated_no_format"][family])
+        d = paired_gold({"a": {"all": {"gold_per_prompt": with_f}}, "b": {"all": {"gold_per_prompt": without}}},
+                        "a", "b")
+        trained = "trained on in the curated set" if family == "uppercase" else "in no training set"
+        out[family] = {"with": float(with_f.mean()), "without": float(without.mean()), "difference": d}
+        print(f"  {family} ({trained}): follow {without.mean():.2f} without -> {with_f.mean():.2f} with, paired "
+              f"{d['mean']:+.2f} +- {d['se']:.2f}: " + {1: "the handful of examples teaches the format.",
+                                                         0: "no clear change.",
+                                                         -1: "WORSE with them."}[sign(d)])
+    return out
 
 
 def explain(results: dict, data: dict) -> dict:

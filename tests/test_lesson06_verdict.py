@@ -44,3 +44,17 @@ def test_lima_verdict_both_ways(quantity, reproduces, words, capsys):
     assert got["lima_reproduces"] is reproduces and words in out
     assert got["quality_matters"] is True and got["diversity_matters"] is False
     assert "quality at equal size: matters here" in out and "diversity at equal quality: does not show" in out
+
+
+def test_format_constraint_pairs_the_follow_grades_per_family(capsys):
+    follow = {"curated": {"uppercase": [1.0, 1.0, 0.5, 1.0], "name_three": [0.5, 0.5, 0.5, 0.5]},
+              "curated_no_format": {"uppercase": [0.5, 0.0, 0.5, 0.5], "name_three": [0.5, 0.5, 0.5, 0.5]}}
+    got = L.format_constraint(follow, 4)
+    d = [0.5, 1.0, 0.0, 0.5]
+    mean = sum(d) / 4
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3) / 2
+    assert got["uppercase"]["difference"]["mean"] == pytest.approx(mean)
+    assert got["uppercase"]["difference"]["se"] == pytest.approx(se)
+    assert got["uppercase"]["with"] == pytest.approx(0.875) and got["uppercase"]["without"] == pytest.approx(0.375)
+    out = capsys.readouterr().out
+    assert "teaches the format" in out and "no clear change" in out          # name_three: no difference

@@ -219,5 +219,7 @@ def test_lesson_06_lima_quick(run_dir):
             assert 0 <= r[group]["flawed"] <= 1 and set(r[group]["flaws"]) >= {"filler", "rude", "off_topic"}
         assert len(r["all"]["gold_per_prompt"]) == r["all"]["n"]
     assert set(m["verdict"]["differences"]) == {"quantity", "quality", "diversity"}
+    assert set(m["format_constraint"]) == {"uppercase", "name_three"}
+    assert all(0 <= f["with"] <= 1 and 0 <= f["without"] <= 1 for f in m["format_constraint"].values())
     pngs_exist(run_dir / "lessons" / "06_lima", ("lima.png",))
     assert "Quality vs. Quantity vs. Diversity" in stdout and "What this shows" in stdout
