@@ -49,8 +49,17 @@ is a short run (120 steps at a learning rate of 4e-3, higher than the SFT stage'
 learns something in seconds); the "weaker base" is a fresh pretraining run of the same model
 for 100 steps, standing in for the slide's Pythia/OPT vs LLaMA.
 
+Part 5, with --parts schema (not in the default run, to keep it under 5 minutes): the Natural
+Instructions schema ablation (Mishra et al. 2022, Table 4). The same families and number of examples
+rendered with more or fewer of the schema's elements (the definition; emphasis and things to avoid;
+positive examples; negative examples), each arm tested on unseen families rendered the same way.
+
+Things to try: --parts schema (about 3 minutes: which instruction elements help on unseen tasks?);
+--ni-fraction 0.5 (half the training prompts in the Natural Instructions schema); --family-counts 2,26
+--template-counts 1,4 (only the end points, faster).
+
 Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtures.png,
-base_model.png, metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
+base_model.png, schema.png (with --parts schema), metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
 <out>/lessons/04_task_diversity/early_base_<steps>/.
 Run time: about 3 minutes on a 2-core CPU (measured on one core, including the 100-step
 pretraining of the weaker base, which later runs reuse).
@@ -88,7 +97,15 @@ SPLITS = ("test", "unseen_template", "unseen_family")
 SPLIT_NAMES = {"test": "seen tasks, new inputs", "unseen_template": "seen tasks, new templates",
                "unseen_family": "unseen tasks"}
 MIXTURES = ("qa", "rewriting", "classification")   # the "datasets" of the mixture comparison
-PARTS = ("families", "templates", "mixtures", "base")   # the four comparisons, in order
+PARTS = ("families", "templates", "mixtures", "base", "schema")   # the comparisons, in order
+# 5. The Natural Instructions schema ablation (slide 002 "Natural Instructions"; Mishra et al. 2022,
+# Table 4): which elements of the instruction help on unseen tasks. Each arm trains and is tested on
+# prompts with the same elements.
+SCHEMAS = {"definition only": ("definition",),
+           "+ emphasis and things to avoid": ("definition", "emphasis", "avoid"),
+           "+ positive examples": ("definition", "emphasis", "avoid", "positive"),
+           "full schema (+ negative examples)": ("definition", "emphasis", "avoid", "positive", "negative"),
+           "positive examples only": ("positive",)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,8 +139,9 @@ class LessonConfig:
     ni_fraction: float = 0.0
     """Fraction of each arm's examples in the Natural Instructions schema (the NI paper trained on
     it; default 0: its prompts are ~2x longer, so ~2x the compute). Range: 0 <= ni_fraction <= 1."""
-    parts: str = ",".join(PARTS)
-    """Which comparisons to run: a comma-separated subset of families, templates, mixtures, base."""
+    parts: str = ",".join(PARTS[:4])
+    """Which comparisons to run: a comma-separated subset of families, templates, mixtures, base, schema (the
+    default leaves out schema, the Natural Instructions ablation: about 3 more minutes)."""
 
     def check(self) -> None:
         for flag, text, example in (("--family-counts", self.family_counts, "2,6,12,26"),
@@ -379,6 +397,56 @@ def compare_bases(arm, seen: list[str], run, tok, settings: LessonConfig, out_di
     return part, plot_base(os.path.join(out_dir, "base_model.png"), weak, strong, labels)
 
 
+def schema_ablation(run, base, tok, seen: list[str], settings: LessonConfig, cfg: SFTConfig, out_dir: str):
+    """5. The Natural Instructions schema: the same families and number of examples, rendered with more or
+    fewer of the schema's elements; each arm is tested on unseen families rendered the same way."""
+    print(f"\n== 5. Natural Instructions schema elements: {', '.join(SCHEMAS)} ==")
+    per_family = max(1, settings.examples // len(seen))
+    arms = {}
+    for name, elements in SCHEMAS.items():
+        train = instruction_data(seed=run.seed, n_per_family=per_family, splits="train", families=seen,
+                                 natural_instructions=True, ni_elements=elements)
+        held = instruction_data(seed=run.seed, n_per_family=settings.eval_per_family,
+                                splits=("test", "unseen_family"), natural_instructions=True, ni_elements=elements)
+        # a schema prompt with examples can outgrow the context: such prompts are left out of the test
+        # (and render_examples leaves them out of training), the same way for every arm
+        room = base.config.block_size - cfg.max_new_tokens - 8        # 8: the chat template's tokens
+        held = [ex for ex in held if len(tok.encode(ex.prompt)) <= room]
+        arms[name] = run_arm(f"NI: {name}", base, tok, train, cfg, held, run)
+        arms[name]["n_test_prompts"] = len(held)
+    part = {"schemas": {k: list(v) for k, v in SCHEMAS.items()}, "arms": arms}
+    return part, plot_schema(os.path.join(out_dir, "schema.png"), arms)
+
+
+def plot_schema(path: str, arms: dict) -> str:
+    """Unseen families: task score, gold reward and answer NLL per schema arm."""
+    fig, axes = new_figure(ncols=len(METRICS), width=4.4, height=3.6)
+    names = list(arms)
+    for ax, (key, label) in zip(axes[0], METRICS):
+        vals = [arms[n]["splits"]["unseen_family"][key] for n in names]
+        ax.barh(range(len(names)), vals, color=[f"C{k}" for k in range(len(names))])
+        ax.set_yticks(range(len(names)), names if ax is axes[0][0] else [""] * len(names), fontsize=7)
+        ax.invert_yaxis()
+        ax.set(xlabel=label, ylabel="instruction elements" if ax is axes[0][0] else "", title=label)
+        ax.title.set_fontsize(9)
+    fig.suptitle("Unseen task families, by the Natural Instructions elements in training and test prompts")
+    return save_figure(fig, path)
+
+
+def schema_verdict(arms: dict) -> str:
+    """Part 5 in words: each richer schema against the definition alone, paired over unseen families."""
+    base = arms["definition only"]["families"]["unseen_family"]
+    lines = []
+    for name, a in arms.items():
+        if name == "definition only":
+            continue
+        ch = changes(base, a["families"]["unseen_family"])
+        lines.append(f"{name} vs definition only: {describe(ch)} ({gain_words(ch)})")
+    return ("on unseen task families, paired family by family:\n  " + "\n  ".join(lines)
+            + "\n  (Mishra et al. 2022 found positive examples the most useful element and negative examples of"
+              " little use.)")
+
+
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
     run = make_run(args)
@@ -414,7 +482,8 @@ def main(argv=None) -> int:
     steps = {"families": lambda: sweep_families(arm, seen, settings, out_dir),
              "templates": lambda: sweep_templates(arm, seen, settings, out_dir),
              "mixtures": lambda: compare_mixtures(arm, out_dir),
-             "base": lambda: compare_bases(arm, seen, run, tok, settings, out_dir)}
+             "base": lambda: compare_bases(arm, seen, run, tok, settings, out_dir),
+             "schema": lambda: schema_ablation(run, base, tok, seen, settings, cfg, out_dir)}
     for name, step in steps.items():
         if name in parts:
             metrics["base_model" if name == "base" else name], fig = step()
@@ -615,6 +684,8 @@ def explain(m: dict) -> None:
         print(f"- Base model ('Impact of Base Model'): val loss of the bases {e['val_loss']:.2f} "
               f"({e['pretrain_steps']} steps) and {f['val_loss']:.2f} ({f['pretrain_steps']} steps).")
         print("  " + base_verdict(ch, e["pretrain_steps"], f["pretrain_steps"]))
+    if "schema" in m:
+        print("- Natural Instructions schema (which instruction elements help), " + schema_verdict(m["schema"]["arms"]))
 
 
 def own_category_margins(arms: list[dict], categories: list[str]) -> dict:

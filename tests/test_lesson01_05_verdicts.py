@@ -197,3 +197,34 @@ def test_lesson05_docstring_does_not_announce_the_outcome():
 @pytest.mark.parametrize("module", [L01, L02, L03, L04, L05])
 def test_docstrings_state_run_time_and_what_is_built_first(module):
     assert "on a 2-core CPU" in module.__doc__ and "Builds first, if missing" in module.__doc__
+
+
+def schema_arm(gold_shift: float) -> dict:
+    fams = {f"f{i}": {"score": 0.1, "gold": 0.5 + gold_shift + 0.01 * (i % 3), "nll": 6.0} for i in range(9)}
+    return {"families": {"unseen_family": fams}}
+
+
+def test_lesson04_schema_verdict_pairs_each_schema_with_the_definition():
+    arms = {"definition only": schema_arm(0.0), "+ positive examples": schema_arm(0.1),
+            "positive examples only": schema_arm(-0.1)}
+    text = L04.schema_verdict(arms)
+    pos, only = [line for line in text.split("\n") if "vs definition only" in line]
+    assert pos.startswith("  + positive examples") and "gold reward +0.10 +- 0.00" in pos and "better on gold" in pos
+    assert "gold reward -0.10 +- 0.00" in only and "worse on gold" in only
+    same = L04.schema_verdict({"definition only": schema_arm(0.0), "full schema": schema_arm(0.0)})
+    assert "no measurable change in any measure" in same
+
+
+@pytest.mark.slow
+def test_lesson04_schema_part_quick(tmp_path):
+    import json
+    import subprocess
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "lessons", "04_task_diversity.py"), "--quick",
+                           "--parts", "schema", "--out", str(out), "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = out / "lessons" / "04_task_diversity"
+    m = json.loads((folder / "metrics.json").read_text())
+    assert set(m["schema"]["arms"]) == set(L04.SCHEMAS) and (folder / "schema.png").exists()
+    assert "Natural Instructions schema" in proc.stdout
