@@ -69,9 +69,17 @@ PPO_PANELS = [("proxy_reward", "proxy reward (RM score)"), ("gold_reward", "gold
            ("frac_ended", "fraction ended with <|end|>")]
 
 
-def plot_ppo_history(history: dict, path: str, title: str = "ppo") -> str:
-    """One panel per logged quantity over the PPO iterations."""
-    names = [(k, label) for k, label in PPO_PANELS if k in history]
+# GRPO's logged quantities (grpo.train_grpo's history)
+GRPO_PANELS = [("reward", "reward (verifiable)"), ("pass@1", "pass@1 (training samples)"),
+               ("frac_equal_groups", "groups with all-equal rewards"), ("response_length", "response length"),
+               ("entropy", "entropy per token"), ("kl", "KL(pi_theta || pi_ref), nats"), ("clipfrac", "clip fraction"),
+               ("approxkl", "approx KL old/new"), ("format", "well-formed answers"), ("frac_ended", "fraction ended")]
+
+
+def plot_ppo_history(history: dict, path: str, title: str = "ppo", panels=None) -> str:
+    """One panel per logged quantity over the iterations: PPO_PANELS by default, or the given
+    [(history key, label)] (GRPO_PANELS)."""
+    names = [(k, label) for k, label in (panels or PPO_PANELS) if k in history]
     ncols = 4
     fig, axes = new_figure(ncols=ncols, nrows=math.ceil(len(names) / ncols), width=3.6, height=2.8)
     flat = axes.reshape(-1)
