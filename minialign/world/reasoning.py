@@ -85,9 +85,9 @@ def _has_carry(a: int, b: int) -> bool:
 
 
 def add_steps(a: int, b: int) -> list[str]:
-    """The columns from the right, each with the digits written so far:
-    347 + 85 -> ["7 plus 5 is 12, so 2.", "4 plus 8 is 12, plus 1 is 13, so 3 2.", "3 plus 0 is 3, plus 1 is 4, so 4 3 2."]
-    The last column writes its whole sum (a final carry included)."""
+    """The columns from the right, each with the digits written so far; the last writes its whole sum:
+    347 + 85 -> ["7 plus 5 is 12, so 2.", "4 plus 8 is 12, plus 1 is 13, so 3 2.",
+                 "3 plus 0 is 3, plus 1 is 4, so 4 3 2."]"""
     width = max(len(str(a)), len(str(b)))
     da, db = _digits_of(a, width), _digits_of(b, width)
     steps, written, carry = [], [], 0
