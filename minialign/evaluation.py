@@ -627,9 +627,9 @@ def evaluate_reasoning(model: GPT, tok, examples, *, n_samples: int = 1, ks=(1,)
            "format": float(np.mean([f is not None for f in forms])),
            "worked": float(np.mean([f == "worked" for f in forms])),
            "ended": float(np.mean(ended)), "response_tokens": float(np.mean(lengths))}
-    for field_name in ("split", "family"):
+    for field_name, key in (("split", "splits"), ("family", "families")):
         groups: dict[str, list] = {}
         for ex, c in zip(examples, correct):
             groups.setdefault(getattr(ex, field_name), []).append(c)
-        out[field_name + "s"] = {g: _pass_summary(cs, ks) for g, cs in sorted(groups.items())}
+        out[key] = {g: _pass_summary(cs, ks) for g, cs in sorted(groups.items())}
     return out

@@ -116,7 +116,7 @@ class GRPOConfig:
 
 
 # --quick: a handful of tiny iterations, for tests and CI.
-QUICK = dict(iterations=3, prompts_per_iteration=4, group_size=4, max_new_tokens=24, ppo_epochs=1,
+QUICK = dict(iterations=3, prompts_per_iteration=4, group_size=4, max_new_tokens=64, ppo_epochs=1,
              n_minibatches=2, ckpt_every=2, n_samples_shown=2)
 
 

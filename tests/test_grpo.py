@@ -325,3 +325,66 @@ def test_pass_at_k_equals_counting_subsets():
         for k in range(1, n + 1):
             subsets = list(itertools.combinations(samples, k))
             assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_evaluate_reasoning_counts_exact_ended_answers(monkeypatch):
+    import types
+    from minialign import evaluation
+    problems = reasoning_data(seed=0, n_per_family=1, families=["add", "sort"], splits="test")
+    right = [p.answers[0] for p in problems]
+    texts = [[f"The answer is {right[0]}.", "The answer is 1.", f"The answer is {right[0]}.",
+              f"Let me think. 1 plus 1 is 2, so 2. The answer is {right[0]}."],
+             ["The answer is 1.", "no idea", f"The answer is 0{right[1]}.", "The answer is 2."]]
+    ended = [[True, True, False, True], [True, False, True, True]]
+
+    def fake_sample_batches(model, tok, prompts, *, n, **kw):      # prompt-major rows, as sample_batches gives
+        assert prompts == [p.prompt for p in problems] and n == 4
+        gen = types.SimpleNamespace(response_ids=[[0] * (3 + j) for i in range(2) for j in range(4)])
+        yield types.SimpleNamespace(rows=[i for i in range(2) for _ in range(4)], gen=gen,
+                                    texts=texts[0] + texts[1], ended=ended[0] + ended[1])
+
+    monkeypatch.setattr(evaluation, "sample_batches", fake_sample_batches)
+    out = evaluation.evaluate_reasoning(None, TOK, problems, n_samples=4, ks=(1, 2, 4))
+    # problem 0: 2 of 4 right (the third never ended); problem 1: none ("0..." is not the answer)
+    assert out["pass@1"] == pytest.approx((2 / 4 + 0) / 2)
+    assert out["pass@2"] == pytest.approx((1 - 1 / 6 + 0) / 2)              # 1 - C(2,2)/C(4,2)
+    assert out["pass@4"] == pytest.approx(0.5) and out["pass@1_se"] == pytest.approx(0.25)
+    assert out["format"] == pytest.approx(7 / 8) and out["worked"] == pytest.approx(1 / 8)   # all but "no idea"
+    assert out["response_tokens"] == pytest.approx(4.5) and out["ended"] == pytest.approx(6 / 8)
+    assert out["families"]["add"]["pass@1"] == 0.5 and out["families"]["sort"]["pass@1"] == 0.0
+
+
+@pytest.mark.slow
+def test_quick_sft_on_both_forms_then_grpo_from_the_worked_model(tmp_path):
+    """--quick scale end to end: a tiny base model, SFT on each form at the same budget, held-out evaluation,
+    and GRPO from the worked-steps model with a held-out pass@1 hook (mechanics only: the model is too small to
+    learn the tasks)."""
+    from minialign.evaluation import evaluate_reasoning
+    from minialign.grpo import QUICK
+    from minialign.pipeline import Run, ensure_pretrained
+    from minialign.sft import SFTConfig, train_sft
+
+    run = Run(out=str(tmp_path), preset="tiny", device=torch.device("cpu"), seed=0, quick=True)
+    base, tok = ensure_pretrained(run)
+    held_out = reasoning_data(seed=0, n_per_family=2, splits=("test", "hard"))
+    sft_cfg = SFTConfig(steps=6, batch_size=8, warmup_steps=2, ckpt_every=100, eval_loss_every=0)
+    models = {}
+    for form in ("answer", "worked"):
+        data = reasoning_data(seed=0, n_per_family=12, splits="train", form=form)
+        model, metrics = train_sft(copy.deepcopy(base), tok, data, sft_cfg, out_dir=str(tmp_path / form),
+                                   device="cpu", seed=0)
+        assert metrics["steps"] == 6 and metrics["n_examples"] == 48        # the same budget for both forms
+        scores = evaluate_reasoning(model, tok, held_out, greedy=True, max_new_tokens=96)
+        assert 0.0 <= scores["pass@1"] <= 1.0 and set(scores["splits"]) == {"test", "hard"}
+        models[form] = model
+    cfg = GRPOConfig(**QUICK)
+    problems = reasoning_data(seed=0, n_per_family=4, splits="train")
+    eval_fn = lambda p: {"pass@1": evaluate_reasoning(p, tok, held_out[:4], greedy=True,  # noqa: E731
+                                                      max_new_tokens=cfg.max_new_tokens)["pass@1"]}
+    policy, ref = copy.deepcopy(models["worked"]), copy.deepcopy(models["worked"])
+    m = train_grpo(policy, ref, tok, problems, cfg, str(tmp_path / "grpo"), "cpu", eval_fn=eval_fn)
+    h = m["history"]
+    assert len(h["reward"]) == cfg.iterations and h["eval"]["iteration"] == [0, cfg.iterations]
+    assert max(h["first_ratio_maxdev"]) < 1e-5 and all(math.isfinite(x) for x in h["kl"])
+    assert (tmp_path / "grpo" / "grpo_curves.png").exists() and (tmp_path / "grpo" / "metrics.json").exists()
+    assert len(m["samples"]["before"]) == cfg.n_samples_shown
