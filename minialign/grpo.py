@@ -9,7 +9,8 @@ al. 2024, DeepSeekMath; then DeepSeek-R1) samples G answers o_1..o_G to each que
     rho_it = pi_theta(o_it | q, o_i,<t) / pi_old(o_it | q, o_i,<t)
     D_it = pi_ref(o_it | .) / pi_theta(o_it | .) - log(pi_ref(o_it | .) / pi_theta(o_it | .)) - 1  (Eq. 4: k3, >= 0)
 
-Unlike PPO (ppo.py) there is no value model, and the KL to pi_ref is a term of the loss (k3), not of the reward.
+Unlike PPO (ppo.py) there is no value model, and the KL to pi_ref is a term of the loss (k3), not of the reward
+(docs/grpo.md, sections 1-2; what to watch and the pitfalls: sections 3 and 5).
 One iteration, in the order the code runs it:
   1. sample G responses per prompt from pi_theta at temperature T (pure sampling, up to <|end|>);
   2. score: r_i = 1 when the response ended and its answer is exactly right (world.verifiable_reward);
