@@ -56,10 +56,15 @@ class VerifiableFamily:
     solve: Callable[[dict], tuple]                     # fields -> (exact answer, [worked steps])
     key: tuple                                         # the fields that make the problem (others dress it)
 
+    def problem(self, fields: dict) -> str:
+        """The problem, whatever its order and dress: the key fields, a list's items sorted ("85, 347" and
+        "347, 85" are one addition, a reordered list is the same count or sort)."""
+        parts = [", ".join(sorted(fields[k].split(", "))) for k in self.key]
+        return self.name + "|" + "|".join(sorted(parts) if self.name == "add" else parts)
+
     def pool(self, fields: dict) -> str:
         """"train" or "test": a fixed hash of the problem decides, so the two pools never share one."""
-        ident = self.name + "|" + "|".join(fields[k] for k in self.key)
-        return "test" if zlib.crc32(ident.encode()) % TEST_POOL_EVERY == 0 else "train"
+        return "test" if zlib.crc32(self.problem(fields).encode()) % TEST_POOL_EVERY == 0 else "train"
 
 
 # ----------------------------------------------------------------------------------------------------------------
