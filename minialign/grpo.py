@@ -19,7 +19,7 @@ One iteration, in the order the code runs it:
   5. epochs over shuffled minibatches of the loss -J.
 Then `grpo_iteration` (steps 1-5) and, last, the loop `train_grpo`.
 
-Flags, each the choice of a later paper:
+Flags, each the choice of another paper:
 - scale_rewards=False: A_i = r_i - mean, no division by the std (Dr. GRPO, Liu et al. 2025: the std
   up-weights questions that are nearly always or nearly never solved);
 - loss_aggregation='token': one sum over the batch's tokens over their count (DAPO, Yu et al. 2025);

@@ -8,7 +8,7 @@ import pytest
 
 from minialign.world import pretraining_corpus
 from minialign.world.facts import check_fact
-from minialign.world.lexicon import ANIMALS, COLORS, JOBS, PEOPLE, TOWNS
+from minialign.world.lexicon import ANIMALS, COLORS, JOBS, PEOPLE
 from minialign.world.reasoning import (ANSWER, FAMILIES, FORMS, SPLITS, THINK, add_steps, check_answer,
                                        check_format, extract_answer, reasoning_data, verifiable_reward)
 from minialign.world.text import sentences, words
