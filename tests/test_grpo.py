@@ -388,3 +388,16 @@ def test_quick_sft_on_both_forms_then_grpo_from_the_worked_model(tmp_path):
     assert max(h["first_ratio_maxdev"]) < 1e-5 and all(math.isfinite(x) for x in h["kl"])
     assert (tmp_path / "grpo" / "grpo_curves.png").exists() and (tmp_path / "grpo" / "metrics.json").exists()
     assert len(m["samples"]["before"]) == cfg.n_samples_shown
+
+
+def test_the_default_budget_holds_every_worked_answer_of_the_training_band():
+    """A worked answer cut off by max_new_tokens scores 0 whatever it says (docs/grpo.md, pitfall 6): with the
+    default scale's tokenizer, every worked answer of the train and test splits must fit GRPO's default budget."""
+    from minialign.chat import response_ids
+    from minialign.pipeline import VOCAB_SIZE
+    from minialign.tokenizer import train_bpe
+    from minialign.world import pretraining_corpus
+    tok = train_bpe(pretraining_corpus(seed=0), vocab_size=VOCAB_SIZE["tiny"], progress=False)
+    lengths = [len(response_ids(tok, ex.response))
+               for ex in reasoning_data(seed=0, n_per_family=200, splits=("train", "test"), form="worked")]
+    assert max(lengths) <= GRPOConfig().max_new_tokens, max(lengths)
