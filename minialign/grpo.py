@@ -27,7 +27,7 @@ Flags, each the choice of another paper:
   tokens weigh more for being short; the default 'sequence' is Eq. 3's 1/|o_i|;
 - baseline='leave_one_out': r_i minus the mean of the other G-1 rewards (RLOO, Ahmadian et al. 2024);
 - drop_equal_groups: leave out the groups whose rewards are all equal (DAPO's dynamic sampling);
-- clip_high above clip_low: DAPO's clip-higher (0.28 vs 0.2); beta=0: no KL term (DAPO, Dr. GRPO).
+- clip_high above clip_low: DAPO's clip-higher (0.28 vs 0.2); beta=0: no KL term (DAPO drops it).
 Deviations, said plainly: the std has Bessel's n-1 and 1e-4 is added to it (TRL, verl); DAPO refills the batch
 after dropping groups, we do not; several updates per batch (ppo_epochs x n_minibatches: DeepSeekMath's mu);
 rollouts, log-probs, dropout-off and checkpoints are PPO's and the trainers' (ppo.py, training.py).
@@ -72,7 +72,7 @@ class GRPOConfig:
     """Response budget: a response without <|end|> by then scores 0. Worked answers of the training band take
     up to ~70 tokens of the default tokenizer, the hard band's up to ~115. Range: max_new_tokens >= 1."""
     beta: float = 0.04
-    """Weight of the k3 KL term in the loss (DeepSeekMath: 0.04); 0 drops the term (DAPO, Dr. GRPO), and the
+    """Weight of the k3 KL term in the loss (DeepSeekMath: 0.04); 0 drops the term (as DAPO does), and the
     reference model may then be None. Range: beta >= 0."""
     clip_low: float = 0.2
     """eps_low: the ratio is clipped below at 1 - clip_low (PPO, DeepSeekMath: 0.2). Range: 0 < clip_low < 1."""
