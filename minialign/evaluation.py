@@ -594,6 +594,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 
+def paired_difference(counts_a: list[int], counts_b: list[int], n_a: int, n_b: int) -> tuple[float, float]:
+    """pass@1 of model b minus model a on the same problems, and the standard error of that difference over the
+    problems: the mean and SE of the per-problem differences c_b / n_b - c_a / n_a (a paired comparison)."""
+    if len(counts_a) != len(counts_b):
+        raise ValueError(f"paired comparison of {len(counts_a)} and {len(counts_b)} problems")
+    return mean_and_se([cb / n_b - ca / n_a for ca, cb in zip(counts_a, counts_b)])
+
+
 def _pass_summary(correct: list[list[bool]], ks) -> dict:
     """{"pass@k": mean over problems, "pass@k_se": its standard error} for each k, from per-problem samples."""
     out = {}
@@ -610,7 +618,9 @@ def evaluate_reasoning(model: GPT, tok, examples, *, n_samples: int = 1, ks=(1,)
 
     Returns pass@k for each k in `ks` (k <= n_samples) with its standard error over problems, overall and per
     split and family, plus the share of well-formed responses ("format"), of worked ones ("worked"), of ended
-    ones, and the mean response length in tokens. `greedy` answers once per problem (pass@1 = accuracy).
+    ones, the mean response length in tokens, and each problem's number of correct samples ("correct_counts",
+    in the order of `examples`: for paired comparisons of two models on the same problems). `greedy` answers once
+    per problem (pass@1 = accuracy).
     """
     if greedy and n_samples != 1:
         raise ValueError("greedy decoding gives one answer per problem: use n_samples=1")
@@ -626,7 +636,8 @@ def evaluate_reasoning(model: GPT, tok, examples, *, n_samples: int = 1, ks=(1,)
     out = {**_pass_summary(correct, ks), "n_problems": len(examples), "n_samples": n_samples,
            "format": float(np.mean([f is not None for f in forms])),
            "worked": float(np.mean([f == "worked" for f in forms])),
-           "ended": float(np.mean(ended)), "response_tokens": float(np.mean(lengths))}
+           "ended": float(np.mean(ended)), "response_tokens": float(np.mean(lengths)),
+           "correct_counts": [sum(c) for c in correct]}
     for field_name, key in (("split", "splits"), ("family", "families")):
         groups: dict[str, list] = {}
         for ex, c in zip(examples, correct):

@@ -52,6 +52,7 @@ from .ppo import Rollout, kl_per_token, masked_mean, response_logprobs, rollout_
 from .training import (Checkpoint, Clock, append_history, linear_decay, optimizer_step, record_eval, set_lr,
                        steps, stopped_early)
 from .world import check_format, verifiable_reward
+from .world.reasoning import family_names
 
 
 @dataclass
@@ -109,9 +110,27 @@ class GRPOConfig:
     """Checkpoint every this many iterations (and at the end). Range: ckpt_every >= 1."""
     n_samples_shown: int = 4
     """Problems answered before and after training (in metrics.json). Range: n_samples_shown >= 0."""
+    # What the `grpo` stage (pipeline.ensure_grpo) trains on and measures; train_grpo itself reads none of these.
+    n_problems: int = 800
+    """Training problems, an equal share per family, from the train pool (problems SFT did not see, mostly).
+    Range: n_problems >= 1."""
+    families: str = ""
+    """Comma-separated families (add, count, sort, people); empty: all four."""
+    eval_problems: int = 40
+    """Held-out problems per family (the test split: problems no stage trained on). Range: eval_problems >= 1."""
+    eval_samples: int = 16
+    """Samples per held-out problem at temperature T, before and after training: pass@k for k = 1, 2, 4, ... up
+    to this. Range: eval_samples >= 1."""
+    eval_every: int = 10
+    """Held-out pass@1 (2 samples per problem) every this many iterations, for the curve; 0: only before and
+    after. Range: eval_every >= 0."""
 
     def check(self) -> None:
         """Rules between fields (config.validate runs them after the ranges)."""
+        try:
+            family_names(self.families)
+        except ValueError as e:
+            raise ConfigError(f"--families: {e}") from None
         if self.n_minibatches > self.prompts_per_iteration * self.group_size:
             raise ConfigError(f"--n-minibatches ({self.n_minibatches}) must be at most --prompts-per-iteration x "
                               f"--group-size ({self.prompts_per_iteration * self.group_size} responses)")
@@ -119,7 +138,8 @@ class GRPOConfig:
 
 # --quick: a handful of tiny iterations, for tests and CI.
 QUICK = dict(iterations=3, prompts_per_iteration=4, group_size=4, max_new_tokens=96, ppo_epochs=1,
-             n_minibatches=2, ckpt_every=2, n_samples_shown=2)
+             n_minibatches=2, ckpt_every=2, n_samples_shown=2, n_problems=16, eval_problems=2, eval_samples=4,
+             eval_every=2)
 
 
 # ----------------------------------------------------------------------------------------------------------------

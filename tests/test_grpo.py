@@ -352,6 +352,27 @@ def test_evaluate_reasoning_counts_exact_ended_answers(monkeypatch):
     assert out["format"] == pytest.approx(7 / 8) and out["worked"] == pytest.approx(1 / 8)   # all but "no idea"
     assert out["response_tokens"] == pytest.approx(4.5) and out["ended"] == pytest.approx(6 / 8)
     assert out["families"]["add"]["pass@1"] == 0.5 and out["families"]["sort"]["pass@1"] == 0.0
+    assert out["correct_counts"] == [2, 0]
+
+
+def test_paired_difference_is_the_mean_and_se_of_per_problem_differences():
+    from minialign.evaluation import paired_difference
+    before, after = [0, 2, 4, 1], [3, 2, 4, 4]                      # correct samples of 4, same four problems
+    d = [0.75, 0.0, 0.0, 0.75]                                       # per-problem pass@1 differences, by hand
+    mean = sum(d) / 4
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3) / math.sqrt(4)
+    assert paired_difference(before, after, 4, 4) == (pytest.approx(mean), pytest.approx(se))
+    assert paired_difference(before, after, 4, 4)[0] == pytest.approx(0.375)
+    with pytest.raises(ValueError, match="paired comparison of 4 and 3 problems"):
+        paired_difference(before, after[:3], 4, 4)
+
+
+def test_bad_families_are_refused_with_the_known_names():
+    from minialign.sft import ReasoningSFTConfig
+    for cls in (GRPOConfig, ReasoningSFTConfig):
+        validate(cls(families="add, sort"))
+        with pytest.raises(ConfigError, match="--families: unknown family 'adds': use one or more of add, count"):
+            validate(cls(families="adds,sort"))
 
 
 @pytest.mark.slow

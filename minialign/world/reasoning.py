@@ -221,6 +221,16 @@ FAMILIES = (ADD, COUNT, SORT, PEOPLE_COUNT)
 _BY_NAME = {f.name: f for f in FAMILIES}
 
 
+def family_names(text: str):
+    """'add, sort' -> ['add', 'sort']; '' -> None (all families). ValueError for a name that is not a family."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown))}: "
+                         f"use one or more of {', '.join(_BY_NAME)}, comma-separated")
+    return names or None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Demonstrations in two forms, and the data
 def render_response(answer: str, steps: list[str], form: str) -> str:
