@@ -759,16 +759,17 @@ def print_reasoning_eval(tag: str, ev: dict) -> None:
           f"{ev['response_tokens']:.1f} tokens")
 
 
-def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None):
-    """The model GRPO starts from: `<out>/sft_reasoning/ckpt.pt`, the base model fine-tuned on demonstrations of the
-    world's verifiable problems (worked steps by default), trained (or resumed) if not finished.
+def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None, stage: str = "sft_reasoning"):
+    """The model GRPO starts from: `<out>/<stage>/ckpt.pt` (default `sft_reasoning`), the base model fine-tuned on
+    demonstrations of the world's verifiable problems (worked steps by default), trained (or resumed) if not
+    finished. Another `stage` keeps a variant (lesson 12's answer-only model) beside the pipeline's.
 
     Returns (GPT, Tokenizer). Also writes metrics.json (greedy accuracy on held-out problems of the test pool and
-    the hard band, per family) and loss.png into `<out>/sft_reasoning/`.
+    the hard band, per family) and loss.png into `<out>/<stage>/`.
     """
     cfg = cfg or sft.ReasoningSFTConfig(**(sft.REASONING_QUICK if run.quick else {}))
     base, tok = ensure_pretrained(run)
-    out_dir = run.stage_dir("sft_reasoning")
+    out_dir = run.stage_dir(stage)
     ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
     if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "sft_reasoning":
         finished = finished_model(ckpt, run.device)
@@ -777,11 +778,11 @@ def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None):
     families = family_names(cfg.families)
     data = reasoning_data(seed=run.seed, n_per_family=cfg.n_per_family, splits="train", form=cfg.form,
                           families=families)
-    print(f"[sft_reasoning] {len(data)} {cfg.form} demonstrations, {run.device}\n{config_text(cfg)}")
+    print(f"[{stage}] {len(data)} {cfg.form} demonstrations, {run.device}\n{config_text(cfg)}")
     t0 = time.perf_counter()
     torch.manual_seed(run.seed)
     model, m = sft.train_sft(copy.deepcopy(base), tok, data, cfg.sft_config(), out_dir=out_dir, device=run.device,
-                             seed=run.seed, desc="sft_reasoning")
+                             seed=run.seed, desc=stage)
     t_train = time.perf_counter() - t0
     ev = evaluate_reasoning(model.eval(), tok, reasoning_held_out(run, cfg.eval_per_family, families), greedy=True,
                             max_new_tokens=cfg.max_new_tokens, seed=run.seed)
@@ -789,7 +790,7 @@ def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None):
                               "n_examples": len(data), "final_train_loss": m.get("final_train_loss"),
                               "eval": ev, "train_seconds": round(t_train, 1),
                               "total_seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg)})
-    print_reasoning_eval("sft_reasoning", ev)
+    print_reasoning_eval(stage, ev)
     return model, tok
 
 
@@ -801,9 +802,9 @@ def grpo_problems(run, cfg: grpo.GRPOConfig) -> list:
     return reasoning_data(seed=run.seed + 1, n_per_family=per_family, splits="train", families=families)
 
 
-def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None):
-    """The GRPO policy: `<out>/grpo/ckpt.pt`, trained (or resumed) from the `sft_reasoning` model on the verifiable
-    reward, if not finished.
+def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None, stage: str = "grpo"):
+    """The GRPO policy: `<out>/<stage>/ckpt.pt` (default `grpo`), trained (or resumed) from the `sft_reasoning`
+    model on the verifiable reward, if not finished. Another `stage` keeps a variant (lesson 12's beta = 0 run).
 
     Returns (policy GPT, tokenizer). Steps: 1. the SFT model (ensure_sft_reasoning), pi_ref a frozen copy;
     2. held-out pass@k of pi_SFT (cfg.eval_samples samples per problem at temperature T); 3. grpo.train_grpo,
@@ -811,7 +812,7 @@ def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None):
     difference in pass@1 with its standard error, passk.png, metrics.json.
     """
     cfg = cfg or grpo.GRPOConfig(**(grpo.QUICK if run.quick else {}))
-    out_dir = run.stage_dir("grpo")
+    out_dir = run.stage_dir(stage)
     ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
     sft_model, tok = ensure_sft_reasoning(run)
     if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "grpo":
@@ -819,22 +820,22 @@ def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None):
         if finished is not None:
             return finished, tok
     t0 = time.perf_counter()
-    # 1. pi_theta and pi_ref start as the SFT model
-    policy, ref = copy.deepcopy(sft_model), (copy.deepcopy(sft_model) if cfg.beta > 0 else None)
+    # 1. pi_theta and pi_ref start as the SFT model (pi_ref also at beta = 0: the KL is logged either way)
+    policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
     problems = grpo_problems(run, cfg)
     held = reasoning_held_out(run, cfg.eval_problems, family_names(cfg.families), hard=False)
     ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.eval_samples]
     pass_k = lambda m: evaluate_reasoning(m, tok, held, n_samples=cfg.eval_samples, ks=ks,  # noqa: E731
                                           temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                           seed=run.seed + 1)
-    print(f"[grpo] {len(problems)} training problems, {len(held)} held out, {run.device}\n{config_text(cfg)}")
+    print(f"[{stage}] {len(problems)} training problems, {len(held)} held out, {run.device}\n{config_text(cfg)}")
     # 2. pi_SFT on the held-out problems
     before = pass_k(sft_model)
     # 3. GRPO, with held-out pass@1 (2 samples per problem) along the way
     eval_fn = lambda m: {"pass@1": evaluate_reasoning(m, tok, held, n_samples=2, temperature=cfg.temperature,  # noqa
                                                       max_new_tokens=cfg.max_new_tokens, seed=run.seed + 2)["pass@1"]}
     m = grpo.train_grpo(policy, ref, tok, problems, cfg, out_dir, run.device, seed=run.seed, eval_fn=eval_fn,
-                        eval_every=cfg.eval_every)
+                        eval_every=cfg.eval_every, desc=stage)
     # 4. the policy on the same held-out problems, with the same samples' seed
     after = pass_k(policy.eval())
     diff, diff_se = paired_difference(before["correct_counts"], after["correct_counts"], cfg.eval_samples,
@@ -847,7 +848,7 @@ def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None):
                "n_problems": len(problems), "config": asdict(cfg), "history": m["history"],
                "total_seconds": round(time.perf_counter() - t0, 1)}
     write_json(metrics_path, metrics)
-    print(f"[grpo] held-out pass@1 (T = {cfg.temperature}, {cfg.eval_samples} samples per problem): "
+    print(f"[{stage}] held-out pass@1 (T = {cfg.temperature}, {cfg.eval_samples} samples per problem): "
           f"SFT {before['pass@1']:.3f} -> GRPO {after['pass@1']:.3f} ({diff:+.3f} ± {diff_se:.3f}, paired over "
           f"{len(held)} problems); pass@{ks[-1]} {before[f'pass@{ks[-1]}']:.3f} -> {after[f'pass@{ks[-1]}']:.3f}; "
           f"{metrics['total_seconds']:.0f}s -> {out_dir}")
