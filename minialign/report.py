@@ -434,6 +434,9 @@ def section_grpo(m: dict) -> str:
     rows += [["response tokens", before["response_tokens"], after["response_tokens"]],
              ["well-formed answers", before["format"], after["format"]]]
     first = m.get("initial", {})
+    k8 = 8 if 8 in ks else ks[-1]
+    gap = before[f"pass@{k8}"] - before["pass@1"]
+    bar = min(0.10, gap / 2)
     return "\n".join([
         f"- {m['iterations']} iterations of {c['prompts_per_iteration']} problems x G = {c['group_size']} samples "
         f"(temperature {c['temperature']}, beta {c['beta']}, lr {c['lr']}) on {m['n_problems']} training problems; "
@@ -444,8 +447,9 @@ def section_grpo(m: dict) -> str:
         f"{_f(m.get('kl'))} nats",
         f"- held-out pass@1 gain over the SFT start: **{h['pass@1_gain']:+.3f} ± {h['pass@1_gain_se']:.3f}** (paired "
         f"over {after['n_problems']} problems of the test pool, {after['n_samples']} samples each at temperature "
-        f"{c['temperature']}); the SFT model's own pass@1 -> pass@{ks[-1]} gap was "
-        f"{before[f'pass@{ks[-1]}'] - before['pass@1']:.3f}",
+        f"{c['temperature']}); the SFT model's own pass@1 -> pass@{k8} gap is {gap:.3f}, so the bar min(0.10, gap / 2) "
+        f"= {bar:.3f} is " + ("met" if h["pass@1_gain"] >= bar and h["pass@1_gain"] > 2 * h["pass@1_gain_se"]
+                              else "not met") + " (the gain must also exceed two standard errors)",
         "", _table(["held-out", "SFT (start)", "GRPO"], rows),
         "", "Answers before GRPO:", _samples(m.get("samples", {}).get("before", [])),
         "", "after GRPO:", _samples(m.get("samples", {}).get("after", []))])
