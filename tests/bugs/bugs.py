@@ -473,3 +473,19 @@ bug("reasoning-checker-forgives-leading-zeros", "oracle", "minialign/world/reaso
     ["tests/test_world_reasoning.py::test_checker_on_tricky_answers"],
     "'The answer is 0432.' scores as right: GRPO can be paid for answers that are not the exact answer, and "
     "held-out accuracy is overstated.")
+
+bug("grpo-gain-se-unpaired", "grpo", "minialign/evaluation.py",
+    [("return mean_and_se([cb / n_b - ca / n_a for ca, cb in zip(counts_a, counts_b)])",
+      "return (mean_and_se([cb / n_b for cb in counts_b])[0] - mean_and_se([ca / n_a for ca in counts_a])[0],\n"
+      "            float(np.hypot(mean_and_se([cb / n_b for cb in counts_b])[1], "
+      "mean_and_se([ca / n_a for ca in counts_a])[1])))")],
+    [T_GRPO + "test_paired_difference_is_the_mean_and_se_of_per_problem_differences"],
+    "The pass@1 gain of GRPO over its start gets the standard error of two independent samples: the problems' "
+    "own difficulty, shared by both models, counts as noise and a real gain looks insignificant.")
+
+bug("lesson12-time-to-think-counts-the-hard-band", "grpo", "lessons/12_reasoning_rl.py",
+    [("idx = [i for i, s in enumerate(answer[\"problem_splits\"]) if s == split]",
+      "idx = list(range(len(answer[\"problem_splits\"])))")],
+    ["tests/test_lessons_reasoning.py::test_verdict_time_to_think_both_ways"],
+    "The worked-vs-answer difference mixes the held-out test pool with the hard band while the accuracies it is "
+    "printed beside are the test pool's: the difference and its standard error describe other problems.")
