@@ -116,7 +116,8 @@ class GRPOConfig:
     """Training problems, an equal share per family, from the train pool (problems SFT did not see, mostly).
     Range: n_problems >= 1."""
     families: str = "count"
-    """Comma-separated families (add, count, sort, people); empty: all four (the sft_reasoning stage's default)."""
+    """Comma-separated families (add, count, sort, people); empty: all four. The default, counting, is the family
+    the sft_reasoning stage trains on by default."""
     eval_problems: int = 80
     """Held-out problems per family (the test split: problems no stage trained on). Range: eval_problems >= 1."""
     eval_samples: int = 16
