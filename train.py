@@ -4,6 +4,7 @@
     python train.py tokenizer            # train the BPE tokenizer
     python train.py pretrain [--corpus F]  # next-token pretraining of the GPT
     python train.py sft | rm | ppo | finegrained | dpo   # one post-training stage
+    python train.py sft_reasoning | grpo   # worked-step SFT on verifiable problems, then GRPO
     python train.py evaluate             # every finished policy on held-out prompts, and report.md
     python train.py report               # rewrite <out>/report.md from what the stages wrote
     python train.py sample --prompt "Mia went to"
@@ -81,13 +82,14 @@ def print_samples(run: Run, model, tok, prompts, n_tokens: int = 40, temperature
         print(f"--- {p!r} ->\n{p}{tok.decode([i for i in ids if i != tok.eot_id])}")
 
 
-def cmd_stage(module_name: str, config_name: str, ensure_name: str, ensure_module: str = "minialign.pipeline"):
-    """A subcommand for a post-training stage: its config (from the algorithm module, built from the flags) and
-    the stage function that builds it (`pipeline.ensure_<stage>`)."""
+def cmd_stage(module_name: str, config_name: str, ensure_name: str, ensure_module: str = "minialign.pipeline",
+              quick_name: str = "QUICK"):
+    """A subcommand for a post-training stage: its config (from the algorithm module, built from the flags, over the
+    module's `quick_name` settings with --quick) and the stage function that builds it (`pipeline.ensure_<stage>`)."""
     def run_stage(run: Run, args) -> None:
         module = importlib.import_module(module_name)
         cls = getattr(module, config_name)
-        cfg = from_args(cls, args, **(module.QUICK if run.quick else {}))
+        cfg = from_args(cls, args, **(getattr(module, quick_name) if run.quick else {}))
         getattr(importlib.import_module(ensure_module), ensure_name)(run, cfg)
     return run_stage
 
@@ -106,6 +108,12 @@ STAGES = {
                     "PPO with fine-grained segment rewards", ("minialign.finegrained", "FineGrainedConfig")),
     "dpo": (cmd_stage("minialign.dpo", "DPOConfig", "ensure_dpo"),
             "direct preference optimization from the SFT model", ("minialign.dpo", "DPOConfig")),
+    "sft_reasoning": (cmd_stage("minialign.sft", "ReasoningSFTConfig", "ensure_sft_reasoning",
+                                quick_name="REASONING_QUICK"),
+                      "SFT on worked-step demonstrations of verifiable problems (GRPO's start)",
+                      ("minialign.sft", "ReasoningSFTConfig")),
+    "grpo": (cmd_stage("minialign.grpo", "GRPOConfig", "ensure_grpo"),
+             "GRPO on the verifiable reward, from the sft_reasoning model", ("minialign.grpo", "GRPOConfig")),
     "evaluate": (cmd_stage("minialign.report", "EvalConfig", "ensure_evaluation", "minialign.report"),
                  "every policy on the same held-out prompts; writes report.md", ("minialign.report", "EvalConfig")),
 }

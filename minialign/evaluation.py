@@ -41,7 +41,8 @@ from .batching import sequence_token_logprobs
 from .config import autocast
 from .generate import sample_batches
 from .model import GPT
-from .world import FLAW_NAMES, gold_reward, label_sentences, response_flaws, toxicity
+from .world import (FLAW_NAMES, check_format, gold_reward, label_sentences, response_flaws, toxicity,
+                    verifiable_reward)
 from .world.text import normalize, words
 
 if TYPE_CHECKING:
@@ -579,3 +580,67 @@ def sentence_error_rates(prompts: list, responses: list[str]) -> dict:
             "sentences_per_response": len(flat) / max(1, len(labels))}
 
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Verifiable tasks: answers a program checks exactly (world/reasoning.py), pass@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased estimate of pass@k from n samples of one problem, c of them correct (Chen et al. 2021):
+    1 - C(n - c, k) / C(n, k), the chance that k of the n samples, drawn without replacement, hold a correct one."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 if n - c < k else 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def paired_difference(counts_a: list[int], counts_b: list[int], n_a: int, n_b: int) -> tuple[float, float]:
+    """pass@1 of model b minus model a on the same problems, and the standard error of that difference over the
+    problems: the mean and SE of the per-problem differences c_b / n_b - c_a / n_a (a paired comparison)."""
+    if len(counts_a) != len(counts_b):
+        raise ValueError(f"paired comparison of {len(counts_a)} and {len(counts_b)} problems")
+    return mean_and_se([cb / n_b - ca / n_a for ca, cb in zip(counts_a, counts_b)])
+
+
+def _pass_summary(correct: list[list[bool]], ks) -> dict:
+    """{"pass@k": mean over problems, "pass@k_se": its standard error} for each k, from per-problem samples."""
+    out = {}
+    for k in ks:
+        mean, se = mean_and_se([pass_at_k(len(c), sum(c), k) for c in correct])
+        out[f"pass@{k}"], out[f"pass@{k}_se"] = mean, se
+    return out
+
+
+@torch.no_grad()
+def evaluate_reasoning(model: GPT, tok, examples, *, n_samples: int = 1, ks=(1,), temperature: float = 1.0,
+                       greedy: bool = False, max_new_tokens: int = 64, seed: int = 0, batch_size: int = 64) -> dict:
+    """Sample `n_samples` responses per problem (world.reasoning Examples) and check each exactly.
+
+    Returns pass@k for each k in `ks` (k <= n_samples) with its standard error over problems, overall and per
+    split and family, plus the share of well-formed responses ("format"), of worked ones ("worked"), of ended
+    ones, the mean response length in tokens, and each problem's number of correct samples ("correct_counts",
+    in the order of `examples`: for paired comparisons of two models on the same problems). `greedy` answers once
+    per problem (pass@1 = accuracy).
+    """
+    if greedy and n_samples != 1:
+        raise ValueError("greedy decoding gives one answer per problem: use n_samples=1")
+    correct: list[list[bool]] = [[] for _ in examples]
+    forms, lengths, ended = [], [], []
+    for b in sample_batches(model, tok, [ex.prompt for ex in examples], n=n_samples, max_new_tokens=max_new_tokens,
+                            temperature=temperature, greedy=greedy, seed=seed, batch_size=batch_size):
+        for i, text, end, ids in zip(b.rows, b.texts, b.ended, b.gen.response_ids):
+            correct[i].append(verifiable_reward(examples[i], text, end) == 1.0)
+            forms.append(check_format(text))
+            lengths.append(len(ids))
+            ended.append(end)
+    out = {**_pass_summary(correct, ks), "n_problems": len(examples), "n_samples": n_samples,
+           "format": float(np.mean([f is not None for f in forms])),
+           "worked": float(np.mean([f == "worked" for f in forms])),
+           "ended": float(np.mean(ended)), "response_tokens": float(np.mean(lengths)),
+           "correct_counts": [sum(c) for c in correct]}
+    for field_name, key in (("split", "splits"), ("family", "families")):
+        groups: dict[str, list] = {}
+        for ex, c in zip(examples, correct):
+            groups.setdefault(getattr(ex, field_name), []).append(c)
+        out[key] = {g: _pass_summary(cs, ks) for g, cs in sorted(groups.items())}
+    return out

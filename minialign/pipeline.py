@@ -29,15 +29,15 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from . import distributed, dpo, finegrained, ppo, reward, sft
+from . import distributed, dpo, finegrained, grpo, ppo, reward, sft
 from .chat import end_id as chat_end_id
 from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 from .config import config_text, from_args, pick_device, read_json, seed_everything, write_json
-from .evaluation import (SPLIT_LABELS, evaluate_sft, label_agreement_with_oracle, prompt_text, sample_and_score,
-                         sentence_error_rates, summarize)
-from .plotting import (plot_calibration, plot_finegrained_comparison, plot_reward_vs_gold, plot_rm_training,
-                       plot_segment_rm_training)
+from .evaluation import (SPLIT_LABELS, evaluate_reasoning, evaluate_sft, label_agreement_with_oracle,
+                         paired_difference, prompt_text, sample_and_score, sentence_error_rates, summarize)
+from .plotting import (plot_calibration, plot_finegrained_comparison, plot_heldout_curve, plot_pass_at_k, plot_reward_vs_gold,
+                       plot_rm_training, plot_segment_rm_training)
 from .loaders import DataError, load_preferences, load_text
 from .model import GPT, PRESETS, GPTConfig, make_config
 from .preferences import PreferenceGroup, as_groups, rank_policy_samples
@@ -45,7 +45,10 @@ from .ppo import PPOConfig, ValueModel, measure_score_norm, rm_reward_fn, train_
 from .pretrain import PretrainConfig, pretrain, tokens_of
 from .generate import sample_batches
 from .tokenizer import Tokenizer, tokenizer_from_hf_gpt2, train_bpe
-from .world import DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, pretraining_corpus, preference_data, rl_prompts
+from .world import (DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, pretraining_corpus, preference_data, reasoning_data,
+                    rl_prompts)
+from .world.reasoning import FAMILIES as REASONING_FAMILIES
+from .world.reasoning import family_names
 
 # BPE vocabulary size per preset (the real GPT-2 shape keeps its own 50257).
 VOCAB_SIZE = {"tiny": 2048, "small": 4096, "gpt2": 50257}
@@ -733,3 +736,120 @@ def evaluate_instruction_policy(policy: GPT, ref: GPT, tok, prompts: list, *, ma
     out.update(words_per_response=float(np.mean(n_words)), words_per_response_se=se(n_words),
                response_tokens_se=se(s.lengths))
     return out
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Reasoning with verifiable rewards: SFT on worked steps (minialign/sft.py), then GRPO (minialign/grpo.py)
+
+def reasoning_held_out(run, per_family: int, families=None, hard: bool = True) -> list:
+    """Held-out problems: `per_family` of the test pool per family (problems no stage trains on), and, with
+    `hard`, half as many of the harder band (more digits, longer lists) that no split trains on."""
+    out = reasoning_data(seed=run.seed, n_per_family=per_family, splits="test", families=families)
+    if hard:
+        out += reasoning_data(seed=run.seed, n_per_family=max(1, per_family // 2), splits="hard", families=families)
+    return out
+
+
+def print_reasoning_eval(tag: str, ev: dict) -> None:
+    """Accuracy per split and family, in words."""
+    splits = ", ".join(f"{s} {v['pass@1']:.3f} ± {v['pass@1_se']:.3f}" for s, v in ev["splits"].items())
+    fams = ", ".join(f"{f} {v['pass@1']:.2f}" for f, v in ev["families"].items())
+    print(f"[{tag}] held-out accuracy: {splits} (families: {fams}); {ev['worked']:.0%} worked answers, "
+          f"{ev['response_tokens']:.1f} tokens")
+
+
+def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None, stage: str = "sft_reasoning"):
+    """The model GRPO starts from: `<out>/<stage>/ckpt.pt` (default `sft_reasoning`), the base model fine-tuned on
+    demonstrations of the world's verifiable problems (worked steps by default), trained (or resumed) if not
+    finished. Another `stage` keeps a variant (lesson 12's answer-only model) beside the pipeline's.
+
+    Returns (GPT, Tokenizer). Also writes metrics.json (greedy accuracy on held-out problems of the test pool and
+    the hard band, per family) and loss.png into `<out>/<stage>/`.
+    """
+    cfg = cfg or sft.ReasoningSFTConfig(**(sft.REASONING_QUICK if run.quick else {}))
+    base, tok = ensure_pretrained(run)
+    out_dir = run.stage_dir(stage)
+    ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
+    if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "sft_reasoning":
+        finished = finished_model(ckpt, run.device)
+        if finished is not None:
+            return finished, tok
+    families = family_names(cfg.families)
+    data = reasoning_data(seed=run.seed, n_per_family=cfg.n_per_family, splits="train", form=cfg.form,
+                          families=families)
+    print(f"[{stage}] {len(data)} {cfg.form} demonstrations, {run.device}\n{config_text(cfg)}")
+    t0 = time.perf_counter()
+    torch.manual_seed(run.seed)
+    model, m = sft.train_sft(copy.deepcopy(base), tok, data, cfg.sft_config(), out_dir=out_dir, device=run.device,
+                             seed=run.seed, desc=stage)
+    t_train = time.perf_counter() - t0
+    ev = evaluate_reasoning(model.eval(), tok, reasoning_held_out(run, cfg.eval_per_family, families), greedy=True,
+                            max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+    write_json(metrics_path, {"stage": "sft_reasoning", "form": cfg.form, "steps": cfg.steps,
+                              "n_examples": len(data), "final_train_loss": m.get("final_train_loss"),
+                              "eval": ev, "train_seconds": round(t_train, 1),
+                              "total_seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg)})
+    print_reasoning_eval(stage, ev)
+    return model, tok
+
+
+def grpo_problems(run, cfg: grpo.GRPOConfig) -> list:
+    """GRPO's training problems: cfg.n_problems from the train pool, an equal share per family, drawn with another
+    seed than the SFT demonstrations (so that RL mostly meets problems SFT did not show)."""
+    families = family_names(cfg.families)
+    per_family = max(1, cfg.n_problems // len(families or REASONING_FAMILIES))
+    return reasoning_data(seed=run.seed + 1, n_per_family=per_family, splits="train", families=families)
+
+
+def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None, stage: str = "grpo"):
+    """The GRPO policy: `<out>/<stage>/ckpt.pt` (default `grpo`), trained (or resumed) from the `sft_reasoning`
+    model on the verifiable reward, if not finished. Another `stage` keeps a variant (lesson 12's beta = 0 run).
+
+    Returns (policy GPT, tokenizer). Steps: 1. the SFT model (ensure_sft_reasoning), pi_ref a frozen copy;
+    2. held-out pass@k of pi_SFT (cfg.eval_samples samples per problem at temperature T); 3. grpo.train_grpo,
+    with held-out pass@1 every cfg.eval_every iterations; 4. held-out pass@k of the policy, the paired
+    difference in pass@1 with its standard error, passk.png, metrics.json.
+    """
+    cfg = cfg or grpo.GRPOConfig(**(grpo.QUICK if run.quick else {}))
+    out_dir = run.stage_dir(stage)
+    ckpt, metrics_path = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "metrics.json")
+    sft_model, tok = ensure_sft_reasoning(run)
+    if os.path.exists(metrics_path) and read_json(metrics_path).get("stage") == "grpo":
+        finished = finished_model(ckpt, run.device)
+        if finished is not None:
+            return finished, tok
+    t0 = time.perf_counter()
+    # 1. pi_theta and pi_ref start as the SFT model (pi_ref also at beta = 0: the KL is logged either way)
+    policy, ref = copy.deepcopy(sft_model), copy.deepcopy(sft_model)
+    problems = grpo_problems(run, cfg)
+    held = reasoning_held_out(run, cfg.eval_problems, family_names(cfg.families), hard=False)
+    ks = [k for k in (1, 2, 4, 8, 16, 32, 64) if k <= cfg.eval_samples]
+    pass_k = lambda m: evaluate_reasoning(m, tok, held, n_samples=cfg.eval_samples, ks=ks,  # noqa: E731
+                                          temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
+                                          seed=run.seed + 1)
+    print(f"[{stage}] {len(problems)} training problems, {len(held)} held out, {run.device}\n{config_text(cfg)}")
+    # 2. pi_SFT on the held-out problems
+    before = pass_k(sft_model)
+    # 3. GRPO, with held-out pass@1 (2 samples per problem) along the way
+    eval_fn = lambda m: {"pass@1": evaluate_reasoning(m, tok, held, n_samples=2, temperature=cfg.temperature,  # noqa
+                                                      max_new_tokens=cfg.max_new_tokens, seed=run.seed + 2)["pass@1"]}
+    m = grpo.train_grpo(policy, ref, tok, problems, cfg, out_dir, run.device, seed=run.seed, eval_fn=eval_fn,
+                        eval_every=cfg.eval_every, desc=stage)
+    # 4. the policy on the same held-out problems, with the same samples' seed
+    after = pass_k(policy.eval())
+    diff, diff_se = paired_difference(before["correct_counts"], after["correct_counts"], cfg.eval_samples,
+                                      cfg.eval_samples)
+    plot_pass_at_k({"SFT (start)": before, "GRPO": after}, ks, os.path.join(out_dir, "passk.png"))
+    if "eval" in m:
+        plot_heldout_curve(m["eval"], before, os.path.join(out_dir, "heldout.png"), top_k=min(8, ks[-1]))
+    metrics = {"stage": "grpo", **{k: v for k, v in m.items() if k != "history"},
+               "heldout": {"sft": before, "grpo": after, "pass@1_gain": diff, "pass@1_gain_se": diff_se, "ks": ks},
+               "n_problems": len(problems), "config": asdict(cfg), "history": m["history"],
+               "total_seconds": round(time.perf_counter() - t0, 1)}
+    write_json(metrics_path, metrics)
+    print(f"[{stage}] held-out pass@1 (T = {cfg.temperature}, {cfg.eval_samples} samples per problem): "
+          f"SFT {before['pass@1']:.3f} -> GRPO {after['pass@1']:.3f} ({diff:+.3f} ± {diff_se:.3f}, paired over "
+          f"{len(held)} problems); pass@{ks[-1]} {before[f'pass@{ks[-1]}']:.3f} -> {after[f'pass@{ks[-1]}']:.3f}; "
+          f"{metrics['total_seconds']:.0f}s -> {out_dir}")
+    return load_model(ckpt, run.device), tok

@@ -69,9 +69,17 @@ PPO_PANELS = [("proxy_reward", "proxy reward (RM score)"), ("gold_reward", "gold
            ("frac_ended", "fraction ended with <|end|>")]
 
 
-def plot_ppo_history(history: dict, path: str, title: str = "ppo") -> str:
-    """One panel per logged quantity over the PPO iterations."""
-    names = [(k, label) for k, label in PPO_PANELS if k in history]
+# GRPO's logged quantities (grpo.train_grpo's history)
+GRPO_PANELS = [("reward", "reward (verifiable)"), ("pass@1", "pass@1 (training samples)"),
+               ("frac_equal_groups", "groups with all-equal rewards"), ("response_length", "response length"),
+               ("entropy", "entropy per token"), ("kl", "KL(pi_theta || pi_ref), nats"), ("clipfrac", "clip fraction"),
+               ("approxkl", "approx KL old/new"), ("format", "well-formed answers"), ("frac_ended", "fraction ended")]
+
+
+def plot_ppo_history(history: dict, path: str, title: str = "ppo", panels=None) -> str:
+    """One panel per logged quantity over the iterations: PPO_PANELS by default, or the given
+    [(history key, label)] (GRPO_PANELS)."""
+    names = [(k, label) for k, label in (panels or PPO_PANELS) if k in history]
     ncols = 4
     fig, axes = new_figure(ncols=ncols, nrows=math.ceil(len(names) / ncols), width=3.6, height=2.8)
     flat = axes.reshape(-1)
@@ -275,4 +283,41 @@ def plot_dpo_training(history: dict, path: str) -> str:
     for ax in axes[0]:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_pass_at_k(evals: dict, ks: list[int], path: str, title: str = "held-out problems") -> str:
+    """pass@k against k (log scale) for each model {name: evaluation.evaluate_reasoning result}, with error bars of
+    one standard error over problems: RL that sharpens the distribution lifts pass@1 toward the start's pass@k."""
+    fig, axes = new_figure(width=5.0, height=3.6)
+    ax = axes[0, 0]
+    for i, (name, ev) in enumerate(evals.items()):
+        ax.errorbar(ks, [ev[f"pass@{k}"] for k in ks], yerr=[ev[f"pass@{k}_se"] for k in ks], marker="o",
+                    capsize=3, color=f"C{i}", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("k (samples per problem)")
+    ax.set_ylabel("pass@k")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_heldout_curve(evals: dict, start: dict, path: str, top_k: int = 8) -> str:
+    """Held-out pass@1 over GRPO's iterations (evals = history["eval"]: "iteration", "pass@1"), with the starting
+    model's pass@1 and pass@top_k as dotted lines: the ceiling that sharpening the start's distribution can reach."""
+    fig, axes = new_figure(width=5.0, height=3.4)
+    ax = axes[0, 0]
+    ax.plot(evals["iteration"], evals["pass@1"], marker="o", color="C1", label="held-out pass@1 (policy)")
+    for k, style in ((1, ":"), (top_k, "--")):
+        if f"pass@{k}" in start:
+            ax.axhline(start[f"pass@{k}"], color="C0", linestyle=style, label=f"SFT start: pass@{k}")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("pass@1")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save_figure(fig, path)

@@ -449,6 +449,52 @@ def section_dpo(m: dict) -> str:
         "", _table(["", "first step", "last"], [[k, f.get(k), l.get(k)] for k in keys])])
 
 
+def _reasoning_rows(ev: dict) -> list[list]:
+    """One row per split and family of an `evaluate_reasoning` result: accuracy (pass@1) ± its standard error."""
+    rows = [[f"split: {k}", f"{v['pass@1']:.3f} ± {v['pass@1_se']:.3f}"] for k, v in ev["splits"].items()]
+    return rows + [[f"family: {k}", f"{v['pass@1']:.3f} ± {v['pass@1_se']:.3f}"] for k, v in ev["families"].items()]
+
+
+def section_sft_reasoning(m: dict) -> str:
+    ev = m["eval"]
+    return "\n".join([
+        f"- {m['steps']} steps on {m['n_examples']:,} {m['form']} demonstrations; final training loss "
+        f"{_f(m.get('final_train_loss'))}; {_f(m.get('train_seconds'), 0)} s of training",
+        f"- greedy answers to {ev['n_problems']} held-out problems (the test pool: problems no stage trained on; the "
+        f"hard band: more digits and longer lists than any training problem), exact answers only; "
+        f"{ev['worked']:.0%} of the answers worked steps, {ev['response_tokens']:.1f} tokens on average",
+        "", _table(["held-out problems", "accuracy ± s.e."], _reasoning_rows(ev))])
+
+
+def section_grpo(m: dict) -> str:
+    h, c = m["heldout"], m["config"]
+    before, after, ks = h["sft"], h["grpo"], h["ks"]
+    rows = [[f"pass@{k}", f"{before[f'pass@{k}']:.3f} ± {before[f'pass@{k}_se']:.3f}",
+             f"{after[f'pass@{k}']:.3f} ± {after[f'pass@{k}_se']:.3f}"] for k in ks]
+    rows += [["response tokens", before["response_tokens"], after["response_tokens"]],
+             ["well-formed answers", before["format"], after["format"]]]
+    first = m.get("initial", {})
+    k8 = 8 if 8 in ks else ks[-1]
+    gap = before[f"pass@{k8}"] - before["pass@1"]
+    bar = min(0.10, gap / 2)
+    return "\n".join([
+        f"- {m['iterations']} iterations of {c['prompts_per_iteration']} problems x G = {c['group_size']} samples "
+        f"(temperature {c['temperature']}, beta {c['beta']}, lr {c['lr']}) on {m['n_problems']} training problems; "
+        f"{_f(m['seconds_per_iteration'], 2)} s/iteration",
+        f"- training batches, first iteration -> mean of the last five: reward {_f(first.get('reward'))} -> "
+        f"{_f(m.get('reward'))}, all-equal groups {_f(m.get('frac_equal_groups'))}, response length "
+        f"{_f(first.get('response_length'), 1)} -> {_f(m.get('response_length'), 1)} tokens, KL to pi_ref "
+        f"{_f(m.get('kl'))} nats",
+        f"- held-out pass@1 gain over the SFT start: **{h['pass@1_gain']:+.3f} ± {h['pass@1_gain_se']:.3f}** (paired "
+        f"over {after['n_problems']} problems of the test pool, {after['n_samples']} samples each at temperature "
+        f"{c['temperature']}); the SFT model's own pass@1 -> pass@{k8} gap is {gap:.3f}, so the bar min(0.10, gap / 2) "
+        f"= {bar:.3f} is " + ("met" if h["pass@1_gain"] >= bar and h["pass@1_gain"] > 2 * h["pass@1_gain_se"]
+                              else "not met") + " (the gain must also exceed two standard errors)",
+        "", _table(["held-out", "SFT (start)", "GRPO"], rows),
+        "", "Answers before GRPO:", _samples(m.get("samples", {}).get("before", [])),
+        "", "after GRPO:", _samples(m.get("samples", {}).get("after", []))])
+
+
 def section_best_of_n(bon: dict, ppo: dict | None, dpo: dict | None) -> str:
     """The over-optimisation figure's numbers: best-of-n's end points and what differs between the curves."""
     pts = bon["points"]
@@ -493,7 +539,9 @@ SECTIONS = [("pretrain", "Pretraining", section_pretrain, ["loss.png"]),
             ("ppo", "PPO with a per-token KL penalty", section_ppo, ["ppo_curves.png"]),
             ("finegrained", "Fine-grained rewards", section_finegrained,
              ["segment_rms.png", "ppo_curves.png", "comparison.png"]),
-            ("dpo", "DPO", section_dpo, ["dpo_training.png"])]
+            ("dpo", "DPO", section_dpo, ["dpo_training.png"]),
+            ("sft_reasoning", "SFT on worked steps (time to think)", section_sft_reasoning, ["loss.png"]),
+            ("grpo", "GRPO on a verifiable reward", section_grpo, ["heldout.png", "passk.png", "grpo_curves.png"])]
 
 
 def versions() -> dict:

@@ -50,7 +50,7 @@ import torch
 from . import distributed
 from .batching import Batch, pad_batch, sequence_token_logprobs
 from .chat import Rendered, render
-from .config import autocast, write_json
+from .config import ConfigError, autocast, write_json
 from .evaluation import EVAL_SPLITS, evaluate_sft, example_field, example_pair
 from .loaders import DataError, load_alpaca
 from .logprobs import IGNORE_INDEX
@@ -126,6 +126,55 @@ class SFTConfig:
 # --quick: seconds. The model is too small and too briefly trained to show the effect.
 QUICK = dict(n_per_family=8, epochs=1, batch_size=16, warmup_steps=2, eval_per_family=2,
              max_new_tokens=12, ckpt_every=10, eval_loss_every=5)
+
+
+@dataclass
+class ReasoningSFTConfig:
+    """SFT on the world's verifiable problems in one demonstration form (the `sft_reasoning` stage, GRPO's start):
+    deck 002 "Current Developments", "additional tokens to give the model time to think" (world/reasoning.py)."""
+
+    form: str = "worked"
+    """Demonstrations: 'worked' (steps after "Let me think.", then "The answer is X.") or 'answer' (only
+    "The answer is X."); the same problems either way. Range: form in ('worked', 'answer')."""
+    n_per_family: int = 500
+    """Training problems per family, from the train pool (world.reasoning_data). Range: n_per_family >= 1."""
+    families: str = "count"
+    """Comma-separated families (add, count, sort, people); empty: all four. The default budget teaches the tiny
+    model the worked steps of counting; those of addition, sorting and the people counts need more (README)."""
+    steps: int = 500
+    """Optimizer steps (the budget: both forms get the same steps of the same batch size). Range: steps >= 1."""
+    batch_size: int = 32
+    """Demonstrations per step. Range: batch_size >= 1."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (linear warmup, cosine decay to a tenth). Range: lr > 0."""
+    warmup_steps: int = 20
+    """Linear warmup steps. Range: warmup_steps >= 0."""
+    eval_per_family: int = 150
+    """Held-out problems per family of the test split, and half as many of the harder band, answered greedily
+    after training. Range: eval_per_family >= 1."""
+    max_new_tokens: int = 128
+    """Answer budget of that evaluation (a worked answer of the hard band takes up to ~115 tokens); an answer
+    cut here is wrong. Range: max_new_tokens >= 1."""
+    ckpt_every: int = 100
+    """Checkpoint every this many steps. Range: ckpt_every >= 1."""
+
+    def sft_config(self) -> SFTConfig:
+        """The SFTConfig that `train_sft` runs: these steps, batch and learning rate; no held-out loss curve."""
+        return SFTConfig(steps=self.steps, batch_size=self.batch_size, lr=self.lr, warmup_steps=self.warmup_steps,
+                         ckpt_every=self.ckpt_every, eval_loss_every=0, max_new_tokens=self.max_new_tokens)
+
+    def check(self) -> None:
+        """Rules between fields (config.validate runs them after the ranges)."""
+        from .world.reasoning import family_names
+        try:
+            family_names(self.families)
+        except ValueError as e:
+            raise ConfigError(f"--families: {e}") from None
+
+
+# --quick: a few steps on a few problems.
+REASONING_QUICK = dict(n_per_family=12, steps=6, batch_size=8, warmup_steps=2, eval_per_family=2,
+                       max_new_tokens=96, ckpt_every=10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from minialign.config import ConfigError, field_ranges, validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-LESSONS = ["06_lima", "07_reward_model", "08_ppo", "09_fine_grained", "10_dpo", "11_logprob_kernel"]
+LESSONS = ["06_lima", "07_reward_model", "08_ppo", "09_fine_grained", "10_dpo", "11_logprob_kernel",
+           "12_reasoning_rl"]
 
 
 def load_lesson(name: str):

@@ -35,10 +35,11 @@ def quick_run(tmp_path_factory):
 
 def test_quick_pipeline_end_to_end_with_report(quick_run):
     out, proc = quick_run
-    assert "=== stage 8/8: evaluate" in proc.stdout
+    assert "=== stage 10/10: evaluate" in proc.stdout
     report = open(os.path.join(out, "report.md")).read()
     for title in ("## Final comparison", "## Pretraining", "## Instruction tuning (SFT)", "## Reward model",
-                  "## PPO with a per-token KL penalty", "## Fine-grained rewards", "## DPO", "## Time per stage",
+                  "## PPO with a per-token KL penalty", "## Fine-grained rewards", "## DPO",
+                  "## SFT on worked steps (time to think)", "## GRPO on a verifiable reward", "## Time per stage",
                   "## Versions"):
         assert title in report, title
     # the final table has one row per policy, each with a gold reward and a KL
@@ -52,7 +53,17 @@ def test_quick_pipeline_end_to_end_with_report(quick_run):
     for figure in re.findall(r"\]\(([^)]+\.png)\)", report):      # every linked figure exists
         assert os.path.getsize(os.path.join(out, figure)) > 1000, figure
     times = json.load(open(os.path.join(out, "stage_times.json")))
-    assert set(times) == {"tokenizer", "pretrain", "sft", "rm", "ppo", "finegrained", "dpo", "evaluate"}
+    assert set(times) == {"tokenizer", "pretrain", "sft", "rm", "ppo", "finegrained", "dpo", "sft_reasoning", "grpo",
+                          "evaluate"}
+    # the grpo stage: pass@k of the SFT start and of the policy on the same held-out problems, and the paired gain
+    g = json.load(open(os.path.join(out, "grpo", "metrics.json")))
+    before, after = g["heldout"]["sft"], g["heldout"]["grpo"]
+    assert g["heldout"]["ks"] == [1, 2, 4] and before["n_samples"] == after["n_samples"] == 4
+    pairs = list(zip(before["correct_counts"], after["correct_counts"]))
+    gain = sum(b - a for a, b in pairs) / 4 / len(pairs)
+    assert g["heldout"]["pass@1_gain"] == pytest.approx(gain)
+    assert g["history"]["eval"]["iteration"] == [0, 2, 3]
+    assert re.search(r"held-out pass@1 gain over the SFT start: \*\*[+-]\d\.\d{3} ± \d\.\d{3}\*\*", report)
     ev = json.load(open(os.path.join(out, "evaluate", "metrics.json")))
     for kind in ("instruction", "toxic"):
         sft = ev["kinds"][kind]["policies"]["SFT"]
@@ -70,6 +81,7 @@ def test_quick_pipeline_end_to_end_with_report(quick_run):
     again = train("--quick", "--out", out)
     assert again.returncode == 0 and "resuming" not in again.stdout
     assert "[pretrain] " not in again.stdout and "[sft] " not in again.stdout
+    assert "[sft_reasoning] " not in again.stdout and "[grpo] " not in again.stdout
 
 
 def test_compare_shows_every_policy_side_by_side_with_the_oracles_gold(quick_run, tmp_path):

@@ -17,7 +17,7 @@ from minialign.config import ConfigError, Range, field_docs, field_ranges, parse
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 CONFIGS = [("minialign.model", "GPTConfig"), ("minialign.pretrain", "PretrainConfig"), ("minialign.sft", "SFTConfig"),
-           ("minialign.reward", "RMConfig"), ("minialign.ppo", "PPOConfig"),
+           ("minialign.reward", "RMConfig"), ("minialign.ppo", "PPOConfig"), ("minialign.grpo", "GRPOConfig"),
            ("minialign.finegrained", "FineGrainedConfig"), ("minialign.dpo", "DPOConfig"),
            ("minialign.report", "EvalConfig"), ("minialign.side_by_side", "CompareConfig")]
 

@@ -14,6 +14,9 @@ No public data set can be downloaded in a classroom, so minialign generates its 
   annotators with a documented bias, `AnnotatorBias` (they like sounding sure and long, and check
   the facts only some of the time), of reference and flawed answers (preferences.py, flaws.py);
 - `rl_prompts`, `lima_sets`: prompt sets for PPO / DPO and the LIMA data sets (prompts.py);
+- `reasoning_data`, `verifiable_reward`: problems a program checks (addition with carries, counting,
+  sorting, counting people by their facts), answered alone or after worked steps, and the exact
+  checker (reasoning.py);
 - `show_world`: a printed tour (show.py; `python -m minialign.world --flaws` measures the flaws).
 The world's facts are fixed (lexicon.py); a seed only chooses what is sampled.
 """
@@ -26,6 +29,7 @@ from .preferences import (DEFAULT_BIAS, DEFAULT_NOISE, AnnotatorBias, Preference
                           agreement, bradley_terry_agreement, perceived_reward, preference_data,
                           preference_pairs, rank_responses, rating_data, ratings_to_pairs)
 from .prompts import RL_KINDS, lima_sets, rl_prompts
+from .reasoning import check_answer, check_format, extract_answer, reasoning_data, verifiable_reward
 from .show import show_world
 from .tasks import (NI_TEMPLATE_ID, SPLITS, Example, get_family, instruction_data, parse_prompt,
                     task_families)
@@ -41,6 +45,7 @@ __all__ = [
     "agreement", "bradley_terry_agreement", "perceived_reward",
     "preference_data", "preference_pairs", "rank_responses", "rating_data", "ratings_to_pairs",
     "RL_KINDS", "lima_sets", "rl_prompts", "show_world",
+    "check_answer", "check_format", "extract_answer", "reasoning_data", "verifiable_reward",
     "NI_TEMPLATE_ID", "SPLITS", "Example", "get_family", "instruction_data", "parse_prompt",
     "task_families", "story_completeness", "sentiment", "split_sentences", "toxicity",
 ]

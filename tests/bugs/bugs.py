@@ -3,7 +3,7 @@
 Every entry is one bug that users of RLHF libraries actually hit, written as a patch to this repository:
 
     id        short, unique name ("area-what-goes-wrong")
-    area      sft, reward, ppo, finegrained, dpo, generation, kernel, checkpoint, tokenizer, oracle
+    area      sft, reward, ppo, grpo, finegrained, dpo, generation, kernel, checkpoint, tokenizer, oracle
     file      the file the patch edits, relative to the repository root
     patch     [(old, new), ...]: exact string replacements, applied in order; each `old` must occur exactly
               once in the file at that point, otherwise the patch is stale (the code moved: update the snippet)
@@ -416,3 +416,76 @@ bug("oracle-relevance-dropped", "oracle", "minialign/world/oracle.py",
     ["tests/test_world_oracle.py::test_off_topic_penalized"],
     "The gold reward no longer grades relevance, so every evaluation stops seeing off-topic answers and "
     "reward hacking by changing the subject goes unnoticed.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GRPO: group advantages and the loss of DeepSeekMath Eq. 3
+# ---------------------------------------------------------------------------------------------------------------
+GRPO = "minialign/grpo.py"
+T_GRPO = "tests/test_grpo.py::"
+
+bug("grpo-std-without-bessel", "grpo", GRPO,
+    [("adv = adv / (rewards.std(1, keepdim=True) + eps)",
+      "adv = adv / (rewards.std(1, keepdim=True, correction=0) + eps)")],
+    [T_GRPO + "test_group_advantages_equal_a_loop_over_each_group"],
+    "Advantages a few percent larger than TRL's and verl's for the same rewards: nothing visible in one run, "
+    "but numbers no longer match the reference implementations.")
+
+bug("grpo-equal-group-rounding-left-in", "grpo", GRPO,
+    [("return torch.where(equal_groups(rewards)[:, None], torch.zeros_like(adv), adv)", "return adv")],
+    [T_GRPO + "test_group_advantages_worked_by_hand"],
+    "A group whose rewards are all equal but not exactly representable (eight rewards of 0.7) gets advantages "
+    "of +-6e-4 from float rounding over std + 1e-4: groups that should be silent push the policy at random.")
+
+bug("grpo-no-length-normalisation", "grpo", GRPO,
+    [("return (total.sum(1) / mask.sum(1).clamp(min=1)).mean()", "return total.sum() / mask.sum().clamp(min=1)")],
+    [T_GRPO + "test_grpo_loss_and_gradient_equal_a_loop_over_tokens", T_GRPO + "test_aggregations_by_hand"],
+    "'sequence' silently becomes DAPO's token mean: long responses weigh more than Eq. 3 says, and a comparison "
+    "of the aggregation flags compares two identical runs.")
+
+bug("grpo-kl-k1-in-the-loss", "grpo", GRPO,
+    [('k3 = kl_per_token(logprobs, ref_logprobs, mask, "k3")',
+      'k3 = kl_per_token(logprobs, ref_logprobs, mask, "k1")')],
+    [T_GRPO + "test_grpo_loss_and_gradient_equal_a_loop_over_tokens"],
+    "The KL term is log pi_theta - log pi_ref, whose gradient is a constant push down on every sampled token: "
+    "the policy loses probability on its own samples and entropy rises instead of staying near pi_ref.")
+
+bug("grpo-clip-high-ignored", "grpo", GRPO,
+    [("torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)", "torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_low)")],
+    [T_GRPO + "test_clip_higher_lets_a_rewarded_ratio_grow_further"],
+    "DAPO's clip-higher flag changes nothing: the comparison of 0.2 vs 0.28 shows two identical curves.")
+
+bug("grpo-old-logprobs-at-temperature-one", "grpo", GRPO,
+    [("r.prompt_len, cfg.temperature, return_entropy=True)", "r.prompt_len, 1.0, return_entropy=True)")],
+    [T_GRPO + "test_first_minibatch_ratio_is_one"],
+    "pi_old is scored at T = 1 while the update scores pi_theta at T: the ratio is not 1 even before the first "
+    "step, so clipping fires at random from the start.")
+
+bug("grpo-equal-groups-never-dropped", "grpo", GRPO,
+    [("keep = ~equal.repeat_interleave(G) if cfg.drop_equal_groups else",
+      "keep = ~equal.repeat_interleave(G) if False else")],
+    [T_GRPO + "test_drop_equal_groups_trains_only_on_mixed_groups"],
+    "--drop-equal-groups is accepted and logged but every group is still trained on: DAPO's dynamic sampling "
+    "looks like it does nothing.")
+
+bug("reasoning-checker-forgives-leading-zeros", "oracle", "minialign/world/reasoning.py",
+    [("return extract_answer(response) == answer", "return (extract_answer(response) or '').lstrip('0') == answer")],
+    ["tests/test_world_reasoning.py::test_checker_on_tricky_answers"],
+    "'The answer is 0432.' scores as right: GRPO can be paid for answers that are not the exact answer, and "
+    "held-out accuracy is overstated.")
+
+bug("grpo-gain-se-unpaired", "grpo", "minialign/evaluation.py",
+    [("return mean_and_se([cb / n_b - ca / n_a for ca, cb in zip(counts_a, counts_b)])",
+      "return (mean_and_se([cb / n_b for cb in counts_b])[0] - mean_and_se([ca / n_a for ca in counts_a])[0],\n"
+      "            float(np.hypot(mean_and_se([cb / n_b for cb in counts_b])[1], "
+      "mean_and_se([ca / n_a for ca in counts_a])[1])))")],
+    [T_GRPO + "test_paired_difference_is_the_mean_and_se_of_per_problem_differences"],
+    "The pass@1 gain of GRPO over its start gets the standard error of two independent samples: the problems' "
+    "own difficulty, shared by both models, counts as noise and a real gain looks insignificant.")
+
+bug("lesson12-time-to-think-counts-the-hard-band", "grpo", "lessons/12_reasoning_rl.py",
+    [("idx = [i for i, s in enumerate(answer[\"problem_splits\"]) if s == split]",
+      "idx = list(range(len(answer[\"problem_splits\"])))")],
+    ["tests/test_lessons_reasoning.py::test_verdict_time_to_think_both_ways"],
+    "The worked-vs-answer difference mixes the held-out test pool with the hard band while the accuracies it is "
+    "printed beside are the test pool's: the difference and its standard error describe other problems.")

@@ -1,0 +1,406 @@
+"""Lesson 12: reasoning with verifiable rewards: "time to think", GRPO, and pass@k before and after.
+
+Slides: 002 "Current Developments": reasoning LLMs, chain of thought brought into training, "additional tokens
+to give the model time to think", and RL on domains "where the correct answer can be programmatically derived".
+Read `minialign/world/reasoning.py` (the problems, both demonstration forms, the checker) and `minialign/grpo.py`
+(DeepSeekMath Eq. 3-4, step by step) beside it; docs/grpo.md has the metric glossary and the pitfalls.
+
+What it builds first (all cached in the run folder, so `python train.py` before it saves their time): the base
+model (`pretrain`), the pipeline's `sft_reasoning` model (SFT on worked steps) and its `grpo` policy. Then:
+(a) the same SFT on answer-only demonstrations of the same problems, at the same budget (steps x batch): held-out
+    accuracy (greedy, exact answers) of both forms on the same problems, the difference paired by problem;
+(b) GRPO from the worked-steps model (the `grpo` stage): held-out pass@1 over training, and pass@k for k = 1..16
+    before and after (RL sharpens the distribution: pass@1 rises toward the SFT model's pass@k);
+(c) the response length and the share of groups whose G rewards are all equal, over training;
+(d) PPO with a learned critic (ppo.train_ppo, a ValueModel from the SFT model, GAE) on the same verifiable reward,
+    as many samples per iteration and iterations as GRPO: held-out pass@1 per sample and per wall-clock second;
+(e) GRPO with beta = 0 (no KL term, as DAPO) against the stage's beta: held-out pass@1 and the KL to pi_ref.
+Every verdict is computed from the numbers and their standard errors over problems.
+
+Run:    python lessons/12_reasoning_rl.py [--quick] [--out DIR]
+Writes: <out>/lessons/12_reasoning_rl/{metrics.json, time_to_think.png, pass_at_k.png, training.png,
+        grpo_vs_ppo.png}, the PPO run in <out>/lessons/12_reasoning_rl/ppo/, and the stages
+        <out>/sft_reasoning_answer/ and <out>/grpo_beta0/ (reused by a second run).
+Run time (measured on a 2-core CPU, one thread while another job used the other core, with the pipeline's
+pretrain, sft_reasoning and grpo stages cached): 362 s, over the 5 minutes lessons aim for: the answer-only SFT,
+the beta = 0 GRPO run (145 s) and PPO (176 s). Without the cache, add the two stages (about 100 s and 150 s).
+--quick: about 20 s. The numbers it measured are in the README ("Measured on the default run").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from minialign import grpo, sft  # noqa: E402
+from minialign.config import add_dataclass_args, cli_main, from_args, read_json, write_json  # noqa: E402
+from minialign.evaluation import evaluate_reasoning, paired_difference  # noqa: E402
+from minialign.pipeline import (add_run_args, ensure_grpo, ensure_sft_reasoning, grpo_problems, make_run,  # noqa: E402
+                                reasoning_held_out)
+from minialign.plotting import new_figure, save_figure  # noqa: E402
+from minialign.ppo import PPOConfig, ValueModel, place_scores, train_ppo  # noqa: E402
+from minialign.world import verifiable_reward  # noqa: E402
+from minialign.world.reasoning import family_names  # noqa: E402
+
+LESSON = "12_reasoning_rl"
+
+
+@dataclass
+class LessonConfig:
+    """The lesson's settings (the shared run flags, --quick, --out, --device, --seed ..., come from
+    pipeline.add_run_args). The SFT and GRPO settings are the pipeline's (ReasoningSFTConfig, GRPOConfig)."""
+
+    beta_variant: float = 0.0
+    """The KL weight of part (e)'s second GRPO run, beside the stage's own beta (GRPOConfig.beta).
+    Range: beta_variant >= 0."""
+    ppo_vf_coef: float = 0.1
+    """PPO's value-loss weight in part (d) (ppo.py's default). Range: ppo_vf_coef >= 0."""
+    ppo_lam: float = 0.95
+    """GAE lambda of part (d)'s PPO (ppo.py's default). Range: 0 <= ppo_lam <= 1."""
+    n_shown: int = 3
+    """Held-out problems whose answers are printed before and after GRPO (--quick: 1). Range: n_shown >= 0."""
+
+
+# --quick: a seconds-long smoke run.
+LESSON_QUICK = dict(n_shown=1)
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
+    """The run flags and the lesson's settings, checked (config.validate) before anything runs."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_args(p)
+    add_dataclass_args(p, LessonConfig)
+    args = p.parse_args(argv)
+    return args, from_args(LessonConfig, args, **(LESSON_QUICK if args.quick else {}))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Verdicts: computed from the numbers, never written in advance
+def two_se(se: float) -> float:
+    """The margin a difference must clear to count as more than noise: two standard errors."""
+    return 2.0 * se
+
+
+def verdict_time_to_think(answer: dict, worked: dict, split: str = "test") -> dict:
+    """(a) Worked steps against answer-only on the same held-out problems (greedy accuracy): the paired difference
+    and its standard error; the issue's bar is 10 points."""
+    a, w = answer["splits"][split], worked["splits"][split]
+    idx = [i for i, s in enumerate(answer["problem_splits"]) if s == split]
+    diff, se = paired_difference([answer["correct_counts"][i] for i in idx],
+                                 [worked["correct_counts"][i] for i in idx], 1, 1)
+    return {"split": split, "answer": a["pass@1"], "answer_se": a["pass@1_se"], "worked": w["pass@1"],
+            "worked_se": w["pass@1_se"], "difference": diff, "difference_se": se,
+            "worked_better": bool(diff > two_se(se)), "by_10_points": bool(diff >= 0.10),
+            "answer_better": bool(diff < -two_se(se))}
+
+
+def verdict_grpo(before: dict, after: dict, gain: float, gain_se: float, ks: list[int]) -> dict:
+    """(b) GRPO's held-out pass@1 gain over its SFT start (paired), against the issue's bar: 10 points or half the
+    SFT model's pass@1 -> pass@8 gap, whichever is smaller; and whether the top-k pass rate moved."""
+    k8 = 8 if 8 in ks else ks[-1]
+    gap = before[f"pass@{k8}"] - before["pass@1"]
+    bar = min(0.10, gap / 2)
+    top = ks[-1]
+    return {"gain": gain, "gain_se": gain_se, "sft_pass1": before["pass@1"], "grpo_pass1": after["pass@1"],
+            f"sft_pass{k8}": before[f"pass@{k8}"], "gap": gap, "bar": bar,
+            "meets_bar": bool(gain >= bar and gain > two_se(gain_se)), "significant": bool(gain > two_se(gain_se)),
+            "k_top": top, "sft_pass_top": before[f"pass@{top}"], "grpo_pass_top": after[f"pass@{top}"],
+            "top_change": after[f"pass@{top}"] - before[f"pass@{top}"],
+            "top_change_se": float(np.hypot(before[f"pass@{top}_se"], after[f"pass@{top}_se"]))}
+
+
+def verdict_speed(curves: dict) -> dict:
+    """(d) GRPO against PPO: the held-out pass@1 gain over the start per 1000 samples and per minute of training
+    (sampling + scoring + log-probs + updates; evaluations excluded), from each run's last evaluation."""
+    out = {}
+    for name, c in curves.items():
+        gain = c["pass@1"][-1] - c["pass@1"][0]
+        out[name] = {"gain": gain, "samples": c["samples"][-1], "seconds": c["seconds"][-1],
+                     "gain_per_1000_samples": 1000 * gain / max(c["samples"][-1], 1),
+                     "gain_per_minute": 60 * gain / max(c["seconds"][-1], 1e-9),
+                     "seconds_per_iteration": c["seconds"][-1] / max(c["iteration"][-1], 1)}
+    g, p = out["GRPO"], out["PPO"]
+    out["per_sample"] = _compare(g["gain_per_1000_samples"], p["gain_per_1000_samples"])
+    out["per_second"] = _compare(g["gain_per_minute"], p["gain_per_minute"])
+    out["grpo_cheaper_per_iteration"] = bool(g["seconds_per_iteration"] < p["seconds_per_iteration"])
+    return out
+
+
+def _compare(a: float, b: float) -> str:
+    """'more than', 'less than' or 'as much as' (equal to 3 decimals): how a compares with b."""
+    return "as much as" if round(a - b, 3) == 0 else ("more than" if a > b else "less than")
+
+
+def verdict_beta(with_kl: dict, without: dict) -> dict:
+    """(e) beta > 0 against beta = 0: the paired difference in held-out pass@1 and the KL each policy drifted."""
+    diff, se = paired_difference(with_kl["after"]["correct_counts"], without["after"]["correct_counts"],
+                                 with_kl["after"]["n_samples"], without["after"]["n_samples"])
+    return {"beta": with_kl["beta"], "beta_variant": without["beta"], "pass1": with_kl["after"]["pass@1"],
+            "pass1_variant": without["after"]["pass@1"], "difference": diff, "difference_se": se,
+            "kl": with_kl["kl"], "kl_variant": without["kl"],
+            "variant_drifts_further": bool(without["kl"] > with_kl["kl"]),
+            "accuracy_differs": bool(abs(diff) > two_se(se))}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (a) SFT on both forms
+def sft_forms(run) -> dict:
+    """The pipeline's worked-steps model and the same SFT on answer-only demonstrations (its own stage folder);
+    each stage's metrics.json holds its greedy held-out evaluation."""
+    cfg = sft.ReasoningSFTConfig(**(sft.REASONING_QUICK if run.quick else {}))
+    worked, tok = ensure_sft_reasoning(run, cfg)
+    ensure_sft_reasoning(run, replace(cfg, form="answer"), stage="sft_reasoning_answer")
+    held = reasoning_held_out(run, cfg.eval_per_family, family_names(cfg.families))
+    evals = {}
+    for form, stage in (("answer", "sft_reasoning_answer"), ("worked", "sft_reasoning")):
+        evals[form] = read_json(os.path.join(run.stage_dir(stage), "metrics.json"))["eval"]
+        evals[form]["problem_splits"] = [ex.split for ex in held]
+    return {"models": worked, "tok": tok, "evals": evals, "config": cfg}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# (d) PPO with a learned critic on the verifiable reward
+def verifiable_reward_fn(problems: list):
+    """PPO's reward_fn: r = 1 on the last response token when the response ended and its answer is exact."""
+    by_prompt = {p.prompt: p for p in problems}
+
+    def reward_fn(r):
+        scores = torch.tensor([verifiable_reward(by_prompt[p], t, e)
+                               for p, t, e in zip(r.prompts, r.responses, r.ended.tolist())])
+        return place_scores(scores, r.mask, "end"), {"correct": scores}
+    return reward_fn
+
+
+def ppo_config(g: grpo.GRPOConfig) -> PPOConfig:
+    """PPO sized like GRPO: the same samples per iteration (prompts x G), iterations, epochs, minibatches, learning
+    rate, temperature, budget and KL weight (in the reward, per token, as PPO puts it); the raw 0/1 reward."""
+    return PPOConfig(iterations=g.iterations, batch_size=g.prompts_per_iteration * g.group_size,
+                     n_minibatches=g.n_minibatches, ppo_epochs=g.ppo_epochs, lr=g.lr, temperature=g.temperature,
+                     max_new_tokens=g.max_new_tokens, beta=g.beta, missing_end="none", normalize_score=False,
+                     max_grad_norm=g.max_grad_norm, ckpt_every=g.iterations, n_samples_shown=0)
+
+
+def run_ppo(run, start, tok, problems: list, held: list, g: grpo.GRPOConfig, settings: LessonConfig,
+            out_dir: str) -> dict:
+    """PPO from the SFT model, V initialised from the SFT model's trunk with a zero head; held-out pass@1 (2 samples
+    per problem, as the grpo stage measures it) every g.eval_every iterations."""
+    cfg = replace(ppo_config(g), vf_coef=settings.ppo_vf_coef, lam=settings.ppo_lam)
+    policy, ref = copy.deepcopy(start), copy.deepcopy(start)
+    value = ValueModel(copy.deepcopy(start))
+    eval_fn = lambda m: {"pass@1": evaluate_reasoning(m, tok, held, n_samples=2, temperature=g.temperature,  # noqa
+                                                      max_new_tokens=g.max_new_tokens, seed=run.seed + 2)["pass@1"]}
+    return train_ppo(policy, ref, None, value, tok, problems, cfg, out_dir, run.device,
+                     reward_fn=verifiable_reward_fn(problems), gold_fn=lambda p, t: verifiable_reward(p, t),
+                     seed=run.seed, eval_fn=eval_fn, eval_every=g.eval_every, desc="ppo (critic)")
+
+
+def curve(history: dict, samples_per_iteration: int) -> dict:
+    """Held-out pass@1 at each evaluation, with the samples drawn and the training seconds spent before it."""
+    per_it = np.sum([history[k] for k in history if k.startswith("t_")], axis=0)
+    cum = np.concatenate([[0.0], np.cumsum(per_it)])
+    its = history["eval"]["iteration"]
+    return {"iteration": its, "pass@1": history["eval"]["pass@1"],
+            "samples": [i * samples_per_iteration for i in its], "seconds": [float(cum[i]) for i in its]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Figures
+def plot_time_to_think(evals: dict, path: str) -> str:
+    """Held-out accuracy per family and split, answer-only beside worked steps, with standard errors."""
+    groups = [("split", s) for s in evals["worked"]["splits"]] + [("family", f) for f in evals["worked"]["families"]]
+    fig, axes = new_figure(width=1.0 * len(groups) + 2.5, height=3.6)
+    ax = axes[0, 0]
+    x = np.arange(len(groups))
+    for i, form in enumerate(("answer", "worked")):
+        vals = [evals[form]["splits" if kind == "split" else "families"][name] for kind, name in groups]
+        ax.bar(x + (i - 0.5) * 0.4, [v["pass@1"] for v in vals], 0.4, yerr=[v["pass@1_se"] for v in vals],
+               capsize=3, color=f"C{i}", label={"answer": "answer only", "worked": "worked steps"}[form])
+    ax.set_xticks(x)
+    ax.set_xticklabels([name for _, name in groups])
+    ax.set_ylabel("held-out accuracy (greedy)")
+    ax.set_ylim(0, 1)
+    ax.set_title("time to think: the same problems, the same SFT budget")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_pass_at_k(runs: dict, ks: list[int], path: str) -> str:
+    """pass@k against k for the SFT start and each GRPO policy (one standard error over problems)."""
+    fig, axes = new_figure()
+    ax = axes[0, 0]
+    for i, (name, ev) in enumerate(runs.items()):
+        ax.errorbar(ks, [ev[f"pass@{k}"] for k in ks], yerr=[ev[f"pass@{k}_se"] for k in ks], marker="o", capsize=3,
+                    color="black" if i == 0 else f"C{i - 1}", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([str(k) for k in ks])
+    ax.set_xlabel("k")
+    ax.set_ylabel("held-out pass@k")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_training(histories: dict, path: str) -> str:
+    """Held-out pass@1, response length, the all-equal-group share and KL over the iterations, per run."""
+    panels = [("pass@1", "held-out pass@1"), ("response_length", "response length (tokens)"),
+              ("frac_equal_groups", "groups with all-equal rewards"), ("kl", "KL(pi_theta || pi_ref), nats")]
+    fig, axes = new_figure(ncols=4, width=3.6, height=3.0)
+    for ax, (key, title) in zip(axes[0], panels):
+        for i, (name, h) in enumerate(histories.items()):
+            if key == "pass@1":
+                ax.plot(h["eval"]["iteration"], h["eval"]["pass@1"], marker="o", color=f"C{i}", label=name)
+            elif key in h:
+                ax.plot(h["iteration"], h[key], color=f"C{i}", label=name, alpha=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_speed(curves: dict, path: str) -> str:
+    """Held-out pass@1 against samples drawn and against training seconds, GRPO and PPO."""
+    fig, axes = new_figure(ncols=2, width=4.4)
+    for i, (name, c) in enumerate(curves.items()):
+        for ax, key in zip(axes[0], ("samples", "seconds")):
+            ax.plot(c[key], c["pass@1"], marker="o", color=f"C{i}", label=name)
+    for ax, label in zip(axes[0], ("samples drawn", "training seconds (evaluation excluded)")):
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out pass@1")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Printing the verdicts
+def say_time_to_think(v: dict) -> None:
+    print(f"\n=== (a) time to think: held-out accuracy, same problems, same SFT budget ({v['split']} split) ===")
+    print(f"  answer only  {v['answer']:.3f} ± {v['answer_se']:.3f}\n  worked steps {v['worked']:.3f} ± "
+          f"{v['worked_se']:.3f}\n  difference   {v['difference']:+.3f} ± {v['difference_se']:.3f} (paired by problem)")
+    if v["worked_better"]:
+        print("  Worked steps beat answer-only beyond two standard errors" +
+              (", by at least 10 points." if v["by_10_points"] else ", by less than 10 points."))
+    elif v["answer_better"]:
+        print("  Answer-only beat worked steps here: at this budget the tiny model did not learn the steps well "
+              "enough for them to pay.")
+    else:
+        print("  No difference beyond two standard errors at this budget.")
+
+
+def say_grpo(v: dict) -> None:
+    print(f"\n=== (b) GRPO from the worked-steps model: held-out pass@1 {v['sft_pass1']:.3f} -> {v['grpo_pass1']:.3f} "
+          f"({v['gain']:+.3f} ± {v['gain_se']:.3f}, paired) ===")
+    print(f"  the bar: min(10 points, half the SFT model's pass@1 -> pass@8 gap of {v['gap']:.3f}) = {v['bar']:.3f}: "
+          + ("met." if v["meets_bar"] else "not met" + (" (the gain is not beyond two standard errors)."
+                                                          if not v["significant"] else ".")))
+    print(f"  pass@{v['k_top']}: {v['sft_pass_top']:.3f} -> {v['grpo_pass_top']:.3f} ({v['top_change']:+.3f} ± "
+          f"{v['top_change_se']:.3f}): " + ("RL sharpened what the SFT model could already do: pass@1 rose, the "
+                                            "ceiling of many tries did not." if v["significant"]
+                                            and abs(v["top_change"]) <= two_se(v["top_change_se"]) else
+                                            "compare with pass@1 above."))
+
+
+def say_speed(v: dict) -> None:
+    print("\n=== (d) GRPO (group baseline) against PPO (learned critic), same reward, samples and iterations ===")
+    for name in ("GRPO", "PPO"):
+        s = v[name]
+        print(f"  {name:4s}: held-out pass@1 gain {s['gain']:+.3f} after {s['samples']} samples and {s['seconds']:.0f}s "
+              f"of training ({s['seconds_per_iteration']:.2f} s/iteration): {s['gain_per_1000_samples']:+.3f} per "
+              f"1000 samples, {s['gain_per_minute']:+.3f} per minute")
+    print(f"  GRPO gains {v['per_sample']} PPO per sample and {v['per_second']} PPO per second here (gains over "
+          f"the same start, each at its run's last held-out evaluation of 2 samples per problem); a GRPO iteration "
+          f"costs {'less' if v['grpo_cheaper_per_iteration'] else 'more'} than a PPO one, which also runs and trains "
+          f"the value model.\n  GRPO's seconds are those of the grpo stage's run, timed when it was built; PPO's are "
+          f"this run's: on a shared machine, compare them only when both ran alone.")
+
+
+def say_beta(v: dict) -> None:
+    print(f"\n=== (e) beta = {v['beta']:g} against beta = {v['beta_variant']:g} ===")
+    print(f"  held-out pass@1 {v['pass1']:.3f} vs {v['pass1_variant']:.3f} ({v['difference']:+.3f} ± "
+          f"{v['difference_se']:.3f}); KL to pi_ref (last iterations) {v['kl']:.2f} vs {v['kl_variant']:.2f} nats")
+    print("  " + ("Without the KL term the policy drifted further from pi_ref" if v["variant_drifts_further"] else
+                  "The KL term did not keep the policy closer here") +
+          ("; the accuracies differ beyond two standard errors." if v["accuracy_differs"] else
+           "; the accuracies do not differ beyond two standard errors."))
+
+
+def print_answers(metrics: dict, n: int) -> None:
+    s = metrics.get("samples", {})
+    for before, after in list(zip(s.get("before", []), s.get("after", [])))[:n]:
+        print(f"  {before['prompt']!r}\n    SFT  ({before['reward']:.0f}): {before['response']!r}\n"
+              f"    GRPO ({after['reward']:.0f}): {after['response']!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    args, settings = parse_args(argv)
+    run = make_run(args)
+    out_dir = os.path.join(run.out, "lessons", LESSON)
+    os.makedirs(out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    # (a) both forms of SFT at the same budget
+    a = sft_forms(run)
+    time_to_think = verdict_time_to_think(a["evals"]["answer"], a["evals"]["worked"])
+    # (b), (c) the pipeline's GRPO; (e) the same with beta_variant
+    gcfg = grpo.GRPOConfig(**(grpo.QUICK if run.quick else {}))
+    ensure_grpo(run, gcfg)
+    ensure_grpo(run, replace(gcfg, beta=settings.beta_variant), stage=f"grpo_beta{settings.beta_variant:g}")
+    g = read_json(os.path.join(run.stage_dir("grpo"), "metrics.json"))
+    g0 = read_json(os.path.join(run.stage_dir(f"grpo_beta{settings.beta_variant:g}"), "metrics.json"))
+    h = g["heldout"]
+    grpo_verdict = verdict_grpo(h["sft"], h["grpo"], h["pass@1_gain"], h["pass@1_gain_se"], h["ks"])
+    # (d) PPO with a critic, sized like GRPO
+    t0 = time.perf_counter()
+    start, tok = a["models"], a["tok"]
+    held = reasoning_held_out(run, gcfg.eval_problems, family_names(gcfg.families), hard=False)
+    ppo_m = run_ppo(run, start, tok, grpo_problems(run, gcfg), held, gcfg, settings, os.path.join(out_dir, "ppo"))
+    t_ppo = time.perf_counter() - t0
+    per_it = gcfg.prompts_per_iteration * gcfg.group_size
+    curves = {"GRPO": curve(g["history"], per_it), "PPO": curve(ppo_m["history"], per_it)}
+    speed = verdict_speed(curves)
+    beta = verdict_beta({"beta": gcfg.beta, "after": h["grpo"], "kl": g["kl"]},
+                        {"beta": settings.beta_variant, "after": g0["heldout"]["grpo"], "kl": g0["kl"]})
+
+    say_time_to_think(time_to_think)
+    say_grpo(grpo_verdict)
+    print_answers(g, settings.n_shown)
+    print(f"\n=== (c) over training: response length {g['initial']['response_length']:.1f} -> "
+          f"{g['response_length']:.1f} tokens; groups with all-equal rewards (no gradient) "
+          f"{g['history']['frac_equal_groups'][0]:.2f} -> {g['frac_equal_groups']:.2f} (mean of the last five) ===")
+    say_speed(speed)
+    say_beta(beta)
+
+    paths = [plot_time_to_think(a["evals"], os.path.join(out_dir, "time_to_think.png")),
+             plot_pass_at_k({"SFT (worked steps)": h["sft"], f"GRPO beta={gcfg.beta:g}": h["grpo"],
+                             f"GRPO beta={settings.beta_variant:g}": g0["heldout"]["grpo"]}, h["ks"],
+                            os.path.join(out_dir, "pass_at_k.png")),
+             plot_training({f"GRPO beta={gcfg.beta:g}": g["history"], f"GRPO beta={settings.beta_variant:g}":
+                            g0["history"], "PPO (critic)": {**ppo_m["history"], "kl": ppo_m["history"].get("kl", [])}},
+                           os.path.join(out_dir, "training.png")),
+             plot_speed(curves, os.path.join(out_dir, "grpo_vs_ppo.png"))]
+    metrics = {"time_to_think": time_to_think, "grpo": grpo_verdict, "grpo_vs_ppo": speed, "beta": beta,
+               "curves": curves, "pass_at_k": {"ks": h["ks"], "sft": {k: h["sft"][k] for k in h["sft"]
+                                                                       if k.startswith("pass@")},
+                                               "grpo": {k: h["grpo"][k] for k in h["grpo"] if k.startswith("pass@")}},
+               "over_training": {k: g["history"][k] for k in ("iteration", "response_length", "frac_equal_groups")},
+               "sft_config": asdict(a["config"]), "grpo_config": asdict(gcfg), "settings": asdict(settings),
+               "seconds": {"ppo": round(t_ppo, 1), "total": round(time.perf_counter() - t_start, 1)}}
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    print(f"\nfigures: {', '.join(paths)}\nlesson done in {time.perf_counter() - t_start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
