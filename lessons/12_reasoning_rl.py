@@ -21,9 +21,9 @@ Run:    python lessons/12_reasoning_rl.py [--quick] [--out DIR]
 Writes: <out>/lessons/12_reasoning_rl/{metrics.json, time_to_think.png, pass_at_k.png, training.png,
         grpo_vs_ppo.png}, the PPO run in <out>/lessons/12_reasoning_rl/ppo/, and the stages
         <out>/sft_reasoning_answer/ and <out>/grpo_beta0/ (reused by a second run).
-Run time (measured on a 2-core CPU, one thread while another job used the other core, with the pipeline's
-pretrain, sft_reasoning and grpo stages cached): 362 s, over the 5 minutes lessons aim for: the answer-only SFT,
-the beta = 0 GRPO run (145 s) and PPO (176 s). Without the cache, add the two stages (about 100 s and 150 s).
+Run time: about 3.5 minutes on a quiet 2-core CPU with the pipeline's pretrain, sft_reasoning and grpo stages
+cached (the answer-only SFT, the beta = 0 GRPO run and PPO; 6 minutes when another job shares the CPU). A first
+run builds the tokenizer, the pretrained model and the two stages first (about 3.5 minutes more).
 --quick: about 20 s. The numbers it measured are in the README ("Measured on the default run").
 """
 

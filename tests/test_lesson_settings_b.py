@@ -16,7 +16,7 @@ from minialign.config import ConfigError, field_ranges, validate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 LESSONS = ["06_lima", "07_reward_model", "08_ppo", "09_fine_grained", "10_dpo", "11_logprob_kernel",
-           "12_reasoning_rl"]
+           "12_reasoning_rl", "13_safety"]
 
 
 def load_lesson(name: str):
@@ -44,6 +44,7 @@ def load_lesson(name: str):
     ("10_dpo", ["--prompts", "toxic"], "--prompts must be one of 'sentiment', 'instruction', got 'toxic'"),
     ("10_dpo", ["--betas", "0"], "each value of --betas must be > 0 (at beta = 0 the DPO loss is the constant log 2"),
     ("11_logprob_kernel", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    ("13_safety", ["--samples", "0"], "--samples must be >= 1, got 0"),
 ])
 def test_a_bad_setting_is_a_clear_error_before_anything_runs(tmp_path, lesson, flags, message):
     out = tmp_path / "run"
