@@ -54,12 +54,18 @@ Instructions schema ablation (Mishra et al. 2022, Table 4). The same families an
 rendered with more or fewer of the schema's elements (the definition; emphasis and things to avoid;
 positive examples; negative examples), each arm tested on unseen families rendered the same way.
 
+Part 6, with --parts size (not in the default run either): model size (slide 002 "Impact of Model Size":
+smaller models benefit more from instruction tuning). Narrower models (--widths, default 32 and 64 against
+the pipeline's 128) are pretrained like the pipeline's base (cached in the lesson folder), then get the same
+SFT; the gain over each base, paired over task families, smallest against largest.
+
 Things to try: --parts schema (about 3 minutes: which instruction elements help on unseen tasks?);
+--parts size (about 3 minutes the first time: does the smallest model gain the most?);
 --ni-fraction 0.5 (half the training prompts in the Natural Instructions schema); --family-counts 2,26
 --template-counts 1,4 (only the end points, faster).
 
 Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtures.png,
-base_model.png, schema.png (with --parts schema), metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
+base_model.png, schema.png (--parts schema), model_size.png (--parts size), metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
 <out>/lessons/04_task_diversity/early_base_<steps>/.
 Run time: about 3 minutes on a 2-core CPU (measured on one core, including the 100-step
 pretraining of the weaker base, which later runs reuse).
@@ -97,7 +103,7 @@ SPLITS = ("test", "unseen_template", "unseen_family")
 SPLIT_NAMES = {"test": "seen tasks, new inputs", "unseen_template": "seen tasks, new templates",
                "unseen_family": "unseen tasks"}
 MIXTURES = ("qa", "rewriting", "classification")   # the "datasets" of the mixture comparison
-PARTS = ("families", "templates", "mixtures", "base", "schema")   # the comparisons, in order
+PARTS = ("families", "templates", "mixtures", "base", "schema", "size")   # the comparisons, in order
 # 5. The Natural Instructions schema ablation (slide 002 "Natural Instructions"; Mishra et al. 2022,
 # Table 4): which elements of the instruction help on unseen tasks. Each arm trains and is tested on
 # prompts with the same elements.
@@ -140,8 +146,12 @@ class LessonConfig:
     """Fraction of each arm's examples in the Natural Instructions schema (the NI paper trained on
     it; default 0: its prompts are ~2x longer, so ~2x the compute). Range: 0 <= ni_fraction <= 1."""
     parts: str = ",".join(PARTS[:4])
-    """Which comparisons to run: a comma-separated subset of families, templates, mixtures, base, schema (the
-    default leaves out schema, the Natural Instructions ablation: about 3 more minutes)."""
+    """Which comparisons to run: a comma-separated subset of families, templates, mixtures, base, schema, size
+    (the default leaves out schema, the Natural Instructions ablation, and size, the model widths: about 3
+    more minutes each)."""
+    widths: str = "32,64"
+    """Narrower models for the size part (--parts size), each pretrained like the pipeline's base (cached in
+    the lesson folder) and compared with it. Each must be a multiple of the preset's head count."""
 
     def check(self) -> None:
         for flag, text, example in (("--family-counts", self.family_counts, "2,6,12,26"),
@@ -149,6 +159,8 @@ class LessonConfig:
             if not all(k.strip().isdecimal() and int(k) >= 1 for k in text.split(",")):
                 raise ConfigError(f"{flag} must be comma-separated whole numbers >= 1 (e.g. {example}), "
                                   f"got {text!r}")
+        if not all(w.strip().isdecimal() and int(w) >= 1 for w in self.widths.split(",")):
+            raise ConfigError(f"--widths must be comma-separated whole numbers >= 1 (e.g. 32,64), got {self.widths!r}")
         unknown = [p for p in self.parts.split(",") if p not in PARTS]
         if unknown:
             raise ConfigError(f"--parts must be a comma-separated subset of {','.join(PARTS)}, "
@@ -447,6 +459,77 @@ def schema_verdict(arms: dict) -> str:
               " little use.)")
 
 
+def ensure_sized_base(run, tok, width: int, out_dir: str) -> tuple[GPT, dict]:
+    """A base model `width` wide (the preset's depth and heads), pretrained like the pipeline's base."""
+    cfg = pretrain_config(run)
+    model_cfg = replace(model_config(run, tok), n_embd=width)
+    if width % model_cfg.n_head:
+        raise ConfigError(f"--widths: {width} is not a multiple of the {model_cfg.n_head} attention heads")
+    if not os.path.exists(os.path.join(out_dir, "metrics.json")):
+        print(f"[size] pretraining a {width}-wide model for {cfg.steps} steps -> {out_dir}")
+        torch.manual_seed(run.seed)
+        pretrain(GPT(model_cfg), tokens_of(corpus(run), tok), cfg, out_dir=out_dir, device=run.device, seed=run.seed)
+    return load_model(os.path.join(out_dir, "ckpt.pt"), run.device), read_json(os.path.join(out_dir, "metrics.json"))
+
+
+def compare_sizes(arm, seen: list[str], run, base, tok, settings: LessonConfig, eval_set: list, cfg: SFTConfig,
+                  out_dir: str):
+    """6. Model size (slide 002 "Impact of Model Size"): the same SFT on narrower bases; the gain over each base."""
+    widths = sorted({int(w) for w in settings.widths.split(",")} | {base.config.n_embd})
+    print(f"\n== 6. model size: widths {widths}, the same pretraining and SFT ==")
+    out = {}
+    for w in widths:
+        if w == base.config.n_embd:
+            model, pre = base, read_json(os.path.join(run.stage_dir("pretrain"), "metrics.json"))
+        else:
+            model, pre = ensure_sized_base(run, tok, w, os.path.join(out_dir, f"width_{w}"))
+        before = evaluate(model, tok, eval_set, cfg, run.device)
+        after = arm(f"{len(seen)} families", seen, model=None if model is base else model)
+        out[w] = {"parameters": model.num_params(), "val_loss": pre.get("final_val_loss"), "base": before,
+                  "sft": after}
+        print(f"  [width {w}: {model.num_params() / 1e6:.2f}M parameters] gold on seen tasks, new inputs: base "
+              f"{before['splits']['test']['gold']:.2f} -> SFT {after['splits']['test']['gold']:.2f}")
+    part = {"widths": widths, "models": out}
+    return part, plot_sizes(os.path.join(out_dir, "model_size.png"), out)
+
+
+def plot_sizes(path: str, models: dict) -> str:
+    """Gold reward and task score on seen tasks (new inputs), base and after SFT, per model width."""
+    fig, axes = new_figure(ncols=2, width=4.6, height=3.6)
+    ws = list(models)
+    x = np.arange(len(ws))
+    for ax, (key, label) in zip(axes[0], METRICS[:2]):
+        for k, when in enumerate(("base", "sft")):
+            ax.bar(x + (k - 0.5) * 0.38, [models[w][when]["splits"]["test"][key] for w in ws], 0.38,
+                   label="base" if when == "base" else "after SFT", color=f"C{k}")
+        ax.set_xticks(x, [f"{w} wide\n{models[w]['parameters'] / 1e6:.2f}M" for w in ws], fontsize=8)
+        ax.set(xlabel="model width (parameters)", ylabel=label, title=label)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=8)
+    fig.suptitle("The same SFT on bases of three sizes: seen tasks, new inputs")
+    return save_figure(fig, path)
+
+
+def size_verdict(models: dict) -> str:
+    """Part 6 in words: the gain of SFT over its base per width (paired over families), smallest vs largest."""
+    gains = {w: changes(m["base"]["families"]["test"], m["sft"]["families"]["test"]) for w, m in models.items()}
+    lines = [f"width {w}: gold reward {g['gold']['diff']:+.2f} +- {g['gold']['se']:.2f}, task score "
+             f"{g['score']['diff']:+.2f} +- {g['score']['se']:.2f} over its base" for w, g in gains.items()]
+    ws = sorted(models)
+    small, large = models[ws[0]], models[ws[-1]]
+    fams = small["base"]["families"]["test"]
+    # the gain of the smallest minus the gain of the largest, paired over families
+    diff, se = mean_and_se([(small["sft"]["families"]["test"][f]["gold"] - fams[f]["gold"])
+                            - (large["sft"]["families"]["test"][f]["gold"] - large["base"]["families"]["test"][f]["gold"])
+                            for f in fams if f in large["base"]["families"]["test"]])
+    clear = abs(diff) > max(2 * se, 1e-9)          # 1e-9: rounding, when every family's difference is the same
+    word = ("the smallest model gains MORE from the same SFT, as on the slide" if clear and diff > 0 else
+            "the smallest model gains LESS, unlike the slide (a model too small to learn the tasks gains little)"
+            if clear else "the gains do not differ beyond two standard errors")
+    return ("SFT's gain over each base, on seen tasks with new inputs (paired over families):\n  " + "\n  ".join(lines)
+            + f"\n  smallest minus largest gain in gold reward {diff:+.2f} +- {se:.2f}: {word}.")
+
+
 def main(argv=None) -> int:
     args, settings = parse_args(argv)
     run = make_run(args)
@@ -483,7 +566,8 @@ def main(argv=None) -> int:
              "templates": lambda: sweep_templates(arm, seen, settings, out_dir),
              "mixtures": lambda: compare_mixtures(arm, out_dir),
              "base": lambda: compare_bases(arm, seen, run, tok, settings, out_dir),
-             "schema": lambda: schema_ablation(run, base, tok, seen, settings, cfg, out_dir)}
+             "schema": lambda: schema_ablation(run, base, tok, seen, settings, cfg, out_dir),
+             "size": lambda: compare_sizes(arm, seen, run, base, tok, settings, eval_set, cfg, out_dir)}
     for name, step in steps.items():
         if name in parts:
             metrics["base_model" if name == "base" else name], fig = step()
@@ -684,6 +768,8 @@ def explain(m: dict) -> None:
         print(f"- Base model ('Impact of Base Model'): val loss of the bases {e['val_loss']:.2f} "
               f"({e['pretrain_steps']} steps) and {f['val_loss']:.2f} ({f['pretrain_steps']} steps).")
         print("  " + base_verdict(ch, e["pretrain_steps"], f["pretrain_steps"]))
+    if "size" in m:
+        print("- Model size ('Impact of Model Size'), " + size_verdict(m["size"]["models"]))
     if "schema" in m:
         print("- Natural Instructions schema (which instruction elements help), " + schema_verdict(m["schema"]["arms"]))
 

@@ -228,3 +228,33 @@ def test_lesson04_schema_part_quick(tmp_path):
     m = json.loads((folder / "metrics.json").read_text())
     assert set(m["schema"]["arms"]) == set(L04.SCHEMAS) and (folder / "schema.png").exists()
     assert "Natural Instructions schema" in proc.stdout
+
+
+def sized(base_gold: float, sft_gold: float) -> dict:
+    fams = lambda g: {f"f{i}": {"score": 0.0, "gold": g + 0.01 * (i % 3), "nll": 5.0} for i in range(9)}
+    return {"base": {"families": {"test": fams(base_gold)}}, "sft": {"families": {"test": fams(sft_gold)}}}
+
+
+def test_lesson04_size_verdict_compares_the_gains_smallest_vs_largest():
+    more = L04.size_verdict({32: sized(0.3, 0.6), 128: sized(0.5, 0.6)})
+    assert "width 32: gold reward +0.30 +- 0.00" in more and "smallest minus largest gain in gold reward +0.20" in more
+    assert "gains MORE" in more
+    less = L04.size_verdict({32: sized(0.3, 0.35), 128: sized(0.3, 0.6)})
+    assert "gains LESS" in less
+    same = L04.size_verdict({32: sized(0.3, 0.5), 128: sized(0.4, 0.6)})
+    assert "do not differ beyond two standard errors" in same
+
+
+@pytest.mark.slow
+def test_lesson04_size_part_quick(tmp_path):
+    import json
+    import subprocess
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "lessons", "04_task_diversity.py"), "--quick",
+                           "--parts", "size", "--widths", "32", "--out", str(out), "--device", "cpu"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = out / "lessons" / "04_task_diversity"
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["size"]["widths"] == [32, 64] and (folder / "model_size.png").exists()     # quick model: 64 wide
+    assert "Impact of Model Size" in proc.stdout

@@ -44,7 +44,8 @@ def load_lesson(name: str):
     ("03_instruction_tuning", ["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
     ("04_task_diversity", ["--ni-fraction", "1.5"], "--ni-fraction must be in [0, 1], got 1.5"),
     ("04_task_diversity", ["--parts", "families,mixture"],
-     "--parts must be a comma-separated subset of families,templates,mixtures,base,schema, got 'families,mixture'"),
+     "--parts must be a comma-separated subset of families,templates,mixtures,base,schema,size, got 'families,mixture'"),
+    ("04_task_diversity", ["--widths", "32,x"], "--widths must be comma-separated whole numbers >= 1"),
     ("05_self_instruct", ["--top-p", "0"], "--top-p must be in (0, 1], got 0.0"),
     ("05_self_instruct", ["--in-context", "30"], "--in-context must be at most the number of seed tasks (24"),
 ])
