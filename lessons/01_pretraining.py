@@ -18,6 +18,9 @@ pipeline's pretrained model from runs/default), then shows:
 
 Builds first, if missing: the tokenizer and the pretrained model (`train.py pretrain`, about 2.5
 minutes on a 2-core CPU).
+
+Things to try: --temperature 0.3 and --temperature 1.5 (the same model, more or less adventurous
+samples); --translations 100 (a tighter interval on the base model's translation rate).
 """
 
 from __future__ import annotations

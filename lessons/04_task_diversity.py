@@ -65,8 +65,9 @@ Things to try: --parts schema (about 3 minutes: which instruction elements help 
 --template-counts 1,4 (only the end points, faster).
 
 Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtures.png,
-base_model.png, schema.png (--parts schema), model_size.png (--parts size), metrics.json. Reuses <out>/{tokenizer,pretrain}; caches the weaker base in
-<out>/lessons/04_task_diversity/early_base_<steps>/.
+base_model.png, schema.png (--parts schema), model_size.png (--parts size), metrics.json. Reuses
+<out>/{tokenizer,pretrain}; caches the weaker base in <out>/lessons/04_task_diversity/early_base_<steps>/
+and the narrower ones in .../width_<w>/.
 Run time: about 3 minutes on a 2-core CPU (measured on one core, including the 100-step
 pretraining of the weaker base, which later runs reuse).
 Builds first, if missing: the tokenizer and the pretrained model (`train.py pretrain`, about 2.5

@@ -52,6 +52,9 @@ generated.jsonl (every candidate with its filter verdict and grade), metrics.jso
 Run time: under a minute on a 2-core CPU (measured on one core) once the stages exist.
 Builds first, if missing: the tokenizer and the pretrained model (`train.py pretrain`, about 2.5
 minutes on a 2-core CPU).
+
+Things to try: --iterations 4 (a larger generated pool); --rouge-threshold 0.5 (a stricter novelty
+filter: fewer, more diverse instructions); --temperature 0.7 (tamer generations).
 """
 
 from __future__ import annotations

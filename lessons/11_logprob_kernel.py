@@ -12,6 +12,9 @@ B x T x V floats, several times over. This lesson
 
     python lessons/11_logprob_kernel.py            # ~3 minutes on a 2-core CPU
     python lessons/11_logprob_kernel.py --quick    # seconds, small shapes
+
+Things to try: --seq-len 512 (N = B x T grows, and the naive way's (N, V) log-prob tensor with it);
+--vocab-sizes 50257 100000 (a modern vocabulary).
 """
 
 from __future__ import annotations
