@@ -60,7 +60,8 @@ import torch  # noqa: E402
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
 from minialign.pipeline import add_run_args, ensure_pretrained, make_run  # noqa: E402
 from minialign.plotting import new_figure, save_figure  # noqa: E402
-from minialign.evaluation import flaw_rates, generate_answers, mean_and_se, score_answer  # noqa: E402
+from minialign.evaluation import (clear_sign, flaw_rates, generate_answers, paired_mean_difference,  # noqa: E402
+                                  score_answer)
 from minialign.sft import SFTConfig, train_sft  # noqa: E402
 from minialign.world import gold_reward, instruction_data, lima_sets  # noqa: E402
 
@@ -177,14 +178,7 @@ def evaluate(model, tok, held: list, settings: LessonConfig, device) -> dict:
 def paired_gold(results: dict, a: str, b: str) -> dict:
     """Gold reward of arm a minus arm b on the same held-out prompts (greedy answers): mean and its
     standard error over prompts."""
-    d = np.asarray(results[a]["all"]["gold_per_prompt"]) - np.asarray(results[b]["all"]["gold_per_prompt"])
-    mean, se = mean_and_se(d)
-    return {"mean": mean, "se": se, "n": int(len(d))}
-
-
-def sign(d: dict) -> int:
-    """+1 / -1 when a paired difference is above / below zero by more than 2 standard errors, else 0."""
-    return 1 if d["mean"] > 2 * d["se"] else -1 if d["mean"] < -2 * d["se"] else 0
+    return paired_mean_difference(results[a]["all"]["gold_per_prompt"], results[b]["all"]["gold_per_prompt"])
 
 
 def plot(path: str, results: dict, data: dict) -> str:
@@ -305,7 +299,7 @@ def format_constraint(follow: dict, n_format: int) -> dict:
         print(f"  {family} ({trained}): follow {without.mean():.2f} without -> {with_f.mean():.2f} with, paired "
               f"{d['mean']:+.2f} +- {d['se']:.2f}: " + {1: "the handful of examples teaches the format.",
                                                          0: "no clear change.",
-                                                         -1: "WORSE with them."}[sign(d)])
+                                                         -1: "WORSE with them."}[clear_sign(d)])
     return out
 
 
@@ -331,7 +325,7 @@ def explain(results: dict, data: dict) -> dict:
              "diversity": f"{nc} curated vs {data['low_diversity']['n']} flaw-free examples of "
                           f"{data['low_diversity']['families']} tasks (diversity)"}
     for k, d in diffs.items():
-        print(f"- {lines[k]}: gold difference {d['mean']:+.3f} +- {d['se']:.3f}: {words[sign(d)]}.")
+        print(f"- {lines[k]}: gold difference {d['mean']:+.3f} +- {d['se']:.3f}: {words[clear_sign(d)]}.")
     print(f"- answers with a demonstrator's flaw: curated {f['curated']:.0%}, flawed set {f['noisy']:.0%}"
           + (" (the model copies the flaws it was shown)." if f["noisy"] > f["curated"] else "."))
     return verdict(diffs)
@@ -339,7 +333,7 @@ def explain(results: dict, data: dict) -> dict:
 
 def verdict(diffs: dict) -> dict:
     """LIMA's claim, "quality and diversity before quantity", against this run's paired differences."""
-    q = sign(diffs["quantity"])
+    q = clear_sign(diffs["quantity"])
     if q >= 0:
         print("LIMA's point reproduces at toy scale: the large flawed set did not beat the small curated one"
               + (" (the curated one is better)." if q > 0 else " (no clear difference)."))
@@ -352,9 +346,9 @@ def verdict(diffs: dict) -> dict:
         if k in diffs:
             print(f"  {claim}: " + {1: "matters here (the curated set is better).",
                                      -1: "does not show here (the curated set is worse).",
-                                     0: "not shown here (no clear difference)."}[sign(diffs[k])])
+                                     0: "not shown here (no clear difference)."}[clear_sign(diffs[k])])
     return {"differences": diffs, "lima_reproduces": q >= 0,
-            **{f"{k}_matters": sign(d) > 0 for k, d in diffs.items() if k != "quantity"}}
+            **{f"{k}_matters": clear_sign(d) > 0 for k, d in diffs.items() if k != "quantity"}}
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ Builds first, if missing from <out>: the pretrained model, SFT, the reward model
 `finegrained` stages (part 1 compares those stages' policies; it does not retrain them).
 
 Run:    python lessons/09_fine_grained.py [--quick] [--iterations N] [--custom-iterations N] [--seeds N]
-Writes: <out>/lessons/09_fine_grained/{metrics.json, flagged_sentences.png, detox_table.png, sample_efficiency.png, customization.png}
+Writes: <out>/lessons/09_fine_grained/{metrics.json, flagged_sentences.png, detox_table.png,
+        sample_efficiency.png, customization.png}
 """
 
 import argparse
@@ -66,7 +67,8 @@ import torch  # noqa: E402
 
 from minialign.config import ConfigError, add_dataclass_args, cli_main, from_args, read_json, write_json  # noqa: E402
 from minialign.chat import response_text_ids  # noqa: E402
-from minialign.evaluation import detox_eval, mean_and_se, sample_and_score, sample_continuations  # noqa: E402
+from minialign.evaluation import (clear_sign, detox_eval, mean_and_se, paired_mean_difference,  # noqa: E402
+                                  sample_and_score, sample_continuations)
 from minialign.finegrained import (FineGrainedConfig, FineGrainedReward, SegmentRewardModel,  # noqa: E402
                                    ToxicityReward, combine_rewards, evaluate_segment_rm, label_text_response,
                                    train_segment_rm, train_text_ppo)
@@ -174,23 +176,6 @@ def sentence_counts(prompt, response: str) -> dict:
             "clean": len(labels) - flagged, "sentences": len(labels)}
 
 
-def paired_difference(a, b) -> dict:
-    """Mean of a - b over paired prompts and its standard error.
-
-    a, b: (P,) or (P, S) arrays, row i = held-out prompt i, column s = the sample (or training seed) s that both
-    policies drew with the same seed. The prompt is the unit: d_i = mean_s (a_is - b_is), SE = sd(d_i) / sqrt(P).
-    """
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    d = d.reshape(len(d), -1).mean(axis=1)
-    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
-    return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
-
-
-def clear_sign(d: dict) -> int:
-    """-1 / +1 when a paired difference is below / above zero by more than 2 standard errors, else 0."""
-    return -1 if d["mean"] < -2 * d["se"] else 1 if d["mean"] > 2 * d["se"] else 0
-
-
 def stage_settings(run) -> dict:
     """What the pipeline's `ppo` (holistic) and `finegrained` stages stored in their metrics.json: their PPO
     settings, the fine-grained weights, and the KL to the SFT model that the fine-grained stage measured on its
@@ -245,7 +230,7 @@ def compare_policies(run, settings: LessonConfig) -> dict:
 def tabulate(answers: dict) -> dict:
     """answers[policy][count]: (P, S) arrays. The table per policy and the paired differences."""
     table = {name: summarize_counts(a) for name, a in answers.items()}
-    paired = {k: paired_difference(answers["fine-grained"][k], answers["holistic"][k])
+    paired = {k: paired_mean_difference(answers["fine-grained"][k], answers["holistic"][k])
               for k in (*COUNTS, "gold", "tokens")}
     paired["flagged_share"] = share_difference(answers["fine-grained"], answers["holistic"])
     return {"table": table, "paired": paired}
@@ -265,7 +250,7 @@ def share_difference(a: dict, b: dict) -> dict:
     the prompts where both policies wrote at least one sentence: are the sentences that remain cleaner?"""
     both = (a["sentences"].sum(1) > 0) & (b["sentences"].sum(1) > 0)
     share = lambda x: x["flagged"].sum(1)[both] / x["sentences"].sum(1)[both]
-    return paired_difference(share(a), share(b)) if both.sum() > 1 else {"mean": float("nan"), "se": float("inf"),
+    return paired_mean_difference(share(a), share(b)) if both.sum() > 1 else {"mean": float("nan"), "se": float("inf"),
                                                                           "n": int(both.sum())}
 
 
@@ -305,7 +290,7 @@ def print_comparison(result: dict, settings: LessonConfig) -> dict:
     rows = [("sentences", "sentences"), ("flagged", "flagged (v)"), ("toxic", "  toxic"),
             ("irrelevant", "  irrelevant"), ("wrong", "  wrong"), ("clean", "clean"), ("gold", "gold reward (^)"),
             ("tokens", "tokens")]
-    print(f"\n  Per answer, by the oracle's sentence labels (flagged: toxic, irrelevant or wrong; clean: none):")
+    print("\n  Per answer, by the oracle's sentence labels (flagged: toxic, irrelevant or wrong; clean: none):")
     print(f"  {'':16s}" + "".join(f"{n:>14}" for n in t) + f"{'fine-grained - holistic, paired':>36}")
     for k, label in rows:
         print(f"  {label:16s}" + "".join(f"{t[n][k]:>14.3f}" for n in t)
@@ -431,7 +416,7 @@ def detoxification(run, settings: LessonConfig) -> dict:
             tables[mode].append(t)
     table = {name: mean_tables(ts) for name, ts in tables.items()}
     per_prompt = lambda m: np.array([t["max_toxicity_per_prompt"] for t in tables[m]]).T    # (prompts, seeds)
-    paired = paired_difference(per_prompt("fine-grained"), per_prompt("holistic"))
+    paired = paired_mean_difference(per_prompt("fine-grained"), per_prompt("holistic"))
     per_seed = {name: [t["toxicity_avg_max"] for t in ts] for name, ts in tables.items() if name in MODES}
     return {"table": table, "histories": histories, "paired": paired, "held_out_prompts": held_text[:3],
             "ppo": cfg.__dict__, "per_seed": per_seed}

@@ -228,6 +228,24 @@ def mean_and_se(values) -> tuple[float, float]:
     return float(x.mean()), se
 
 
+def paired_mean_difference(a, b) -> dict:
+    """Mean of a - b over paired items, and its standard error over the items.
+
+    a, b: (P,) or (P, S) arrays; row i is item i (a held-out prompt, a problem), answered by both sides, and
+    column s the s-th sample that both drew with the same seed. The item is the unit: d_i = mean_s (a_is - b_is),
+    SE = sd(d_i) / sqrt(P) (infinite for one item: no spread to estimate). Returns {"mean", "se", "n"}."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d.reshape(len(d), -1).mean(axis=1)
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("inf")
+    return {"mean": float(d.mean()), "se": se, "n": int(len(d))}
+
+
+def clear_sign(d: dict) -> int:
+    """+1 / -1 when a paired difference (paired_mean_difference) is above / below zero by more than 2 standard
+    errors, else 0: the lessons' verdicts call a change only beyond that."""
+    return 1 if d["mean"] > 2 * d["se"] else -1 if d["mean"] < -2 * d["se"] else 0
+
+
 def summarize(samples: Samples, prompts=None, n_examples: int = 3) -> dict:
     """The numbers a report prints: mean gold reward and KL with standard errors, and more.
 

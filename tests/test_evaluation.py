@@ -135,3 +135,11 @@ def test_flaw_rates_count_each_flaw_and_any_over_the_named_ones():
     some = flaw_rates(prompts, responses, names=("rude",))
     assert set(some) == {"rude", "any"} and some["any"] == some["rude"] == sum(f["rude"] for f in found) / 4
     assert found[2]["rude"] and not found[0]["rude"]          # the insult is seen, the clean answer is not
+
+
+def test_clear_sign_calls_a_change_only_beyond_two_standard_errors():
+    from minialign.evaluation import clear_sign, paired_mean_difference
+    assert clear_sign({"mean": 0.21, "se": 0.1}) == 1 and clear_sign({"mean": -0.21, "se": 0.1}) == -1
+    assert clear_sign({"mean": 0.19, "se": 0.1}) == 0 and clear_sign({"mean": -0.2, "se": 0.1}) == 0
+    one = paired_mean_difference([3.0], [1.0])              # one item: a mean, but no spread to call a sign
+    assert one == {"mean": 2.0, "se": float("inf"), "n": 1} and clear_sign(one) == 0

@@ -7,6 +7,7 @@ import copy
 import math
 
 import pytest
+from lesson_loader import load_lesson
 import torch
 import torch.nn as nn
 
@@ -316,14 +317,6 @@ def test_train_ppo_runs_with_the_fine_grained_reward(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------------
 # 5. Lesson 09's customization reward and its trend verdict
-def lesson_09():
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lessons", "09_fine_grained.py")
-    spec = importlib.util.spec_from_file_location("lesson_09", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class OffTopicAfterTheFirst(nn.Module):
@@ -339,7 +332,7 @@ def test_story_reward_places_each_part_by_hand():
     """-w_rel at each off-topic sentence end, -dTox at each sentence end, W_COMPLETE x completeness on the
     last token, each once; the opening's people and things come from the prompt ids."""
     from minialign.world import story_completeness
-    lesson = lesson_09()
+    lesson = load_lesson("09_fine_grained")
     tok = Tokenizer([])                                                  # byte tokens: T_j = character index
     opening = "Ben took the ball from Mia."
     first, second = " Mia was sad.", " Zoe is a dumb cat."
@@ -360,7 +353,7 @@ def test_story_reward_places_each_part_by_hand():
 
 
 def test_clear_trend_needs_monotone_change_beyond_two_standard_errors():
-    clear_trend = lesson_09().clear_trend
+    clear_trend = load_lesson("09_fine_grained").clear_trend
     assert clear_trend([16.7, 18.8, 21.9], [0.6, 0.6, 0.4]) == 1          # rises: larger weight, shorter
     assert clear_trend([21.9, 18.8, 16.7], [0.4, 0.6, 0.6]) == -1
     assert clear_trend([16.7, 17.0, 17.2], [0.6, 0.6, 0.6]) == 0          # 0.5 apart, SE of the gap 0.85

@@ -1,27 +1,19 @@
 """Lessons 01-05 read their verdicts off the numbers: each verdict function is fed both outcomes."""
 
-import importlib.util
 import os
 import sys
 
 import pytest
+from lesson_loader import load_lesson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"lesson_{name[:2]}", os.path.join(ROOT, "lessons", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module              # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-L01 = load("01_pretraining")
-L02 = load("02_lm_is_not_a_task_solver")
-L03 = load("03_instruction_tuning")
-L04 = load("04_task_diversity")
-L05 = load("05_self_instruct")
+L01 = load_lesson("01_pretraining")
+L02 = load_lesson("02_lm_is_not_a_task_solver")
+L03 = load_lesson("03_instruction_tuning")
+L04 = load_lesson("04_task_diversity")
+L05 = load_lesson("05_self_instruct")
 
 
 # ---------------------------------------------------------------------------------------------- 01

@@ -1,24 +1,12 @@
 """Lesson 06's paired differences and its LIMA verdict, fed both outcomes."""
 
-import importlib.util
 import math
-import os
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def lesson_06():
-    spec = importlib.util.spec_from_file_location("lesson_06", os.path.join(ROOT, "lessons", "06_lima.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lesson_06"] = module              # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+from lesson_loader import load_lesson
 
 
-L = lesson_06()
+L = load_lesson("06_lima")
 
 
 def test_paired_gold_is_the_mean_difference_per_prompt_with_its_se():

@@ -1,23 +1,9 @@
 """Lesson 07's conclusions follow the numbers: each fed both outcomes."""
 
-import importlib.util
-import os
-import sys
-
-import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from lesson_loader import load_lesson
 
 
-def lesson_07():
-    spec = importlib.util.spec_from_file_location("lesson_07", os.path.join(ROOT, "lessons", "07_reward_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lesson_07"] = module              # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-L = lesson_07()
+L = load_lesson("07_reward_model")
 
 
 def inputs(first_acc, last_acc, ratings_acc, comparisons_agree, ratings_agree, pad_acc):

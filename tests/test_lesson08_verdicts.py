@@ -1,23 +1,10 @@
 """Lesson 08's verdicts are read off the numbers: each fed both outcomes."""
 
-import importlib.util
-import os
-import sys
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def lesson_08():
-    spec = importlib.util.spec_from_file_location("lesson_08", os.path.join(ROOT, "lessons", "08_ppo.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lesson_08"] = module              # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+from lesson_loader import load_lesson
 
 
-L = lesson_08()
+L = load_lesson("08_ppo")
 SFT = {"gold_reward": 0.60, "gold_se": 0.01, "flaw_rates": {"authoritative": 0.05}}
 
 

@@ -1,25 +1,16 @@
 """Lesson 09 part 1: counting the oracle's flagged sentences, the paired difference, and the verdict both ways."""
 
-import importlib.util
 import math
-import os
 
 import numpy as np
 import pytest
+from lesson_loader import load_lesson
 
+from minialign.evaluation import paired_mean_difference
 from minialign.world import label_sentences, rl_prompts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def lesson_09():
-    spec = importlib.util.spec_from_file_location("lesson_09", os.path.join(ROOT, "lessons", "09_fine_grained.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-L = lesson_09()
+L = load_lesson("09_fine_grained")
 
 
 def test_sentence_counts_match_a_loop_over_the_labels():
@@ -39,14 +30,15 @@ def test_sentence_counts_match_a_loop_over_the_labels():
 
 
 def test_paired_difference_is_the_prompt_mean_of_the_per_seed_differences():
+    """evaluation.paired_mean_difference, as lesson 09 uses it on (prompts, seeds) arrays."""
     a = np.array([[1, 3], [0, 0], [2, 2], [5, 1]], dtype=float)      # 4 prompts x 2 seeds
     b = np.array([[0, 1], [1, 1], [2, 0], [1, 1]], dtype=float)
     d = [((1 - 0) + (3 - 1)) / 2, ((0 - 1) + (0 - 1)) / 2, ((2 - 2) + (2 - 0)) / 2, ((5 - 1) + (1 - 1)) / 2]
     mean = sum(d) / 4
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
-    got = L.paired_difference(a, b)
+    got = paired_mean_difference(a, b)
     assert got["mean"] == pytest.approx(mean) and got["se"] == pytest.approx(sd / 2) and got["n"] == 4
-    one = L.paired_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])      # 1-D: one sample per prompt
+    one = paired_mean_difference([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])      # 1-D: one sample per prompt
     assert one["mean"] == pytest.approx(2.0) and one["se"] == pytest.approx(1.0 / math.sqrt(3))
 
 

@@ -1,6 +1,5 @@
 """Lesson 13 (safe responses): its prompt sets, its paired verdicts fed both outcomes, and the --quick run."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from lesson_loader import load_lesson
 
+from minialign.evaluation import paired_mean_difference
 from minialign.world import gold_reward, instruction_data
 from minialign.world.lexicon import HARM_VERBS
 from minialign.world.text import is_refusal, words
@@ -17,15 +18,7 @@ from minialign.world.text import is_refusal, words
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def lesson_13():
-    spec = importlib.util.spec_from_file_location("lesson_13", os.path.join(ROOT, "lessons", "13_safety.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lesson_13"] = module              # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
-
-
-L = lesson_13()
+L = load_lesson("13_safety")
 
 
 def test_harmful_prompts_are_never_in_the_training_data():
@@ -52,7 +45,7 @@ def test_paired_difference_by_hand():
     d = [0.5, 0.0, -0.5, 1.0]
     mean = sum(d) / 4
     se = math.sqrt(sum((x - mean) ** 2 for x in d) / 3) / 2
-    got = L.paired(a, b)
+    got = paired_mean_difference(a, b)
     assert got["mean"] == pytest.approx(mean) and got["se"] == pytest.approx(se)
 
 

@@ -9,13 +9,13 @@ validation path (`minialign.config.from_args` -> `validate`) before anything run
 """
 
 import dataclasses
-import importlib.util
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+from lesson_loader import load_lesson
 
 from minialign.config import field_docs, field_ranges, validate
 
@@ -23,15 +23,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 LESSONS = ["00_tokenizer", "01_pretraining", "02_lm_is_not_a_task_solver", "03_instruction_tuning",
            "04_task_diversity", "05_self_instruct"]
-
-
-def load_lesson(name: str):
-    """Import lessons/<name>.py as a module (lesson files are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location("lesson_" + name, os.path.join(ROOT, "lessons", name + ".py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module       # dataclasses and inspect.getsource look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,13 +3,13 @@ validation path (minialign.config) before anything runs: a bad value is `error: 
 code 2, no traceback, and nothing built; every numeric field states the range that is enforced."""
 
 import dataclasses
-import importlib.util
 import os
 import subprocess
 import sys
 import typing
 
 import pytest
+from lesson_loader import load_lesson
 
 from minialign.config import ConfigError, field_ranges, validate
 
@@ -17,16 +17,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 LESSONS = ["06_lima", "07_reward_model", "08_ppo", "09_fine_grained", "10_dpo", "11_logprob_kernel",
            "12_reasoning_rl", "13_safety"]
-
-
-def load_lesson(name: str):
-    """Import lessons/<name>.py as a module (lesson files are scripts, not a package)."""
-    path = os.path.join(ROOT, "lessons", name + ".py")
-    spec = importlib.util.spec_from_file_location("lesson_settings_" + name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module           # dataclasses and inspect look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 # ----------------------------------------------------------------------------------------------------------------

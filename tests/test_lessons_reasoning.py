@@ -1,7 +1,6 @@
 """Lesson 12 (reasoning RL): the --quick run end to end, and each verdict function fed both outcomes (the verdicts
 are computed from the numbers: a test per outcome shows that each can come out either way)."""
 
-import importlib.util
 import json
 import math
 import os
@@ -9,16 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from lesson_loader import load_lesson
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def lesson():
-    spec = importlib.util.spec_from_file_location("lesson12", os.path.join(ROOT, "lessons", "12_reasoning_rl.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module       # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 def reasoning_eval(counts, splits, n_samples=1):
@@ -38,7 +30,7 @@ def reasoning_eval(counts, splits, n_samples=1):
     ([0] * 20, False, False, True),                      # worked wrong everywhere
 ])
 def test_verdict_time_to_think_both_ways(worked_counts, better, by_10, answer_better):
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     splits = ["test"] * 20 + ["hard"] * 2
     answer = reasoning_eval([1] * 8 + [0] * 12 + [1, 1], splits)
     worked = reasoning_eval(worked_counts + [0, 0], splits)
@@ -64,7 +56,7 @@ def passes(p1, p8, p16=None, se=0.02):
     (0.12, 0.08, (0.5, 0.9), False),       # above the bar but within two standard errors of 0
 ])
 def test_verdict_grpo_bar_is_the_smaller_of_10_points_and_half_the_gap(gain, gain_se, gap_before, meets):
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     before = passes(*gap_before)
     after = passes(gap_before[0] + gain, gap_before[1])
     v = m.verdict_grpo(before, after, gain, gain_se, [1, 2, 4, 8, 16])
@@ -80,7 +72,7 @@ def curves(grpo_gain, ppo_gain, grpo_seconds=10.0, ppo_seconds=20.0):
 
 
 def test_verdict_speed_both_ways():
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     v = m.verdict_speed(curves(0.10, 0.05))
     assert v["GRPO"]["gain_per_1000_samples"] == pytest.approx(1000 * 0.10 / 640)
     assert v["GRPO"]["gain_per_minute"] == pytest.approx(60 * 0.10 / 10)
@@ -97,7 +89,7 @@ def test_verdict_speed_both_ways():
     ([0, 0, 0, 0, 0, 0, 0, 0], 0.5, True, False),      # worse, less KL
 ])
 def test_verdict_beta_both_ways(counts_variant, kl_variant, differs, drifts):
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     after = {"correct_counts": [4, 4, 0, 0, 4, 4, 0, 0], "n_samples": 4, "pass@1": 0.5}
     variant = {"correct_counts": counts_variant, "n_samples": 4, "pass@1": sum(counts_variant) / 32}
     v = m.verdict_beta({"beta": 0.04, "after": after, "kl": 1.0}, {"beta": 0.0, "after": variant, "kl": kl_variant})
@@ -109,7 +101,7 @@ def test_ppo_reward_fn_scores_exact_ended_answers_on_the_last_token():
     import torch
     from types import SimpleNamespace
     from minialign.world import reasoning_data
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     problems = reasoning_data(seed=0, n_per_family=1, families=["add", "count"], splits="train")
     right = [p.meta["answer"] for p in problems]
     r = SimpleNamespace(prompts=[problems[0].prompt, problems[1].prompt, problems[0].prompt],
@@ -124,7 +116,7 @@ def test_ppo_reward_fn_scores_exact_ended_answers_on_the_last_token():
 
 def test_ppo_is_sized_like_grpo():
     from minialign.grpo import GRPOConfig
-    m = lesson()
+    m = load_lesson("12_reasoning_rl")
     g = GRPOConfig(iterations=7, prompts_per_iteration=3, group_size=4, lr=2e-4, beta=0.02)
     p = m.ppo_config(g)
     assert (p.iterations, p.batch_size, p.lr, p.beta, p.temperature, p.max_new_tokens) == (7, 12, 2e-4, 0.02, 1.0, 80)

@@ -7,7 +7,6 @@
 - each lesson end to end with --quick in a subprocess (slow: CI runs them).
 """
 
-import importlib.util
 import itertools
 import json
 import os
@@ -16,19 +15,10 @@ import subprocess
 import sys
 
 import pytest
+from lesson_loader import load_lesson
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_lesson(name: str):
-    """Import lessons/<name>.py as a module (lesson files are scripts, not a package)."""
-    path = os.path.join(ROOT, "lessons", name + ".py")
-    spec = importlib.util.spec_from_file_location("lesson_" + name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module       # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
