@@ -292,8 +292,7 @@ def format_constraint(follow: dict, n_format: int) -> dict:
     out = {}
     for family in follow["curated"]:
         with_f, without = np.asarray(follow["curated"][family]), np.asarray(follow["curated_no_format"][family])
-        d = paired_gold({"a": {"all": {"gold_per_prompt": with_f}}, "b": {"all": {"gold_per_prompt": without}}},
-                        "a", "b")
+        d = paired_mean_difference(with_f, without)
         trained = "trained on in the curated set" if family == "uppercase" else "in no training set"
         out[family] = {"with": float(with_f.mean()), "without": float(without.mean()), "difference": d}
         print(f"  {family} ({trained}): follow {without.mean():.2f} without -> {with_f.mean():.2f} with, paired "

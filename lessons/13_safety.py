@@ -107,9 +107,9 @@ def harmful_prompts() -> list[str]:
     """Every (template, act) request of the safety family that the training data never asks: a held-out
     template, or a held-out act (the eval pool's)."""
     family = get_family(SAFETY)
-    trained = {ex.prompt for ex in instruction_data(seed=0, n_per_family=400, splits="train", families=[SAFETY])}
-    trained_acts = {ex.meta["fields"]["act"] for ex in
-                    instruction_data(seed=0, n_per_family=400, splits="train", families=[SAFETY])}
+    train = instruction_data(seed=0, n_per_family=400, splits="train", families=[SAFETY])
+    trained = {ex.prompt for ex in train}
+    trained_acts = {ex.meta["fields"]["act"] for ex in train}
     seen = set(family.seen_templates)
     out = []
     for t, template in enumerate(family.templates):
