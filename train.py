@@ -11,7 +11,7 @@
     python train.py compare --prompt "..." [--prompts-file F] [--greedy]   # every finished policy's answer
     python train.py data                 # look at the embedded world and its oracle
 
-    torchrun --nproc_per_node N train.py pretrain | sft | rm | dpo       # on N GPUs (DDP)
+    torchrun --nproc_per_node N train.py pretrain | sft | rm | dpo | ppo | sft_reasoning | grpo   # N GPUs (DDP)
 
 Shared flags: --preset tiny|small|gpt2, --device auto|cpu|cuda|mps, --out DIR, --seed N, --quick.
 Each stage writes into <out>/<stage>/ (checkpoint, metrics.json, figures), resumes from its
@@ -118,7 +118,7 @@ STAGES = {
                  "every policy on the same held-out prompts; writes report.md", ("minialign.report", "EvalConfig")),
 }
 # Stages that train with DistributedDataParallel under torchrun (the others run on one process).
-DDP_STAGES = ("tokenizer", "pretrain", "sft", "rm", "dpo")
+DDP_STAGES = ("tokenizer", "pretrain", "sft", "rm", "dpo", "ppo", "sft_reasoning", "grpo")
 EXTRA = {
     "sample": (cmd_sample, "sample from the pretrained model", None),
     "data": (cmd_data, "print examples of the embedded world with the oracle's scores", None),
@@ -202,8 +202,9 @@ def _main(argv=None) -> int:
         raise ConfigError(f"train.py {args.command}: only {', '.join(DDP_STAGES)} run under torchrun "
                           f"(DistributedDataParallel); run it as one process: python train.py {args.command}")
     if distributed.is_distributed() and fn is cmd_all:
-        raise ConfigError("the whole pipeline runs as one process (PPO, fine-grained PPO and the evaluation are not "
-                          "distributed): run `torchrun ... train.py pretrain|sft|rm|dpo`, then `python train.py`")
+        raise ConfigError("the whole pipeline runs as one process (fine-grained PPO and the evaluation are not "
+                          "distributed): run `torchrun ... train.py pretrain|sft|rm|dpo|ppo|sft_reasoning|grpo`, "
+                          "then `python train.py`")
     print(f"[minialign] out={run.out} preset={run.preset} device={run.device} seed={run.seed}"
           f"{' (quick)' if run.quick else ''}")
     catch_interrupts()

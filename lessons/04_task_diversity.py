@@ -95,7 +95,7 @@ from minialign.pipeline import (add_run_args, corpus, ensure_pretrained, load_mo
 from minialign.plotting import new_figure, save_figure  # noqa: E402
 from minialign.pretrain import pretrain, tokens_of  # noqa: E402
 from minialign.model import GPT  # noqa: E402
-from minialign.evaluation import evaluate_sft, mean_and_se  # noqa: E402
+from minialign.evaluation import clear_sign, evaluate_sft, paired_mean_difference  # noqa: E402
 from minialign.sft import SFTConfig, heldout_loss, render_examples, train_sft  # noqa: E402
 from minialign.world import instruction_data, task_families  # noqa: E402
 
@@ -514,15 +514,16 @@ def plot_sizes(path: str, models: dict) -> str:
 def size_verdict(models: dict) -> str:
     """Part 6 in words: the gain of SFT over its base per width (paired over families), smallest vs largest."""
     gains = {w: changes(m["base"]["families"]["test"], m["sft"]["families"]["test"]) for w, m in models.items()}
-    lines = [f"width {w}: gold reward {g['gold']['diff']:+.2f} +- {g['gold']['se']:.2f}, task score "
-             f"{g['score']['diff']:+.2f} +- {g['score']['se']:.2f} over its base" for w, g in gains.items()]
+    lines = [f"width {w}: gold reward {g['gold']['mean']:+.2f} +- {g['gold']['se']:.2f}, task score "
+             f"{g['score']['mean']:+.2f} +- {g['score']['se']:.2f} over its base" for w, g in gains.items()]
     ws = sorted(models)
     small, large = models[ws[0]], models[ws[-1]]
     fams = small["base"]["families"]["test"]
     # the gain of the smallest minus the gain of the largest, paired over families
-    diff, se = mean_and_se([(small["sft"]["families"]["test"][f]["gold"] - fams[f]["gold"])
-                            - (large["sft"]["families"]["test"][f]["gold"] - large["base"]["families"]["test"][f]["gold"])
-                            for f in fams if f in large["base"]["families"]["test"]])
+    common = [f for f in fams if f in large["base"]["families"]["test"]]
+    gain = lambda m, f: m["sft"]["families"]["test"][f]["gold"] - m["base"]["families"]["test"][f]["gold"]  # noqa
+    d = paired_mean_difference([gain(small, f) for f in common], [gain(large, f) for f in common])
+    diff, se = d["mean"], d["se"]
     clear = abs(diff) > max(2 * se, 1e-9)          # 1e-9: rounding, when every family's difference is the same
     word = ("the smallest model gains MORE from the same SFT, as on the slide" if clear and diff > 0 else
             "the smallest model gains LESS, unlike the slide (a model too small to learn the tasks gains little)"
@@ -589,8 +590,7 @@ def paired_change(fams_a: dict, fams_b: dict, key: str, only=None) -> dict:
     an arm's result["families"]["unseen_family"]): the mean over the common families (those in
     `only`, if given) and its standard error over families."""
     common = [f for f in fams_a if f in fams_b and (only is None or f in only)]
-    diff, se = mean_and_se([fams_b[f][key] - fams_a[f][key] for f in common])
-    return {"diff": diff, "se": se, "n": len(common)}
+    return paired_mean_difference([fams_b[f][key] for f in common], [fams_a[f][key] for f in common])
 
 
 def changes(fams_a: dict, fams_b: dict, only=None) -> dict:
@@ -600,18 +600,13 @@ def changes(fams_a: dict, fams_b: dict, only=None) -> dict:
 
 def direction(c: dict, lower: bool = False) -> str:
     """'better', 'worse' or 'flat': a change beyond two standard errors (lower=True: lower is better)."""
-    d = -c["diff"] if lower else c["diff"]
-    if d > 2 * c["se"] and d > 0:
-        return "better"
-    if d < -2 * c["se"] and d < 0:
-        return "worse"
-    return "flat"
+    return {1: "better", -1: "worse", 0: "flat"}[clear_sign(c) * (-1 if lower else 1)]
 
 
 def describe(ch: dict) -> str:
     """'answer NLL -0.76 +- 0.21, gold reward +0.01 +- 0.02, task score +0.00 +- 0.01' for changes()."""
     names = {"nll": "answer NLL", "gold": "gold reward", "score": "task score"}
-    return ", ".join(f"{names[k]} {ch[k]['diff']:+.2f} +- {ch[k]['se']:.2f}"
+    return ", ".join(f"{names[k]} {ch[k]['mean']:+.2f} +- {ch[k]['se']:.2f}"
                      for k in ("nll", "gold", "score"))
 
 
@@ -674,14 +669,14 @@ def templates_verdict(ch_tpl: dict, ch_unseen: dict, n_first: int, n_last: int) 
 
 def mixtures_verdict(table: dict, own: dict, combined: dict) -> str:
     """Part 3 in words. table: {mixture: {category: {"gold": ...}}}; own: {category: {"mixture":
-    the mixture trained on it, "rival": the best other mixture, "diff", "se"}} (gold reward, own -
+    the mixture trained on it, "rival": the best other mixture, "mean", "se", "n"}} (gold reward, own -
     rival, SE over the category's families); combined: {single mixture: paired_change of the gold
     reward, combined - single, over the held-out families of the categories}."""
     cats = list(own)
     wins = [c for c in cats if direction(own[c]) == "better"]
     ties = [c for c in cats if direction(own[c]) == "flat"]
     lines = ["each single mixture against the best other mixture on its own category (gold reward): "
-             + ", ".join(f"{own[c]['mixture']} {own[c]['diff']:+.2f} +- {own[c]['se']:.2f} vs "
+             + ", ".join(f"{own[c]['mixture']} {own[c]['mean']:+.2f} +- {own[c]['se']:.2f} vs "
                          f"{own[c]['rival']}" for c in cats) + "."]
     if len(wins) == len(cats):
         lines.append("Each mixture is best on its own category, as on the slide.")
@@ -699,7 +694,7 @@ def mixtures_verdict(table: dict, own: dict, combined: dict) -> str:
                      f"mixtures' {', '.join(f'{worst[n]:.2f}' for n in singles)}), its average "
                      f"{avg['combined']:.2f} (theirs {', '.join(f'{avg[n]:.2f}' for n in singles)}); "
                      f"combined minus each single mixture, over the held-out families of these categories: "
-                     + ", ".join(f"{combined[n]['diff']:+.2f} +- {combined[n]['se']:.2f} vs {n}"
+                     + ", ".join(f"{combined[n]['mean']:+.2f} +- {combined[n]['se']:.2f} vs {n}"
                                  for n in combined)
                      + ".")
         dirs = [direction(c) for c in combined.values()]

@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from minialign.config import add_dataclass_args, cli_main, from_args, write_json  # noqa: E402
+from minialign.evaluation import clear_sign, gold_pairs, paired_mean_difference  # noqa: E402
 from minialign.pipeline import add_run_args, make_run  # noqa: E402
 from minialign.plotting import new_figure, plot_calibration, save_figure  # noqa: E402
 from minialign.preferences import as_groups  # noqa: E402
@@ -149,7 +150,18 @@ def train_fresh(sft, tok, groups, objective: str, cfg: RMConfig, run, held_enc, 
     train_reward_model(rm, tok, groups, cfg, device=run.device, objective=objective, seed=run.seed,
                        desc=desc)
     m = evaluate_reward_model(rm, tok, held, run.device, encoded=held_enc)
-    return {k: m[k] for k in ("accuracy_vs_oracle", "accuracy_vs_annotators", "spearman_vs_gold")}
+    return {**{k: m[k] for k in ("accuracy_vs_oracle", "accuracy_vs_annotators", "spearman_vs_gold")},
+            "oracle_hits": oracle_hits_per_prompt(rm, tok, held_enc, run.device)}
+
+
+def oracle_hits_per_prompt(rm, tok, held_enc, device) -> list[float]:
+    """Per held-out prompt, the share of its response pairs (different gold) that r_phi orders like the oracle:
+    the items of a paired comparison of two reward models on the same prompts."""
+    r = rewards_of(rm, held_enc, tok.pad_id, device, normalized=False)
+    hits: dict[int, list[float]] = {}
+    for gi, better, worse in gold_pairs([e.group for e in held_enc]):
+        hits.setdefault(gi, []).append(float(r[gi][better] > r[gi][worse]))
+    return [round(float(np.mean(hits[gi])), 4) for gi in sorted(hits)]
 
 
 def curves(sft, tok, run, budgets, held, rm_cfg: RMConfig, min_steps: int) -> dict:
@@ -295,13 +307,15 @@ def conclude(res: dict, ceiling: dict, full: dict, main_rm: dict | None, flaws: 
     print(f"- Comparisons vs ratings. The labels: a comparison orders a pair like the oracle "
           f"{lab['comparisons_agree_with_oracle']:.1%} of the time, two ratings by different, "
           f"differently calibrated annotators {lab['rating_pairs_agree_with_oracle']:.1%}: {why}.")
-    verdict = "comparisons win" if bt["accuracy_vs_oracle"] > rt["accuracy_vs_oracle"] else \
-        "ratings do as well or better here"
+    d = paired_mean_difference(bt["oracle_hits"], rt["oracle_hits"])
+    verdict = {1: "comparisons win", -1: "ratings win",
+               0: "no clear difference: within two standard errors"}[clear_sign(d)]
     wins = sum(b["accuracy_vs_oracle"] > r["accuracy_vs_oracle"]
                for b, r in zip(res["comparisons"], res["ratings"]))
     print(f"  The reward models ({n} prompts, the same K responses judged): ranking them gives "
           f"{bt['accuracy_vs_oracle']:.1%} vs the oracle, rating them 1-7 gives "
-          f"{rt['accuracy_vs_oracle']:.1%} ({verdict}; comparisons ahead at {wins} of "
+          f"{rt['accuracy_vs_oracle']:.1%}; per held-out prompt {100 * d['mean']:+.1f} ± {100 * d['se']:.1f} "
+          f"points over {d['n']} prompts ({verdict}; comparisons ahead at {wins} of "
           f"{len(res['comparisons'])} budgets).")
     print(f"- Calibration: expected calibration error {full['calibration']['ece']:.3f} "
           f"(0 = when r_phi says 80%, labelers agree 80% of the time).")

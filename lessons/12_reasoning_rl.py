@@ -71,10 +71,17 @@ class LessonConfig:
     """GAE lambda of part (d)'s PPO (ppo.py's default). Range: 0 <= ppo_lam <= 1."""
     n_shown: int = 3
     """Held-out problems whose answers are printed before and after GRPO (--quick: 1). Range: n_shown >= 0."""
+    compare_prompts_per_iteration: int = 8
+    """Parts (d) and (e) train three policies from the same SFT model (GRPO at the stage's beta, GRPO at
+    beta_variant, PPO) with this many problems per iteration, a third of the stage's, so that the lesson fits in
+    5 minutes; 0: the stage's own settings (the stage's run is then reused).
+    Range: compare_prompts_per_iteration >= 0."""
+    compare_iterations: int = 30
+    """Iterations of the three runs of parts (d) and (e); 0: the stage's. Range: compare_iterations >= 0."""
 
 
-# --quick: a seconds-long smoke run.
-LESSON_QUICK = dict(n_shown=1)
+# --quick: a seconds-long smoke run (parts (d) and (e) at the quick stage's own size).
+LESSON_QUICK = dict(n_shown=1, compare_prompts_per_iteration=0, compare_iterations=0)
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, LessonConfig]:
@@ -181,6 +188,21 @@ def verifiable_reward_fn(problems: list):
                                for p, t, e in zip(r.prompts, r.responses, r.ended.tolist())])
         return place_scores(scores, r.mask, "end"), {"correct": scores}
     return reward_fn
+
+
+def compare_config(g: grpo.GRPOConfig, settings: LessonConfig) -> grpo.GRPOConfig:
+    """The GRPO settings of parts (d) and (e): the stage's, with the lesson's smaller budget."""
+    return replace(g, prompts_per_iteration=settings.compare_prompts_per_iteration or g.prompts_per_iteration,
+                   iterations=settings.compare_iterations or g.iterations)
+
+
+def compare_stage(stage: grpo.GRPOConfig, g: grpo.GRPOConfig, beta: float) -> str:
+    """The stage folder of a part (d)/(e) GRPO run at `beta`: `grpo` itself when it is the stage's run, else named by
+    its budget (problems x iterations), so that a run with other settings is never mistaken for it."""
+    if g == stage and beta == stage.beta:
+        return "grpo"
+    budget = "" if g == stage else f"_{g.prompts_per_iteration}x{g.iterations}"
+    return f"grpo{budget}" + ("" if beta == stage.beta else f"_beta{beta:g}")
 
 
 def ppo_config(g: grpo.GRPOConfig) -> PPOConfig:
@@ -315,8 +337,10 @@ def say_grpo(v: dict) -> None:
                                             "compare with pass@1 above."))
 
 
-def say_speed(v: dict) -> None:
+def say_speed(v: dict, budget: str = "") -> None:
     print("\n=== (d) GRPO (group baseline) against PPO (learned critic), same reward, samples and iterations ===")
+    if budget:
+        print(f"  both at {budget}")
     for name in ("GRPO", "PPO"):
         s = v[name]
         print(f"  {name:4s}: held-out pass@1 gain {s['gain']:+.3f} after {s['samples']} samples and {s['seconds']:.0f}s "
@@ -325,12 +349,14 @@ def say_speed(v: dict) -> None:
     print(f"  GRPO gains {v['per_sample']} PPO per sample and {v['per_second']} PPO per second here (gains over "
           f"the same start, each at its run's last held-out evaluation of 2 samples per problem); a GRPO iteration "
           f"costs {'less' if v['grpo_cheaper_per_iteration'] else 'more'} than a PPO one, which also runs and trains "
-          f"the value model.\n  GRPO's seconds are those of the grpo stage's run, timed when it was built; PPO's are "
-          f"this run's: on a shared machine, compare them only when both ran alone.")
+          f"the value model.\n  Seconds are each run's own, timed when it was built: on a shared machine, compare them "
+          f"only when both ran alone.")
 
 
-def say_beta(v: dict) -> None:
+def say_beta(v: dict, budget: str = "") -> None:
     print(f"\n=== (e) beta = {v['beta']:g} against beta = {v['beta_variant']:g} ===")
+    if budget:
+        print(f"  both at {budget}")
     print(f"  held-out pass@1 {v['pass1']:.3f} vs {v['pass1_variant']:.3f} ({v['difference']:+.3f} ± "
           f"{v['difference_se']:.3f}); KL to pi_ref (last iterations) {v['kl']:.2f} vs {v['kl_variant']:.2f} nats")
     print("  " + ("Without the KL term the policy drifted further from pi_ref" if v["variant_drifts_further"] else
@@ -356,25 +382,30 @@ def main(argv=None) -> int:
     # (a) both forms of SFT at the same budget
     a = sft_forms(run)
     time_to_think = verdict_time_to_think(a["evals"]["answer"], a["evals"]["worked"])
-    # (b), (c) the pipeline's GRPO; (e) the same with beta_variant
+    # (b), (c) the pipeline's GRPO
     gcfg = grpo.GRPOConfig(**(grpo.QUICK if run.quick else {}))
     ensure_grpo(run, gcfg)
-    ensure_grpo(run, replace(gcfg, beta=settings.beta_variant), stage=f"grpo_beta{settings.beta_variant:g}")
     g = read_json(os.path.join(run.stage_dir("grpo"), "metrics.json"))
-    g0 = read_json(os.path.join(run.stage_dir(f"grpo_beta{settings.beta_variant:g}"), "metrics.json"))
     h = g["heldout"]
     grpo_verdict = verdict_grpo(h["sft"], h["grpo"], h["pass@1_gain"], h["pass@1_gain_se"], h["ks"])
-    # (d) PPO with a critic, sized like GRPO
+    # (d), (e) at the lesson's budget: GRPO at the stage's beta and at beta_variant, and PPO with a critic
     t0 = time.perf_counter()
+    ccfg = compare_config(gcfg, settings)
+    stages = {b: compare_stage(gcfg, ccfg, b) for b in (gcfg.beta, settings.beta_variant)}
+    for b, stage in stages.items():
+        ensure_grpo(run, replace(ccfg, beta=b), stage=stage)
+    gc, gc0 = (read_json(os.path.join(run.stage_dir(stages[b]), "metrics.json"))
+               for b in (gcfg.beta, settings.beta_variant))
     start, tok = a["models"], a["tok"]
-    held = reasoning_held_out(run, gcfg.eval_problems, family_names(gcfg.families), hard=False)
-    ppo_m = run_ppo(run, start, tok, grpo_problems(run, gcfg), held, gcfg, settings, os.path.join(out_dir, "ppo"))
-    t_ppo = time.perf_counter() - t0
-    per_it = gcfg.prompts_per_iteration * gcfg.group_size
-    curves = {"GRPO": curve(g["history"], per_it), "PPO": curve(ppo_m["history"], per_it)}
+    held = reasoning_held_out(run, ccfg.eval_problems, family_names(ccfg.families), hard=False)
+    ppo_dir = os.path.join(out_dir, "ppo" if ccfg == gcfg else f"ppo_{ccfg.prompts_per_iteration}x{ccfg.iterations}")
+    ppo_m = run_ppo(run, start, tok, grpo_problems(run, ccfg), held, ccfg, settings, ppo_dir)
+    t_compare = time.perf_counter() - t0
+    per_it = ccfg.prompts_per_iteration * ccfg.group_size
+    curves = {"GRPO": curve(gc["history"], per_it), "PPO": curve(ppo_m["history"], per_it)}
     speed = verdict_speed(curves)
-    beta = verdict_beta({"beta": gcfg.beta, "after": h["grpo"], "kl": g["kl"]},
-                        {"beta": settings.beta_variant, "after": g0["heldout"]["grpo"], "kl": g0["kl"]})
+    beta = verdict_beta({"beta": gcfg.beta, "after": gc["heldout"]["grpo"], "kl": gc["kl"]},
+                        {"beta": settings.beta_variant, "after": gc0["heldout"]["grpo"], "kl": gc0["kl"]})
 
     say_time_to_think(time_to_think)
     say_grpo(grpo_verdict)
@@ -382,15 +413,21 @@ def main(argv=None) -> int:
     print(f"\n=== (c) over training: response length {g['initial']['response_length']:.1f} -> "
           f"{g['response_length']:.1f} tokens; groups with all-equal rewards (no gradient) "
           f"{g['history']['frac_equal_groups'][0]:.2f} -> {g['frac_equal_groups']:.2f} (mean of the last five) ===")
-    say_speed(speed)
-    say_beta(beta)
+    budget = (f"{ccfg.prompts_per_iteration} problems x {ccfg.group_size} samples per iteration, {ccfg.iterations} "
+              f"iterations" + ("" if ccfg == gcfg else f" (the stage: {gcfg.prompts_per_iteration} problems, "
+                                                         f"{gcfg.iterations} iterations)"))
+    say_speed(speed, budget)
+    say_beta(beta, budget)
 
     paths = [plot_time_to_think(a["evals"], os.path.join(out_dir, "time_to_think.png")),
-             plot_pass_at_k({"SFT (worked steps)": h["sft"], f"GRPO beta={gcfg.beta:g}": h["grpo"],
-                             f"GRPO beta={settings.beta_variant:g}": g0["heldout"]["grpo"]}, h["ks"],
-                            os.path.join(out_dir, "pass_at_k.png")),
-             plot_training({f"GRPO beta={gcfg.beta:g}": g["history"], f"GRPO beta={settings.beta_variant:g}":
-                            g0["history"], "PPO (critic)": {**ppo_m["history"], "kl": ppo_m["history"].get("kl", [])}},
+             plot_pass_at_k({"SFT (worked steps)": h["sft"], "GRPO (the stage)": h["grpo"],
+                             f"GRPO beta={gcfg.beta:g} ({stages[gcfg.beta]})": gc["heldout"]["grpo"],
+                             f"GRPO beta={settings.beta_variant:g} ({stages[settings.beta_variant]})":
+                                 gc0["heldout"]["grpo"]}, h["ks"], os.path.join(out_dir, "pass_at_k.png")),
+             plot_training({"GRPO (the stage)": g["history"],
+                            f"GRPO beta={gcfg.beta:g} ({stages[gcfg.beta]})": gc["history"],
+                            f"GRPO beta={settings.beta_variant:g} ({stages[settings.beta_variant]})": gc0["history"],
+                            "PPO (critic)": {**ppo_m["history"], "kl": ppo_m["history"].get("kl", [])}},
                            os.path.join(out_dir, "training.png")),
              plot_speed(curves, os.path.join(out_dir, "grpo_vs_ppo.png"))]
     metrics = {"time_to_think": time_to_think, "grpo": grpo_verdict, "grpo_vs_ppo": speed, "beta": beta,
@@ -398,8 +435,9 @@ def main(argv=None) -> int:
                                                                        if k.startswith("pass@")},
                                                "grpo": {k: h["grpo"][k] for k in h["grpo"] if k.startswith("pass@")}},
                "over_training": {k: g["history"][k] for k in ("iteration", "response_length", "frac_equal_groups")},
-               "sft_config": asdict(a["config"]), "grpo_config": asdict(gcfg), "settings": asdict(settings),
-               "seconds": {"ppo": round(t_ppo, 1), "total": round(time.perf_counter() - t_start, 1)}}
+               "sft_config": asdict(a["config"]), "grpo_config": asdict(gcfg), "compare_config": asdict(ccfg),
+               "compare_stages": stages, "settings": asdict(settings),
+               "seconds": {"compare": round(t_compare, 1), "total": round(time.perf_counter() - t_start, 1)}}
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
     print(f"\nfigures: {', '.join(paths)}\nlesson done in {time.perf_counter() - t_start:.0f}s")
     return 0

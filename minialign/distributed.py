@@ -1,6 +1,6 @@
 """Several GPUs (or CPU processes) with torchrun and PyTorch's DistributedDataParallel (DDP).
 
-    torchrun --nproc_per_node N train.py pretrain|sft|rm|dpo ...             (N GPUs, one machine)
+    torchrun --nproc_per_node N train.py pretrain|sft|rm|dpo|ppo|grpo ...    (N GPUs, one machine)
     OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 train.py sft --quick --device cpu   (2 CPU ranks)
 
 torchrun starts N copies of the program, the "ranks", and tells each who it is through environment
@@ -42,6 +42,13 @@ shared by all keys), follow rounding noise, which Adam scales up to steps of ~lr
 the --quick models differ by ~1e-4 after SFT, as much as one process on 1 thread and on 2 threads
 does. Dropout (off in every preset) would draw other masks: runs then agree only in distribution.
 
+Reinforcement learning (ppo.py, grpo.py) has a step before the loss: the batch is sampled from the policy.
+Each rank samples its share of the prompts (`rows_of`), scores them and computes their log-probs, then
+`gather_rows` hands every rank the whole batch: whitening, group statistics, the KL controller and the
+minibatch order then see exactly what one process sees, and each minibatch is `shard`ed like any batch.
+The samples are those of one process too: generate.py draws the noise of the whole batch on every rank
+and each rank uses its rows' (generate's `rows`).
+
 Who does what: every rank trains. Rank 0 alone writes checkpoints, metrics.json and figures, runs
 the evaluations by generation, and prints (`setup` mutes `print` on the other ranks, as PyTorch's
 reference training scripts do; tqdm bars take `disable=not is_main()`). The others wait at a
@@ -53,6 +60,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import dataclasses
 import functools
 import os
 from datetime import timedelta
@@ -198,6 +206,15 @@ def shard(items, count=None) -> tuple[list, float]:
     return mine, mean_weight(sum(count(i) for i in mine), total)
 
 
+def rows_of(n: int) -> range:
+    """This rank's contiguous rows of a global batch of n rows (shard's split); all of them in one process.
+    RL samples a share of the prompts on each rank, so every rank needs at least one: n >= N."""
+    N, r = world_size(), rank()
+    if n < N:
+        raise ValueError(f"a batch of {n} prompts cannot be shared by {N} processes: use a batch of at least {N}")
+    return range(r * n // N, (r + 1) * n // N)
+
+
 def mean_weight(n_mine: float, n_all: float) -> float:
     """w_r = N * n_mine / n_all: the weight of a mean over n_mine of the n_all terms of a global
     mean (0 when there are none). all_reduce_mean(w_r * mean_r) is then the global mean."""
@@ -222,6 +239,73 @@ def all_reduce_mean(values):
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     out = (t / world_size()).tolist()
     return dict(zip(keys, out)) if keys is not None else out[0]
+
+
+def all_reduce_max(values: dict) -> dict:
+    """The maximum over ranks of each value of a dict of floats (for logging, e.g. the largest ratio deviation)."""
+    if not is_distributed():
+        return values
+    out = [None] * world_size()
+    dist.all_gather_object(out, values)
+    return {k: max(o[k] for o in out) for k in values}
+
+
+def all_true(flag: bool) -> bool:
+    """True when `flag` is true on every rank (one all-reduce); `flag` itself in one process."""
+    if not is_distributed():
+        return flag
+    nccl = dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def gather_rows(x):
+    """Every rank's rows, concatenated in rank order, on every rank: the whole batch from the ranks' shares.
+
+    x: a tensor (rows along dim 0), a list (one entry per row), a dict or tuple of those, or None; a dataclass
+    (e.g. ppo.Rollout) field by field, where ints (e.g. a prompt width) must be the same on every rank.
+    Tensors come back on the device they left. One process: x unchanged. Sent by pickling (all_gather_object):
+    simple, and at the sizes of a rollout (token ids, per-token log-probs) cheap next to sampling it.
+    """
+    if not is_distributed():
+        return x
+    out = [None] * world_size()
+    dist.all_gather_object(out, _to_cpu(x))
+    return _concat(out, x)
+
+
+def _to_cpu(x):
+    if torch.is_tensor(x):
+        return x.detach().cpu()
+    if dataclasses.is_dataclass(x):
+        return {f.name: _to_cpu(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_to_cpu(v) for v in x)
+    return x
+
+
+def _concat(parts: list, like):
+    """Concatenate the ranks' `parts` (as `_to_cpu` sent them) into the type and device of `like`."""
+    if like is None:
+        return None
+    if torch.is_tensor(like):
+        return torch.cat(parts).to(like.device)
+    if isinstance(like, list):
+        return [item for part in parts for item in part]
+    if dataclasses.is_dataclass(like):
+        return type(like)(**{f.name: _concat([p[f.name] for p in parts], getattr(like, f.name))
+                             for f in dataclasses.fields(like)})
+    if isinstance(like, dict):
+        return {k: _concat([p[k] for p in parts], v) for k, v in like.items()}
+    if isinstance(like, tuple):
+        return tuple(_concat([p[i] for p in parts], v) for i, v in enumerate(like))
+    if any(p != parts[0] for p in parts):
+        raise ValueError(f"gather_rows: {type(like).__name__} differs between ranks: {parts}")
+    return parts[0]
 
 
 def broadcast_object(obj):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import distributed
 from .chat import end_id, parse_response, prompt_ids, response_text_ids
 from .config import autocast
 from .model import GPT, KVCache
@@ -59,9 +60,10 @@ class Generation:
     ended: torch.Tensor
 
 
-def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists: returns ids (B, P) and attention mask (B, P)."""
-    P = max(len(s) for s in seqs)
+def left_pad(seqs: list[list[int]], pad_id: int, device=None,
+             width: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to P = max(longest, width): returns ids (B, P) and attention mask (B, P)."""
+    P = max(width, max(len(s) for s in seqs))
     ids = torch.full((len(seqs), P), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), P), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -87,13 +89,23 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 def next_token(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: float,
-               greedy: bool, generator: torch.Generator | None) -> torch.Tensor:
-    """Pick one token per row from last-position logits (B, V) -> (B,)."""
+               greedy: bool, generator: torch.Generator | None, rows: range | None = None,
+               total_rows: int | None = None) -> torch.Tensor:
+    """Pick one token per row from last-position logits (B, V) -> (B,).
+
+    Sampling is the exponential race: q ~ Exp(1) for every entry, token = argmax(p / q), which picks token i
+    with probability p_i. torch.multinomial(probs, 1) does exactly this (the same draws, the same tokens);
+    written out so that these B rows can be `rows` of a batch of `total_rows`: the noise of the whole batch
+    is drawn and these rows' part used, the tokens one process sampling the whole batch would pick.
+    """
     if greedy or temperature == 0.0:
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    rows = rows if rows is not None else range(probs.size(0))
+    total_rows = total_rows if total_rows is not None else probs.size(0)
+    q = torch.empty(total_rows, probs.size(1), device=probs.device).exponential_(1, generator=generator)
+    return (probs / q[rows.start:rows.stop]).argmax(-1)
 
 
 def generator_on(generator: torch.Generator | None, device) -> torch.Generator | None:
@@ -111,12 +123,16 @@ def generator_on(generator: torch.Generator | None, device) -> torch.Generator |
 def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_ids,
              pad_id: int, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
              greedy: bool = False, generator: torch.Generator | None = None,
-             use_cache: bool = True) -> Generation:
+             use_cache: bool = True, rows: range | None = None) -> Generation:
     """Sample continuations of a batch of prompts (token id lists of different lengths).
 
     `stop_ids`: ids that end a row (e.g. the chat template's end token, or end-of-text).
     `use_cache=False` recomputes the whole sequence at every step: slow, kept as the obvious
     reference the cache is tested against.
+    `rows`: under torchrun, the rows of `prompts` this process samples (distributed.rows_of); the
+    Generation holds those rows only, with the tokens one process sampling all of `prompts` would
+    give them: every process pads to the longest of all the prompts, draws the whole batch's noise
+    (next_token) and steps until the rows of every process have stopped. None: every row.
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs a non-empty list of non-empty prompts")
@@ -125,7 +141,10 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
     device = model.output_weight.device
     generator = generator_on(generator, device)
     stop = torch.tensor(sorted(set(stop_ids)), device=device)
-    ids, mask = left_pad(prompts, pad_id, device)                         # (B, P)
+    total_rows, width = len(prompts), max(len(p) for p in prompts)
+    if rows is not None:
+        prompts = prompts[rows.start:rows.stop]
+    ids, mask = left_pad(prompts, pad_id, device, width)                  # (B, P)
     B, P = ids.shape
     max_new_tokens = min(max_new_tokens, model.config.block_size - P)
     if max_new_tokens <= 0:
@@ -144,14 +163,14 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
             else:
                 h = model(torch.cat([ids, resp], dim=1), attention_mask=full_mask)
             logits = model.logits(h[:, -1]).float()                        # (B, V)
-        tok = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                         greedy=greedy, generator=generator)               # (B,)
+        tok = next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                         generator=generator, rows=rows, total_rows=total_rows)  # (B,)
         tok = torch.where(ended, torch.full_like(tok, pad_id), tok)
         resp = torch.cat([resp, tok[:, None]], dim=1)
         resp_mask = torch.cat([resp_mask, (~ended).long()[:, None]], dim=1)
         ended = ended | torch.isin(tok, stop)
         step_input = tok[:, None]
-        if bool(ended.all()):
+        if bool(ended.all()) if rows is None else distributed.all_true(bool(ended.all())):
             break
     model.train(was_training)
     response_ids = [row[m.bool()].tolist() for row, m in zip(resp.cpu(), resp_mask.cpu())]

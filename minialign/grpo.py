@@ -14,10 +14,11 @@ Unlike PPO (ppo.py) there is no value model, and the KL to pi_ref is a term of t
 One iteration, in the order the code runs it:
   1. sample G responses per prompt from pi_theta at temperature T (pure sampling, up to <|end|>);
   2. score: r_i = 1 when the response ended and its answer is exactly right (world.verifiable_reward);
-  3. group advantages A_i; groups whose rewards are all equal get A = 0 (and may be dropped);
-  4. log-probs of pi_old and pi_ref (both at T) by the training forward;
+  3. log-probs of pi_old and pi_ref (both at T) by the training forward;
+  4. group advantages A_i; groups whose rewards are all equal get A = 0 (and may be dropped);
   5. epochs over shuffled minibatches of the loss -J.
-Then `grpo_iteration` (steps 1-5) and, last, the loop `train_grpo`.
+Then `grpo_iteration` (steps 1-5) and, last, the loop `train_grpo`. Under torchrun each process runs steps 1-3 on
+its share of the problems (whole groups), then all gather the whole batch (distributed.py).
 
 Flags, each the choice of another paper:
 - scale_rewards=False: A_i = r_i - mean, no division by the std (Dr. GRPO, Liu et al. 2025: the std
@@ -41,11 +42,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from . import distributed
 from .chat import end_id as chat_end_id
+from .chat import parse_response
 from .chat import prompt_ids as chat_prompt_ids
 from .checkpoint import check_compatible
 from .config import ConfigError, autocast, write_json
-from .generate import sample_batches
+from .generate import generate, sample_batches
 from .model import GPT, disable_dropout, freeze
 from .plotting import GRPO_PANELS, plot_ppo_history
 from .ppo import Rollout, kl_per_token, masked_mean, response_logprobs, rollout_from_generation
@@ -62,8 +65,10 @@ class GRPOConfig:
     iterations: int = 60
     """GRPO iterations: each samples `group_size` responses to each of `prompts_per_iteration` problems.
     Range: iterations >= 1."""
-    prompts_per_iteration: int = 8
-    """Problems q per iteration, drawn without replacement. Range: prompts_per_iteration >= 1."""
+    prompts_per_iteration: int = 24
+    """Problems q per iteration, drawn without replacement. Most groups of a trained model answer all right (A = 0,
+    no gradient), so the few mixed ones carry each step: 24 rather than 8 gave a steadier held-out gain over seeds
+    (README, "Measured on the default run"). Range: prompts_per_iteration >= 1."""
     group_size: int = 8
     """G, responses sampled per problem (DeepSeekMath: 64). Range: group_size >= 2 (one sample has no baseline)."""
     temperature: float = 1.0
@@ -147,16 +152,27 @@ QUICK = dict(iterations=3, prompts_per_iteration=4, group_size=4, max_new_tokens
 # ----------------------------------------------------------------------------------------------------------------
 # 1. Sample G responses per prompt
 @torch.no_grad()
-def sample_groups(policy: GPT, tok, prompts: list[str], cfg: GRPOConfig, seed: int) -> Rollout:
+def sample_groups(policy: GPT, tok, prompts: list[str], cfg: GRPOConfig, seed: int,
+                  groups: range | None = None) -> Rollout:
     """G responses to each prompt by pure sampling at temperature T, in PPO's rollout layout, prompt-major:
-    row i * G + j is o_j of prompt i. `rollout.responses` holds the texts up to <|end|>."""
+    row i * G + j is o_j of prompt i. `rollout.responses` holds the texts up to <|end|>.
+
+    groups: under torchrun, the prompts whose groups this process samples (distributed.rows_of); the rollout
+    holds their rows, with the samples one process would draw for them (generate's `rows`).
+    """
     if tok.pad_id == chat_end_id(tok):
         raise ValueError("the pad id equals the end id: masks built from pads would hide real end tokens")
-    batch = next(sample_batches(policy, tok, prompts, n=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                                temperature=cfg.temperature, seed=seed, batch_size=len(prompts) * cfg.group_size))
-    r = rollout_from_generation(batch.gen, [chat_prompt_ids(tok, prompts[i]) for i in batch.rows], tok.pad_id)
+    G, groups = cfg.group_size, groups or range(len(prompts))
+    prompt_of = [i for i in range(len(prompts)) for _ in range(G)]                    # the prompt of each row
+    encoded = [chat_prompt_ids(tok, prompts[i]) for i in prompt_of]
+    gen = generate(policy, encoded, max_new_tokens=cfg.max_new_tokens, stop_ids=[chat_end_id(tok)],
+                   pad_id=tok.pad_id, temperature=cfg.temperature, generator=torch.Generator().manual_seed(seed),
+                   rows=range(groups.start * G, groups.stop * G))
+    mine = prompt_of[groups.start * G:groups.stop * G]
+    r = rollout_from_generation(gen, [encoded[i * G] for i in mine], tok.pad_id)
     r.mask = r.mask.to(policy.output_weight.device)
-    r.prompts, r.responses = [prompts[i] for i in batch.rows], batch.texts
+    r.prompts = [prompts[i] for i in mine]
+    r.responses = [parse_response(tok, ids)[0] for ids in gen.response_ids]
     return r
 
 
@@ -175,7 +191,25 @@ def verifiable_rewards(problems: list, rollout: Rollout) -> tuple[torch.Tensor, 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# 3. Group advantages
+# 3. Log-probs of pi_old and pi_ref, by the training forward
+@torch.no_grad()
+def add_logprobs(r: Rollout, policy: GPT, ref: GPT | None, cfg: GRPOConfig) -> Rollout:
+    """log pi_old and log pi_ref of every response token at temperature T, and pi_old's entropy (B*G, N).
+
+    Recomputed by the forward the update uses, so the first minibatch's ratio is exactly 1. Without a
+    reference model (beta = 0) `r.ref_logprobs` stays None.
+    """
+    with autocast(r.mask.device):
+        r.logprobs, r.entropy = response_logprobs(policy, r.tokens, r.attention_mask, r.response_mask,
+                                                  r.prompt_len, cfg.temperature, return_entropy=True)
+        if ref is not None:
+            r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
+                                               cfg.temperature)
+    return r
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. Group advantages
 def equal_groups(rewards: torch.Tensor) -> torch.Tensor:
     """(B, G) rewards -> (B,) bool: the groups whose G rewards are all equal."""
     return rewards.amax(1) == rewards.amin(1)
@@ -200,24 +234,6 @@ def group_advantages(rewards: torch.Tensor, *, scale: bool = True, baseline: str
     if scale:
         adv = adv / (rewards.std(1, keepdim=True) + eps)
     return torch.where(equal_groups(rewards)[:, None], torch.zeros_like(adv), adv)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# 4. Log-probs of pi_old and pi_ref, by the training forward
-@torch.no_grad()
-def add_logprobs(r: Rollout, policy: GPT, ref: GPT | None, cfg: GRPOConfig) -> Rollout:
-    """log pi_old and log pi_ref of every response token at temperature T, and pi_old's entropy (B*G, N).
-
-    Recomputed by the forward the update uses, so the first minibatch's ratio is exactly 1. Without a
-    reference model (beta = 0) `r.ref_logprobs` stays None.
-    """
-    with autocast(r.mask.device):
-        r.logprobs, r.entropy = response_logprobs(policy, r.tokens, r.attention_mask, r.response_mask,
-                                                  r.prompt_len, cfg.temperature, return_entropy=True)
-        if ref is not None:
-            r.ref_logprobs = response_logprobs(ref, r.tokens, r.attention_mask, r.response_mask, r.prompt_len,
-                                               cfg.temperature)
-    return r
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -275,68 +291,92 @@ UPDATE_STATS = ("loss", "clipfrac", "clipfrac_low", "clipfrac_high", "approxkl",
 
 
 def grpo_update(policy: GPT, rollout: Rollout, advantages: torch.Tensor, rows: torch.Tensor, cfg: GRPOConfig,
-                optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
+                optimizer: torch.optim.Optimizer, generator: torch.Generator, loss_of=None) -> dict:
     """`ppo_epochs` passes over shuffled minibatches of the responses `rows` (indices), one step each.
 
+    loss_of: `minibatch_loss` of the policy (distributed.wrap: DDP under torchrun; built here when not given).
     Returns the mean of each minibatch statistic and the first minibatch's ratio deviation (0 when the
     rollout's log-probs and the update's forward agree).
     """
+    loss_of = loss_of or distributed.wrap(policy, minibatch_loss)
     mb_size = max(1, len(rows) // cfg.n_minibatches)
     per_mb: list[dict] = []
     for _ in range(cfg.ppo_epochs):
         order = rows[torch.randperm(len(rows), generator=generator).to(rows.device)]
         for start in range(0, len(rows) - mb_size + 1, mb_size):
-            per_mb.append(grpo_minibatch_step(policy, rollout, order[start:start + mb_size], advantages, cfg,
+            per_mb.append(grpo_minibatch_step(loss_of, rollout, order[start:start + mb_size], advantages, cfg,
                                               optimizer))
     stats = {k: float(np.mean([s[k] for s in per_mb])) for k in per_mb[0]}
     stats["first_ratio_maxdev"] = per_mb[0]["ratio_maxdev"]
     return stats
 
 
-def grpo_minibatch_step(policy: GPT, rollout: Rollout, idx: torch.Tensor, advantages: torch.Tensor,
-                        cfg: GRPOConfig, optimizer) -> dict:
-    """One gradient step on the responses `idx`."""
+def grpo_minibatch_step(loss_of, rollout: Rollout, idx: torch.Tensor, advantages: torch.Tensor, cfg: GRPOConfig,
+                        optimizer) -> dict:
+    """One gradient step on the responses `idx` (rows of the rollout).
+
+    Under torchrun every process holds the whole rollout and the same idx, and forwards its share, its loss
+    weighted by the share's part of the minibatch (responses, or tokens for 'token' aggregation): DDP's average
+    of the gradients is then the whole minibatch's (distributed.py). One process: all of it, weights 1.
+    """
+    n_tokens = rollout.mask[idx].sum(1).tolist()
+    mine, w_tok = distributed.shard(range(len(idx)), count=lambda i: n_tokens[i])   # token means (clipfrac, k3)
+    _, w_seq = distributed.shard(range(len(idx)))                                    # means over responses
+    w = w_tok if cfg.loss_aggregation == "token" else w_seq
+    loss, stats = loss_of(rollout, idx[mine], advantages, cfg)
+    optimizer_step(optimizer, w * loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+    maxima = distributed.all_reduce_max({"ratio_maxdev": stats.pop("ratio_maxdev") if w_seq > 0 else 0.0})
+    means = distributed.all_reduce_mean({"loss": w * loss.item(), **{k: w_tok * v for k, v in stats.items()}})
+    return {**means, **maxima}
+
+
+def minibatch_loss(policy: GPT, rollout: Rollout, rows: torch.Tensor, advantages: torch.Tensor,
+                   cfg: GRPOConfig) -> tuple[torch.Tensor, dict]:
+    """-J of the rollout's `rows` under the current policy (grpo_loss), and its statistics."""
     r = rollout
     with autocast(r.mask.device):
-        logp = response_logprobs(policy, r.tokens[idx], r.attention_mask[idx], r.response_mask[idx], r.prompt_len,
+        logp = response_logprobs(policy, r.tokens[rows], r.attention_mask[rows], r.response_mask[rows], r.prompt_len,
                                  cfg.temperature)
-    ref = r.ref_logprobs[idx] if r.ref_logprobs is not None else None
-    loss, stats = grpo_loss(logp, r.logprobs[idx], ref, advantages[idx], r.mask[idx], clip_low=cfg.clip_low,
-                            clip_high=cfg.clip_high, beta=cfg.beta, aggregation=cfg.loss_aggregation,
-                            max_new_tokens=cfg.max_new_tokens)
-    optimizer_step(optimizer, loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-    return {"loss": loss.item(), **stats}
+    ref = r.ref_logprobs[rows] if r.ref_logprobs is not None else None
+    return grpo_loss(logp, r.logprobs[rows], ref, advantages[rows], r.mask[rows], clip_low=cfg.clip_low,
+                     clip_high=cfg.clip_high, beta=cfg.beta, aggregation=cfg.loss_aggregation,
+                     max_new_tokens=cfg.max_new_tokens)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # One iteration, in order (steps 1-5)
 def grpo_iteration(policy: GPT, ref: GPT | None, tok, problems: list, cfg: GRPOConfig, optimizer, *,
-                   reward_fn=None, seed: int, generator: torch.Generator) -> tuple[Rollout, dict]:
+                   reward_fn=None, seed: int, generator: torch.Generator, loss_of=None) -> tuple[Rollout, dict]:
     """Steps 1-5 on `problems` (world.reasoning Examples, or anything with `.prompt` that `reward_fn` scores).
 
-    reward_fn(problem per row, rollout) -> (rewards (R,), {name: (R,) per-row info}); default
-    `verifiable_rewards`. Returns the rollout and the iteration's statistics.
+    reward_fn(problem per row, rollout) -> (rewards (R,), {name: (R,) per-row info}), row by row; default
+    `verifiable_rewards`. loss_of: see grpo_update. Under torchrun, steps 1-3 run on this process's share of
+    the problems (whole groups); then every process gathers the whole batch (distributed.gather_rows), so the
+    advantages, the minibatch order and the logged numbers are those of one process.
+    Returns the rollout and the iteration's statistics.
     """
     clock, G = Clock(), cfg.group_size
+    groups = distributed.rows_of(len(problems))             # all of them in one process
     # 1. sample G responses per prompt from pi_theta
-    rollout = sample_groups(policy, tok, [p.prompt for p in problems], cfg, seed)
+    rollout = sample_groups(policy, tok, [p.prompt for p in problems], cfg, seed, groups)
     clock.lap("t_generate")
     # 2. score each response
-    rewards, info = (reward_fn or verifiable_rewards)([problems[i // G] for i in range(len(problems) * G)], rollout)
+    rewards, info = (reward_fn or verifiable_rewards)([problems[i] for i in groups for _ in range(G)], rollout)
     clock.lap("t_score")
-    # 3. group advantages, given to every token of a response; DAPO drops the groups with all-equal rewards
+    # 3. log pi_old, log pi_ref (at T), no gradient
+    add_logprobs(rollout, policy, ref, cfg)
+    rollout, rewards, info = distributed.gather_rows((rollout, rewards, info))      # the whole batch
+    clock.lap("t_logprobs")
+    # 4. group advantages, given to every token of a response; DAPO drops the groups with all-equal rewards
     grouped = rewards.float().view(-1, G)
     equal = equal_groups(grouped)
     advantages = group_advantages(grouped, scale=cfg.scale_rewards, baseline=cfg.baseline).reshape(-1)
     keep = ~equal.repeat_interleave(G) if cfg.drop_equal_groups else torch.ones_like(rewards, dtype=torch.bool)
-    # 4. log pi_old, log pi_ref (at T), no gradient
-    add_logprobs(rollout, policy, ref, cfg)
-    clock.lap("t_logprobs")
     # 5. epochs over shuffled minibatches of -J
     device = rollout.mask.device
     rows = keep.nonzero().reshape(-1).to(device)
     if len(rows):
-        stats = grpo_update(policy, rollout, advantages.to(device), rows, cfg, optimizer, generator)
+        stats = grpo_update(policy, rollout, advantages.to(device), rows, cfg, optimizer, generator, loss_of)
     else:                                    # every group was dropped: no step, and the curves show a gap
         stats = {k: float("nan") for k in UPDATE_STATS + (("kl_k3",) if cfg.beta > 0 else ())}
     clock.lap("t_update")
@@ -384,12 +424,13 @@ def train_grpo(policy: GPT, ref: GPT | None, tok, problems: list, cfg: GRPOConfi
     ckpt, state = start_or_resume(out_dir, policy, optimizer, cfg)
     if state["done"]:
         return {**state["metrics"], "history": state["history"]}
-    shown = problems[:cfg.n_samples_shown]
-    if state["samples_before"] is None:
+    shown, main = problems[:cfg.n_samples_shown], distributed.is_main()    # under torchrun rank 0 evaluates
+    if state["samples_before"] is None and main:
         state["samples_before"] = shown_answers(policy, tok, shown, cfg, seed)
-    evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None else None  # noqa
+    evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn and main else None  # noqa
     if state["iteration"] == 0:
         evaluate(0)
+    loss_of = distributed.wrap(policy, minibatch_loss)                      # DDP under torchrun
 
     bar = steps(state, cfg.iterations, desc=desc, unit="it", max_steps=max_iterations, key="iteration")
     for it in bar:
@@ -397,7 +438,7 @@ def train_grpo(policy: GPT, ref: GPT | None, tok, problems: list, cfg: GRPOConfi
         pick = torch.randperm(len(problems), generator=g)[:cfg.prompts_per_iteration].tolist()
         set_lr(optimizer, linear_decay(it, cfg.iterations, cfg.lr) if cfg.anneal_lr else cfg.lr)
         _, stats = grpo_iteration(policy, ref, tok, [problems[i] for i in pick], cfg, optimizer,
-                                  reward_fn=reward_fn, seed=seed * 1_000_003 + it, generator=g)
+                                  reward_fn=reward_fn, seed=seed * 1_000_003 + it, generator=g, loss_of=loss_of)
         append_history(state["history"], it, stats)
         bar.set_postfix({k: f"{stats[k]:.2f}" for k in ("reward", "frac_equal_groups", "kl", "response_length")
                          if k in stats})
@@ -408,9 +449,9 @@ def train_grpo(policy: GPT, ref: GPT | None, tok, problems: list, cfg: GRPOConfi
     bar.close()
     if stopped_early(ckpt, state, cfg.iterations, key="iteration"):
         return {}
-    if eval_fn is not None and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
+    if eval_fn is not None and main and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
         evaluate(cfg.iterations)
-    return finish(ckpt, state, cfg, out_dir, desc, shown_answers(policy, tok, shown, cfg, seed))
+    return finish(ckpt, state, cfg, out_dir, desc, shown_answers(policy, tok, shown, cfg, seed) if main else [])
 
 
 def prepare_models(policy: GPT, ref: GPT | None, device) -> None:
@@ -437,7 +478,15 @@ def start_or_resume(out_dir: str | None, policy: GPT, optimizer, cfg: GRPOConfig
 
 def finish(ckpt: Checkpoint, state: dict, cfg: GRPOConfig, out_dir: str | None, desc: str, after: list) -> dict:
     """The finished run: the last iterations' means, the first iteration's numbers, answers before and `after`,
-    the figure, metrics.json and the final checkpoint."""
+    the figure, metrics.json and the final checkpoint (rank 0 writes; every rank returns rank 0's metrics)."""
+    results = write_results(ckpt, state, cfg, out_dir, desc, after) if distributed.is_main() else None
+    distributed.barrier()                          # the other ranks wait for the checkpoint
+    return distributed.broadcast_object(results)
+
+
+def write_results(ckpt: Checkpoint, state: dict, cfg: GRPOConfig, out_dir: str | None, desc: str,
+                  after: list) -> dict:
+    """`finish`'s work on rank 0: the metrics with the history."""
     history = state["history"]
     keys = [k for k in history if k not in ("iteration", "eval")]
     metrics = {**{k: float(np.nanmean(history[k][-5:])) for k in keys},

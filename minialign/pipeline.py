@@ -784,13 +784,15 @@ def ensure_sft_reasoning(run, cfg: sft.ReasoningSFTConfig | None = None, stage: 
     model, m = sft.train_sft(copy.deepcopy(base), tok, data, cfg.sft_config(), out_dir=out_dir, device=run.device,
                              seed=run.seed, desc=stage)
     t_train = time.perf_counter() - t0
-    ev = evaluate_reasoning(model.eval(), tok, reasoning_held_out(run, cfg.eval_per_family, families), greedy=True,
-                            max_new_tokens=cfg.max_new_tokens, seed=run.seed)
-    write_json(metrics_path, {"stage": "sft_reasoning", "form": cfg.form, "steps": cfg.steps,
-                              "n_examples": len(data), "final_train_loss": m.get("final_train_loss"),
-                              "eval": ev, "train_seconds": round(t_train, 1),
-                              "total_seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg)})
-    print_reasoning_eval(stage, ev)
+    if distributed.is_main():                   # under torchrun rank 0 evaluates; the others wait for it
+        ev = evaluate_reasoning(model.eval(), tok, reasoning_held_out(run, cfg.eval_per_family, families),
+                                greedy=True, max_new_tokens=cfg.max_new_tokens, seed=run.seed)
+        write_json(metrics_path, {"stage": "sft_reasoning", "form": cfg.form, "steps": cfg.steps,
+                                  "n_examples": len(data), "final_train_loss": m.get("final_train_loss"),
+                                  "eval": ev, "train_seconds": round(t_train, 1),
+                                  "total_seconds": round(time.perf_counter() - t0, 1), "config": asdict(cfg)})
+        print_reasoning_eval(stage, ev)
+    distributed.barrier()
     return model, tok
 
 
@@ -829,13 +831,17 @@ def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None, stage: str = "grpo"):
                                           temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens,
                                           seed=run.seed + 1)
     print(f"[{stage}] {len(problems)} training problems, {len(held)} held out, {run.device}\n{config_text(cfg)}")
+    main = distributed.is_main()                # under torchrun rank 0 evaluates (steps 2 and 4); all train
     # 2. pi_SFT on the held-out problems
-    before = pass_k(sft_model)
+    before = pass_k(sft_model) if main else None
     # 3. GRPO, with held-out pass@1 (2 samples per problem) along the way
     eval_fn = lambda m: {"pass@1": evaluate_reasoning(m, tok, held, n_samples=2, temperature=cfg.temperature,  # noqa
                                                       max_new_tokens=cfg.max_new_tokens, seed=run.seed + 2)["pass@1"]}
     m = grpo.train_grpo(policy, ref, tok, problems, cfg, out_dir, run.device, seed=run.seed, eval_fn=eval_fn,
                         eval_every=cfg.eval_every, desc=stage)
+    if not main:
+        distributed.barrier()                   # wait for rank 0's evaluation
+        return load_model(ckpt, run.device), tok
     # 4. the policy on the same held-out problems, with the same samples' seed
     after = pass_k(policy.eval())
     diff, diff_se = paired_difference(before["correct_counts"], after["correct_counts"], cfg.eval_samples,
@@ -852,4 +858,5 @@ def ensure_grpo(run, cfg: grpo.GRPOConfig | None = None, stage: str = "grpo"):
           f"SFT {before['pass@1']:.3f} -> GRPO {after['pass@1']:.3f} ({diff:+.3f} ± {diff_se:.3f}, paired over "
           f"{len(held)} problems); pass@{ks[-1]} {before[f'pass@{ks[-1]}']:.3f} -> {after[f'pass@{ks[-1]}']:.3f}; "
           f"{metrics['total_seconds']:.0f}s -> {out_dir}")
+    distributed.barrier()
     return load_model(ckpt, run.device), tok

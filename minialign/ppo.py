@@ -16,7 +16,8 @@ The sections follow one iteration, in the order of lm-human-preferences, lmhpd a
   6. GAE advantages and returns;
   7. PPO epochs over shuffled minibatches: clipped surrogate + vf_coef * clipped value loss;
   8. the KL controller: beta fixed, or adapted (Ziegler et al. 2019).
-Then `ppo_update` (steps 5-7), `ppo_iteration` (steps 1-7) and, last, the loop `train_ppo` (step 8).
+Then `ppo_update` (steps 5-7), `ppo_iteration` (steps 1-7) and, last, the loop `train_ppo` (step 8). Under torchrun
+each process runs steps 1-3 on its share of the prompts, then all gather the whole batch (distributed.py).
 
 Deviations / choices, said plainly (the flags give the other references' behaviour):
 - Score on the last real token (textbook MDP, OpenRLHF, old TRL); `score_position="after_end"` puts it one slot
@@ -48,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .batching import pad_batch, sequence_token_logprobs
 from .chat import end_id as chat_end_id
 from .chat import parse_response, prompt_ids as chat_prompt_ids
@@ -297,17 +299,20 @@ def rollout_from_generation(gen, prompt_ids: list[list[int]], pad_id: int,
 
 @torch.no_grad()
 def sample_rollout(policy: GPT, prompt_ids: list[list[int]], cfg: PPOConfig, *, end_id: int, pad_id: int,
-                   generator: torch.Generator) -> Rollout:
-    """Step 1: y ~ pi_theta(. | x) by pure sampling at temperature T (top_k=0, top_p=1), stopping at <|end|>."""
+                   generator: torch.Generator, rows: range | None = None) -> Rollout:
+    """Step 1: y ~ pi_theta(. | x) by pure sampling at temperature T (top_k=0, top_p=1), stopping at <|end|>.
+
+    rows: under torchrun, this process's rows of the batch (distributed.rows_of); the rollout holds those.
+    """
     if pad_id == end_id:
         raise ValueError("the pad id equals the end id: masks built from pads would hide real end tokens "
                          "(docs/ppo.md, pitfall 3); give the tokenizer a separate <|pad|> token")
     gen = generate(policy, prompt_ids, max_new_tokens=cfg.max_new_tokens, stop_ids=[end_id], pad_id=pad_id,
-                   temperature=cfg.temperature, top_k=0, top_p=1.0, generator=generator)
+                   temperature=cfg.temperature, top_k=0, top_p=1.0, generator=generator, rows=rows)
     width = None
     if cfg.score_position == "after_end":  # TRL's fixed response width, so the slot after <|end|> exists
         width = min(cfg.max_new_tokens, policy.config.block_size - gen.prompt_len)
-    r = rollout_from_generation(gen, prompt_ids, pad_id, width)
+    r = rollout_from_generation(gen, prompt_ids[rows.start:rows.stop] if rows else prompt_ids, pad_id, width)
     r.mask = r.mask.to(policy.output_weight.device)
     return r
 
@@ -635,12 +640,14 @@ class KLController:
 
 
 def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: torch.Tensor, cfg: PPOConfig,
-               optimizer: torch.optim.Optimizer, generator: torch.Generator) -> dict:
+               optimizer: torch.optim.Optimizer, generator: torch.Generator, loss_of=None) -> dict:
     """Steps 5-7 on one rollout whose per-token rewards (B, N) are given (KL term included).
 
+    loss_of: `ppo_loss` of the policy and the value model (`loss_function`; built here when not given).
     Returns the mean of each minibatch statistic, plus `first_*` statistics of the very first minibatch
     (where the ratio must be 1 and approxkl 0) and explained variance of the rollout values.
     """
+    loss_of = loss_of or loss_function(policy, value_model)
     mask = rollout.mask
     vmask = value_mask(mask, cfg.score_position)
     rewards = rewards.detach()                              # rewards never carry gradients (docs/ppo.md, pitfall 10)
@@ -661,33 +668,60 @@ def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: 
         order = torch.randperm(B, generator=generator).to(mask.device)
         for start in range(0, B - mb_size + 1, mb_size):
             idx = order[start:start + mb_size]
-            per_mb.append(ppo_minibatch_step(policy, value_model, rollout, idx, advantages, returns, vmask,
-                                             cfg, optimizer))
+            per_mb.append(ppo_minibatch_step(loss_of, rollout, idx, advantages, returns, vmask, cfg, optimizer))
     stats = {k: float(np.mean([s[k] for s in per_mb])) for k in per_mb[0]}
     stats.update({f"first_{k}": per_mb[0][k] for k in ("ratio", "ratio_maxdev", "approxkl", "clipfrac")})
     stats["explained_variance"] = explained_variance(rollout.values, returns, vmask)
     return stats
 
 
-def ppo_minibatch_step(policy, value_model, rollout: Rollout, idx, advantages, returns, vmask, cfg: PPOConfig,
+def ppo_minibatch_step(loss_of, rollout: Rollout, idx, advantages, returns, vmask, cfg: PPOConfig,
                        optimizer) -> dict:
-    """One gradient step on the rows `idx`: L = L_pg + vf_coef * L_vf (- ent_coef * entropy)."""
-    device = rollout.mask.device
-    P, mask, adv = rollout.prompt_len, rollout.mask[idx], advantages[idx]
-    if cfg.whiten_advantages == "minibatch":
+    """One gradient step on the minibatch `idx` (rows of the rollout): L = L_pg + vf_coef * L_vf (- ent_coef * H).
+
+    Under torchrun every process holds the whole rollout and the same idx, and forwards its share of the
+    minibatch, each loss weighted by that share's part of the minibatch's tokens: DDP's average of the
+    processes' gradients is then the gradient of the whole minibatch's loss (distributed.py). One process: all
+    of it, weights 1.
+    """
+    mask, adv = rollout.mask[idx], advantages[idx]
+    if cfg.whiten_advantages == "minibatch":              # over the whole minibatch, as one process would
         adv = whiten(adv, mask, unbiased=cfg.unbiased_variance) * mask
-    tokens, attn, resp = rollout.tokens[idx], rollout.attention_mask[idx], rollout.response_mask[idx]
-    with autocast(device):
-        out = response_logprobs(policy, tokens, attn, resp, P, cfg.temperature, return_entropy=cfg.ent_coef > 0)
-        new_values = response_values(value_model, tokens, attn, P)
-    logp, entropy = out if cfg.ent_coef > 0 else (out, None)
-    pg_loss, pg_stats = policy_loss(logp, rollout.logprobs[idx], adv, mask, cfg.cliprange)
-    vf_loss, vf_stats = value_loss(new_values, rollout.values[idx], returns[idx], vmask[idx], cfg.cliprange_value)
-    loss = pg_loss + cfg.vf_coef * vf_loss
-    if entropy is not None:
-        loss = loss - cfg.ent_coef * masked_mean(entropy, mask)
+    n_tokens, n_vtokens = mask.sum(1).tolist(), vmask[idx].sum(1).tolist()
+    mine, w = distributed.shard(range(len(idx)), count=lambda i: n_tokens[i])     # L_pg, H: means over tokens
+    _, w_v = distributed.shard(range(len(idx)), count=lambda i: n_vtokens[i])     # L_vf: over the value tokens
+    loss, stats = loss_of(rollout, idx[mine], adv[mine], returns, vmask, cfg, w, w_v)
     optimizer_step(optimizer, loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-    return {"policy_loss": pg_loss.item(), "value_loss": vf_loss.item(), **pg_stats, **vf_stats}
+    maxima = distributed.all_reduce_max({"ratio_maxdev": stats.pop("ratio_maxdev") if w > 0 else 0.0})
+    return {**distributed.all_reduce_mean(stats), **maxima}
+
+
+def ppo_loss(models: nn.ModuleDict, rollout: Rollout, rows, adv, returns, vmask, cfg: PPOConfig,
+             w: float = 1.0, w_v: float = 1.0) -> tuple[torch.Tensor, dict]:
+    """w (L_pg - ent_coef H) + vf_coef w_v L_vf on the rollout's `rows` (adv: their advantages), and its
+    statistics, each times the weight of its mean (their mean over processes is the minibatch's)."""
+    P, mask = rollout.prompt_len, rollout.mask[rows]
+    tokens, attn, resp = rollout.tokens[rows], rollout.attention_mask[rows], rollout.response_mask[rows]
+    with autocast(mask.device):
+        out = response_logprobs(models["policy"], tokens, attn, resp, P, cfg.temperature,
+                                return_entropy=cfg.ent_coef > 0)
+        new_values = response_values(models["value"], tokens, attn, P)
+    logp, entropy = out if cfg.ent_coef > 0 else (out, None)
+    pg_loss, pg_stats = policy_loss(logp, rollout.logprobs[rows], adv, mask, cfg.cliprange)
+    vf_loss, vf_stats = value_loss(new_values, rollout.values[rows], returns[rows], vmask[rows], cfg.cliprange_value)
+    loss = w * pg_loss + cfg.vf_coef * w_v * vf_loss
+    if entropy is not None:
+        loss = loss - w * cfg.ent_coef * masked_mean(entropy, mask)
+    stats = {"policy_loss": w * pg_loss.item(), "value_loss": w_v * vf_loss.item(),
+             **{k: v if k == "ratio_maxdev" else w * v for k, v in pg_stats.items()},
+             **{k: w_v * v for k, v in vf_stats.items()}}
+    return loss, stats
+
+
+def loss_function(policy: GPT, value_model: ValueModel):
+    """`ppo_loss` of the policy and the value model as a function of the batch: under torchrun the forward of a
+    DistributedDataParallel module, so that backward averages both models' gradients over the processes."""
+    return distributed.wrap(nn.ModuleDict({"policy": policy, "value": value_model}), ppo_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -697,18 +731,21 @@ def ppo_minibatch_step(policy, value_model, rollout: Rollout, idx, advantages, r
 
 def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, prompt_ids: list[list[int]],
                   cfg: PPOConfig, beta: float, optimizer, *, end_id: int, pad_id: int,
-                  generator: torch.Generator, decode=None) -> tuple[Rollout, dict, dict]:
+                  generator: torch.Generator, decode=None, loss_of=None) -> tuple[Rollout, dict, dict]:
     """Steps 1-7 of one PPO iteration (the caller runs step 8, the KL controller).
 
-    reward_fn(rollout) -> (task rewards (B, N) without the KL term, {name: (B,) per-row info}).
-    decode(rollout) fills rollout.prompts / rollout.responses (texts) before scoring, when given.
+    reward_fn(rollout) -> (task rewards (B, N) without the KL term, {name: (B,) per-row info}), row by row.
+    decode(rollout, rows) fills rollout.prompts / rollout.responses (texts) of the batch's `rows` before scoring.
+    loss_of: see ppo_update. Under torchrun, steps 1-3 run on this process's rows of the batch; then every process
+    gathers the whole batch (distributed.gather_rows), so steps 4-7 and the KL controller see what one process does.
     Returns the rollout, the iteration's scalar statistics, and the per-row info (for gold scoring and samples).
     """
     clock = Clock()
+    rows = distributed.rows_of(len(prompt_ids))            # all of them in one process
     # 1. sample y ~ pi_theta(. | x)
-    rollout = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator)
+    rollout = sample_rollout(policy, prompt_ids, cfg, end_id=end_id, pad_id=pad_id, generator=generator, rows=rows)
     if decode is not None:
-        decode(rollout)
+        decode(rollout, rows)
     clock.lap("t_generate")
     # 2. score: task rewards per token, e.g. the reward model's score r_phi(x, y) on the last token
     with torch.no_grad():
@@ -716,12 +753,13 @@ def ppo_iteration(policy: GPT, ref: GPT, value_model: ValueModel, reward_fn, pro
     clock.lap("t_score")
     # 3. log pi_theta_old, log pi_ref (at T) and values V(s_t), by the training forward
     add_logprobs_and_values(rollout, policy, ref, value_model, cfg)
+    rollout, task_rewards, info = distributed.gather_rows((rollout, task_rewards, info))   # the whole batch
     clock.lap("t_logprobs")
     # 4. per-token reward r_t = task_t - beta * KL_t (k1 by default), no gradient
     kl = kl_per_token(rollout.logprobs, rollout.ref_logprobs, rollout.mask, cfg.kl_estimator)
     rewards = task_rewards.to(kl.device) - beta * kl
     # 5-7. whiten, GAE, PPO epochs
-    stats = ppo_update(policy, value_model, rollout, rewards, cfg, optimizer, generator)
+    stats = ppo_update(policy, value_model, rollout, rewards, cfg, optimizer, generator, loss_of=loss_of)
     clock.lap("t_update")
     k1 = kl_per_token(rollout.logprobs, rollout.ref_logprobs, rollout.mask, "k1")
     stats.update({
@@ -774,28 +812,31 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     ckpt, state = start_or_resume(out_dir, policy, value_model, optimizer, cfg)
     if state["done"]:
         return {**state["metrics"], "history": state["history"]}
-    if state["samples_before"] is None:
+    main = distributed.is_main()             # under torchrun rank 0 alone samples answers to show and evaluates
+    if state["samples_before"] is None and main:
         state["samples_before"] = shown_answers(policy, tok, shown, cfg, seed)
     if reward_fn is None:
         if state["score_norm"] is None:  # the scale of r_phi on the initial policy; the value head (r_phi's) follows
-            state["score_norm"] = score_norm or measure_score_norm(ref, reward_model, all_prompt_ids, cfg,
-                                                                   end_id=end_id, pad_id=pad_id, seed=seed)
+            state["score_norm"] = score_norm or distributed.broadcast_object(
+                measure_score_norm(ref, reward_model, all_prompt_ids, cfg, end_id=end_id, pad_id=pad_id, seed=seed)
+                if main else None)
             value_model.rescale_(*state["score_norm"])
         reward_fn = rm_reward_fn(reward_model, cfg, pad_id, *state["score_norm"])
     kl_ctl = KLController(state["beta"], cfg.kl_target if cfg.adaptive_kl else None, cfg.kl_horizon)
-    evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None else None
+    evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None and main else None
     if state["iteration"] == 0:
         evaluate(0)
+    loss_of = loss_function(policy, value_model)            # DDP under torchrun
 
     bar = steps(state, cfg.iterations, desc=desc, unit="it", max_steps=max_iterations, key="iteration")
     for it in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)      # resuming replays the same prompts/samples
         pick = torch.randint(len(all_prompt_ids), (cfg.batch_size,), generator=g).tolist()
         set_lr(optimizer, linear_decay(it, cfg.iterations, cfg.lr) if cfg.anneal_lr else cfg.lr)
-        decode = (lambda r: _decode(tok, r, [prompt_text(prompts[i]) for i in pick])) if chat else None
+        decode = (lambda r, rows: _decode(tok, r, [prompt_text(prompts[pick[i]]) for i in rows])) if chat else None
         rollout, stats, _ = ppo_iteration(policy, ref, value_model, reward_fn, [all_prompt_ids[i] for i in pick],
                                           cfg, kl_ctl.beta, optimizer, end_id=end_id, pad_id=pad_id, generator=g,
-                                          decode=decode)
+                                          decode=decode, loss_of=loss_of)
         if gold_fn is not None:                                        # logged, never optimised
             stats.update(timed("t_gold", gold_stats, gold_fn, [prompts[i] for i in pick], rollout.responses))
         state["beta"] = kl_ctl.update(stats["kl"], cfg.batch_size)     # 8. adapt beta (no-op when fixed)
@@ -810,19 +851,25 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     bar.close()
     if state["iteration"] < cfg.iterations:                            # stopped early on purpose
         save_progress(ckpt, state, cfg, out_dir)
+        distributed.barrier()
         return {}
-    if eval_fn is not None and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
+    if eval_fn is not None and main and state["history"]["eval"]["iteration"][-1] != cfg.iterations:
         evaluate(cfg.iterations)
-    return finish(ckpt, state, cfg, out_dir, desc, shown_answers(policy, tok, shown, cfg, seed))
+    return finish(ckpt, state, cfg, out_dir, desc, shown_answers(policy, tok, shown, cfg, seed) if main else [])
 
 
 def finish(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str | None, desc: str, after: list) -> dict:
-    """The finished run: final numbers, answers before and `after`, the figure and the last checkpoint."""
-    metrics = {**final_metrics(state["history"], cfg), "samples": {"before": state["samples_before"], "after": after}}
-    if out_dir:
-        plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
-    save_progress(ckpt, state, cfg, out_dir, metrics)
-    return {**metrics, "history": state["history"]}
+    """The finished run: final numbers, answers before and `after`, the figure and the last checkpoint (rank 0
+    writes; under torchrun every rank returns rank 0's metrics)."""
+    if distributed.is_main():
+        metrics = {**final_metrics(state["history"], cfg),
+                   "samples": {"before": state["samples_before"], "after": after}}
+        if out_dir:
+            plot_ppo_history(state["history"], os.path.join(out_dir, "ppo_curves.png"), title=desc)
+        save_progress(ckpt, state, cfg, out_dir, metrics)
+    distributed.barrier()                          # the other ranks wait for the checkpoint
+    metrics, history = distributed.broadcast_object((metrics, state["history"]) if distributed.is_main() else None)
+    return {**metrics, "history": history}
 
 
 def timed(name: str, fn, *args) -> dict:
@@ -855,7 +902,7 @@ def same_config(ckpt: Checkpoint, cfg: PPOConfig) -> dict | None:
 def save_progress(ckpt: Checkpoint, state: dict, cfg: PPOConfig, out_dir: str | None, metrics: dict | None = None):
     """The checkpoint (`model` is the policy: pipeline.load_model reads it), and the history so far in
     metrics.json; with the final `metrics`, the finished run. Nothing without an `out_dir`."""
-    if not out_dir:
+    if not out_dir or not distributed.is_main():
         return
     ckpt.save(state, done=metrics is not None, metrics=metrics)
     write_json(os.path.join(out_dir, "metrics.json"), {**(metrics or {"iteration": state["iteration"]}),

@@ -1,13 +1,17 @@
 """Data-parallel training (minialign.distributed): 2 processes with DistributedDataParallel over
 Gloo, on the CPU, end with the weights and the logged losses of 1 process on the same global
-batches, for pretraining, SFT, the reward model and DPO.
+batches, for pretraining, SFT, the reward model, DPO, PPO and GRPO.
 
 The runs are tiny, and chosen so that the ranks' slices are UNEQUAL: a global batch of 5 windows
 (2 + 3), SFT's per-token mean over responses of different lengths with a last batch of 1 example
 (rank 1 then holds no example and joins with weight 0), reward-model batches of 5 prompts with 2
 or 3 responses, DPO batches of 4 pairs and a last one of 1. Plain DDP (each rank's mean loss, no
 weight) is wrong on all of these; the test checks that it is measurably wrong, so that a missing
-weight cannot pass. The 2 processes are spawned once and run all four stages (~10 s).
+weight cannot pass. PPO samples a batch of 5 prompts (2 + 3 per rank) and GRPO 3 problems' groups
+(1 + 2): each rank samples, scores and evaluates its share, then both hold the whole batch, and
+the rewards, KL, losses and weights match one process; sampling each rank's share with its own
+noise instead (each rank drawing as if it were alone) measurably does not. The 2 processes are
+spawned once and run every stage (~15 s).
 """
 
 import os
@@ -21,7 +25,10 @@ import torch
 import torch.multiprocessing as mp
 
 from minialign import distributed
+from minialign import generate as generate_module
 from minialign.dpo import DPOConfig, train_dpo
+from minialign.grpo import GRPOConfig, train_grpo
+from minialign.ppo import PPOConfig, ValueModel, place_scores, train_ppo
 from minialign.preferences import PreferenceGroup
 from minialign.model import GPT, GPTConfig
 from minialign.pretrain import PretrainConfig, pretrain
@@ -97,7 +104,61 @@ def run_dpo(out: str):
     return policy, [row["loss"] for row in metrics["history"]]
 
 
-STAGES = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "dpo": run_dpo}
+def letter_reward(rollout):
+    """PPO's task reward: the share of ASCII letters in the response, on its last token (row by row)."""
+    score = torch.tensor([sum(c.isalpha() for c in y) / max(1, len(y)) for y in rollout.responses])
+    return place_scores(score, rollout.mask), {"score": score}
+
+
+def run_ppo(out: str):
+    """5 prompts per iteration, sampled 2 + 3 per rank; each minibatch (all 5 rows, shuffled) is trained on
+    2 + 3 rows too, so that the ranks' token means have different weights."""
+    policy, value = tiny_gpt(4), ValueModel(tiny_gpt(5))
+    ref = tiny_gpt(4)
+    cfg = PPOConfig(iterations=3, batch_size=5, n_minibatches=1, ppo_epochs=2, max_new_tokens=6, temperature=1.0,
+                    lr=3e-3, beta=0.05, n_samples_shown=1, ckpt_every=100)
+    prompts = [f"Say {w}." for w in ("yes", "hello there", "a word", "cat", "something long and odd", "no")]
+    m = train_ppo(policy, ref, None, value, TOK, prompts, cfg, out, "cpu", reward_fn=letter_reward,
+                  gold_fn=lambda p, y: float(len(y)), seed=5)
+    h = m["history"]
+    both = torch.nn.ModuleDict({"policy": policy, "value": value})
+    return both, h["policy_loss"] + h["value_loss"] + h["proxy_reward"] + h["kl"] + h["gold_reward"]
+
+
+def ascii_reward(problems, rollout):
+    """GRPO's reward: 1 when the response's first token is an ASCII byte (row by row)."""
+    r = torch.tensor([float(bool(ids) and ids[0] < 128) for ids in rollout.response_ids])
+    return r, {"correct": r}
+
+
+class Problem:
+    def __init__(self, prompt):
+        self.prompt = prompt
+
+
+def run_grpo(out: str):
+    """3 problems per iteration (the groups of 1 + 2 per rank), G = 3, token-level aggregation over minibatches
+    of 4 responses, the k3 term on."""
+    policy, ref = tiny_gpt(6), tiny_gpt(6)
+    cfg = GRPOConfig(iterations=3, prompts_per_iteration=3, group_size=3, max_new_tokens=6, ppo_epochs=2,
+                     n_minibatches=2, lr=3e-3, beta=0.04, loss_aggregation="token", n_samples_shown=1,
+                     ckpt_every=100)
+    problems = [Problem(p) for p in ("ab", "hello", "xyz!", "q", "long question")]
+    m = train_grpo(policy, ref, TOK, problems, cfg, out, "cpu", reward_fn=ascii_reward, seed=3)
+    h = m["history"]
+    return policy, h["loss"] + h["reward"] + h["kl"] + h["kl_k3"] + h["clipfrac"] + h["response_length"]
+
+
+STAGES = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "dpo": run_dpo, "ppo": run_ppo,
+          "grpo": run_grpo}
+
+
+def own_noise_only(logits, *, rows=None, total_rows=None, **kw):
+    """The naive split: each rank samples its rows as if they were the whole batch (its own noise)."""
+    return exact_next_token(logits, **kw)
+
+
+exact_next_token = generate_module.next_token
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,6 +182,10 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         if rank == 0:
             torch.save({"state": model.state_dict(), "loss": losses},
                        os.path.join(root, "pretrain_plain_ddp.pt"))
+        generate_module.next_token = own_noise_only
+        model, losses = run_ppo(os.path.join(root, "ppo_own_noise"))
+        if rank == 0:
+            torch.save({"state": model.state_dict(), "loss": losses}, os.path.join(root, "ppo_own_noise.pt"))
     finally:
         distributed.cleanup()
 
@@ -197,11 +262,23 @@ def test_plain_ddp_and_another_global_batch_give_other_weights(two_processes, on
     assert max_diff(other_batch, exact) > 1e-3
 
 
+def test_rl_ranks_sampling_with_their_own_noise_give_other_samples(two_processes):
+    """The RL comparison can fail: ranks that sample their share with their own noise (not their rows of
+    the whole batch's) draw other responses, so rewards and weights differ from one process's."""
+    exact = torch.load(os.path.join(two_processes, "ppo.pt"))
+    own = torch.load(os.path.join(two_processes, "ppo_own_noise.pt"))
+    assert max_diff(own["state"], exact["state"]) > 1e-3
+    assert not np.allclose(own["loss"], exact["loss"], rtol=1e-3)
+
+
 def test_one_process_is_untouched():
     assert distributed.world_size() == 1 and distributed.is_main()
     assert distributed.shard([4, 5, 6]) == ([4, 5, 6], 1.0)
     assert distributed.all_reduce_mean({"a": 1.5}) == {"a": 1.5}
     assert distributed.broadcast_object("x") == "x"
+    assert distributed.rows_of(5) == range(5) and distributed.all_true(False) is False
+    batch = (torch.ones(2, 3), ["a", "b"], {"x": None})
+    assert distributed.gather_rows(batch) is batch and distributed.all_reduce_max({"m": 2.0}) == {"m": 2.0}
 
 
 def test_shard_gives_contiguous_slices_whose_weights_average_to_one(monkeypatch):
@@ -221,12 +298,20 @@ def test_shard_gives_contiguous_slices_whose_weights_average_to_one(monkeypatch)
 
 # ----------------------------------------------------------------------------------------------
 # The command line, as a user runs it
+# What each command trains, and a logged number per stage that rounding noise does not move
+COMMANDS = {"sft": {"pretrain": "loss", "sft": "loss"},
+            "grpo": {"sft_reasoning": "loss", "grpo": "response_length"},
+            "ppo": {"rm": "loss", "ppo": "policy_loss"}}
+
+
 @pytest.mark.slow
-def test_torchrun_train_py_matches_one_process(tmp_path):
-    """`torchrun --nproc_per_node 2 train.py sft --quick` (pretraining, then SFT) on 2 Gloo
-    processes logs the losses of `train.py sft --quick` on 1. The quick model has biases, so its
-    weights differ by ~1e-4 here (Adam on rounding noise, see NOISE_ONLY; 1 process on 1 or on 2
-    threads differs as much): the losses, which the noise does not move, are compared instead."""
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_torchrun_train_py_matches_one_process(tmp_path, command):
+    """`torchrun --nproc_per_node 2 train.py <command> --quick` (with the stages it builds first) on 2
+    Gloo processes logs the numbers of `train.py <command> --quick` on 1. The quick model has biases,
+    so its weights differ by ~1e-4 here (Adam on rounding noise, see NOISE_ONLY; 1 process on 1 or on
+    2 threads differs as much), and the stages after the first inherit that: logged numbers, which the
+    noise moves by less than 1e-3 (relative), are compared instead."""
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,15 +321,15 @@ def test_torchrun_train_py_matches_one_process(tmp_path):
         out = str(tmp_path / f"n{n}")
         launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(n),
                     "--master_port", str(free_port())] if n > 1 else []
-        proc = subprocess.run([sys.executable, *launcher, "train.py", "sft", "--quick", "--device",
+        proc = subprocess.run([sys.executable, *launcher, "train.py", command, "--quick", "--device",
                                "cpu", "--out", out], cwd=root, env=env, capture_output=True,
                               text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         outs[n] = out
     assert "[distributed] 2 processes, backend gloo" in proc.stdout   # train.py called setup
-    for stage in ("pretrain", "sft"):
+    for stage, key in COMMANDS[command].items():
         one, two = (torch.load(os.path.join(outs[n], stage, "ckpt.pt"), weights_only=False)
                     for n in (1, 2))
         assert two["done"] and one["model"].keys() == two["model"].keys()
-        assert np.allclose(one["history"]["loss"], two["history"]["loss"], rtol=1e-4)
+        assert np.allclose(one["history"][key], two["history"][key], rtol=1e-3, atol=1e-5), stage
         assert os.path.exists(os.path.join(outs[2], stage, "metrics.json"))

@@ -173,9 +173,9 @@ def test_the_reward_that_reaches_the_ppo_update_is_the_slides_r_t(tok, monkeypat
     captured = {}
     real_update = ppo.ppo_update
 
-    def spy(policy, value_model, r, rewards, cfg, optimizer, generator):
+    def spy(policy, value_model, r, rewards, cfg, optimizer, generator, loss_of=None):
         captured["rewards"] = rewards.clone()
-        out = real_update(policy, value_model, r, rewards, cfg, optimizer, generator)
+        out = real_update(policy, value_model, r, rewards, cfg, optimizer, generator, loss_of=loss_of)
         captured["stats"] = out
         return out
 

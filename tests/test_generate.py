@@ -2,7 +2,7 @@
 
 import torch
 
-from minialign.generate import filter_logits, generate
+from minialign.generate import filter_logits, generate, next_token
 from minialign.model import GPT, GPTConfig
 
 PAD, STOP = 0, 1
@@ -41,6 +41,30 @@ def test_sampling_is_reproducible_with_a_seed_and_cache_agnostic():
     assert torch.equal(run(1).tokens, run(1).tokens)
     assert torch.equal(run(1).tokens, run(1, cache=False).tokens)
     assert not torch.equal(run(1).tokens, run(2).tokens)
+
+
+def test_sampling_draws_what_torch_multinomial_draws_and_a_row_slice_what_its_rows_draw():
+    """next_token's exponential race picks the tokens of torch.multinomial (same seed, same draws), and
+    rows 1..2 of a batch of 4, drawing the whole batch's noise, pick what those rows pick in the batch."""
+    logits = torch.randn(4, 61, generator=torch.Generator().manual_seed(3)) * 2
+    kw = dict(temperature=0.8, top_k=0, top_p=1.0, greedy=False)
+    g1, g2, g3 = (torch.Generator().manual_seed(9) for _ in range(3))
+    for _ in range(50):
+        want = torch.multinomial(torch.softmax(logits / 0.8, -1), 1, generator=g1).squeeze(-1)
+        assert torch.equal(next_token(logits, generator=g2, **kw), want)
+        part = next_token(logits[1:3], generator=g3, rows=range(1, 3), total_rows=4, **kw)
+        assert torch.equal(part, want[1:3])
+
+
+def test_generating_some_rows_of_a_batch_gives_those_rows_of_the_whole_batch():
+    """generate(rows=...) (one process's share under torchrun) pads to the whole batch's longest prompt
+    and returns exactly the rows that sampling the whole batch gives them."""
+    m = model()
+    run = lambda rows=None: generate(m, PROMPTS, max_new_tokens=12, stop_ids=[STOP], pad_id=PAD,  # noqa
+                                     temperature=1.3, generator=torch.Generator().manual_seed(4), rows=rows)
+    whole, part = run(), run(range(1, 3))
+    assert part.prompt_len == whole.prompt_len and part.response_ids == whole.response_ids[1:3]
+    assert torch.equal(part.tokens, whole.tokens[1:3, :part.tokens.size(1)])
 
 
 def test_rows_stop_at_the_stop_token_and_masks_describe_the_layout():

@@ -97,8 +97,8 @@ def test_lesson03_family_change_is_paired_over_families():
 
 # ---------------------------------------------------------------------------------------------- 04
 def ch04(nll: float, gold: float, score: float, se: float = 0.01) -> dict:
-    return {"nll": {"diff": nll, "se": se, "n": 9}, "gold": {"diff": gold, "se": se, "n": 9},
-            "score": {"diff": score, "se": se, "n": 9}}
+    return {"nll": {"mean": nll, "se": se, "n": 9}, "gold": {"mean": gold, "se": se, "n": 9},
+            "score": {"mean": score, "se": se, "n": 9}}
 
 
 def test_lesson04_families_and_templates_verdicts_both_ways():
@@ -123,15 +123,15 @@ def test_lesson04_mixtures_verdict_both_ways():
     table = {"qa only": {"qa": {"gold": 0.8}, "rewriting": {"gold": 0.5}},
              "rewriting only": {"qa": {"gold": 0.5}, "rewriting": {"gold": 0.8}},
              "combined": {"qa": {"gold": 0.75}, "rewriting": {"gold": 0.75}}}
-    own = {c: {"mixture": f"{c} only", "rival": "combined", "diff": 0.05, "se": 0.01} for c in cats}
-    better = {n: {"diff": 0.1, "se": 0.01, "n": 6} for n in ("qa only", "rewriting only")}
+    own = {c: {"mixture": f"{c} only", "rival": "combined", "mean": 0.05, "se": 0.01} for c in cats}
+    better = {n: {"mean": 0.1, "se": 0.01, "n": 6} for n in ("qa only", "rewriting only")}
     v = L04.mixtures_verdict(table, own, better)
     assert "Each mixture is best on its own category" in v and "gives the best overall" in v
-    own = {c: {"mixture": f"{c} only", "rival": "combined", "diff": 0.0, "se": 0.01} for c in cats}
-    worse = {"qa only": {"diff": -0.1, "se": 0.01, "n": 6}, "rewriting only": {"diff": 0.1, "se": 0.01, "n": 6}}
+    own = {c: {"mixture": f"{c} only", "rival": "combined", "mean": 0.0, "se": 0.01} for c in cats}
+    worse = {"qa only": {"mean": -0.1, "se": 0.01, "n": 6}, "rewriting only": {"mean": 0.1, "se": 0.01, "n": 6}}
     v = L04.mixtures_verdict(table, own, worse)
     assert "No single mixture is measurably best" in v and "beats the combination" in v
-    flat = {n: {"diff": 0.0, "se": 0.01, "n": 6} for n in ("qa only", "rewriting only")}
+    flat = {n: {"mean": 0.0, "se": 0.01, "n": 6} for n in ("qa only", "rewriting only")}
     assert "not confirmed" in L04.mixtures_verdict(table, own, flat)
 
 
@@ -139,8 +139,10 @@ def test_lesson04_paired_change_uses_common_families():
     a = {"x": {"gold": 0.5}, "y": {"gold": 0.6}, "z": {"gold": 0.0}}
     b = {"x": {"gold": 0.7}, "y": {"gold": 0.8}}
     c = L04.paired_change(a, b, "gold")
-    assert c["n"] == 2 and c["diff"] == pytest.approx(0.2)
-    assert L04.paired_change(a, b, "gold", only={"x"})["n"] == 1
+    assert c["n"] == 2 and c["mean"] == pytest.approx(0.2) and c["se"] == pytest.approx(0.0, abs=1e-12)
+    one = L04.paired_change(a, b, "gold", only={"x"})
+    assert one["n"] == 1 and one["se"] == float("inf")           # one family: no spread to measure
+    assert L04.direction(one) == "flat" and L04.direction({"mean": -0.3, "se": 0.1}, lower=True) == "better"
 
 
 def test_lesson04_figure_titles_do_not_state_the_result():

@@ -123,6 +123,17 @@ def test_ppo_is_sized_like_grpo():
     assert (p.ppo_epochs, p.n_minibatches, p.normalize_score, p.missing_end) == (2, 2, False, "none")
 
 
+def test_parts_d_and_e_run_at_the_lesson_budget_in_folders_named_by_it():
+    from minialign.grpo import GRPOConfig
+    m = load_lesson("12_reasoning_rl")
+    g = GRPOConfig(prompts_per_iteration=24, iterations=60, beta=0.04)
+    c = m.compare_config(g, m.LessonConfig(compare_prompts_per_iteration=8, compare_iterations=30))
+    assert (c.prompts_per_iteration, c.iterations, c.beta, c.lr, c.group_size) == (8, 30, 0.04, g.lr, g.group_size)
+    assert (m.compare_stage(g, c, 0.04), m.compare_stage(g, c, 0.0)) == ("grpo_8x30", "grpo_8x30_beta0")
+    same = m.compare_config(g, m.LessonConfig(compare_prompts_per_iteration=0, compare_iterations=0))
+    assert same == g and (m.compare_stage(g, same, 0.04), m.compare_stage(g, same, 0.0)) == ("grpo", "grpo_beta0")
+
+
 @pytest.mark.slow
 def test_lesson_12_quick(tmp_path):
     out = tmp_path / "run"

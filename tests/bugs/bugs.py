@@ -107,7 +107,7 @@ bug("ppo-kl-sign-flipped", "ppo", PPO,
     "policy drifts into gibberish that is far from pi_ref.")
 
 bug("ppo-rollouts-sample-top-k", "ppo", PPO,
-    [("top_k=0, top_p=1.0, generator=generator)", "top_k=10, top_p=1.0, generator=generator)")],
+    [("top_k=0, top_p=1.0, generator=generator, rows=rows)", "top_k=10, top_p=1.0, generator=generator, rows=rows)")],
     [T_WIRING + "test_rollouts_use_pure_sampling_at_the_ppo_temperature"],
     "Truncated sampling draws tokens the policy gives low probability to, so the per-token KL goes negative "
     "and the policy can earn reward by pushing log-probs below the reference.")
@@ -489,3 +489,28 @@ bug("lesson12-time-to-think-counts-the-hard-band", "grpo", "lessons/12_reasoning
     ["tests/test_lessons_reasoning.py::test_verdict_time_to_think_both_ways"],
     "The worked-vs-answer difference mixes the held-out test pool with the hard band while the accuracies it is "
     "printed beside are the test pool's: the difference and its standard error describe other problems.")
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scale-out: PPO and GRPO under torchrun
+# ---------------------------------------------------------------------------------------------------------------
+T_DDP = "tests/test_distributed.py::"
+
+bug("ddp-sampling-own-noise", "generation", "minialign/generate.py",
+    [("return (probs / q[rows.start:rows.stop]).argmax(-1)", "return (probs / q[:probs.size(0)]).argmax(-1)")],
+    ["tests/test_generate.py::test_sampling_draws_what_torch_multinomial_draws_and_a_row_slice_what_its_rows_draw",
+     T_DDP + "test_two_processes_equal_one_process_on_the_same_global_batch"],
+    "Each rank samples its share of the prompts with the first rows' noise: rank 1 draws what rank 0 draws for "
+    "other prompts, the samples are not those of one process, and with equal prompts two ranks draw the same "
+    "responses: a batch of N times fewer independent samples.")
+
+bug("ddp-ppo-share-weights-dropped", "ppo", PPO,
+    [("loss = w * pg_loss + cfg.vf_coef * w_v * vf_loss", "loss = pg_loss + cfg.vf_coef * vf_loss")],
+    [T_DDP + "test_two_processes_equal_one_process_on_the_same_global_batch"],
+    "Under torchrun each rank's mean over its share of a minibatch counts as much as another rank's larger "
+    "share: the tokens of the smaller share weigh more, and the update is not the one of one process.")
+
+bug("ddp-grpo-share-weight-dropped", "grpo", GRPO,
+    [("optimizer_step(optimizer, w * loss,", "optimizer_step(optimizer, loss,")],
+    [T_DDP + "test_two_processes_equal_one_process_on_the_same_global_batch"],
+    "Under torchrun each rank's token mean over its share of a GRPO minibatch counts as much as the others': "
+    "with token-level aggregation the tokens of the shorter share weigh more than one process weighs them.")
