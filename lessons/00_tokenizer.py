@@ -12,7 +12,12 @@ The model never sees text, only token ids; this lesson builds the map between th
    `encode_with_specials` turns it into its one special id.
 
 Run:    python lessons/00_tokenizer.py [--quick] [--out DIR] [--seed N] [--vocab-sizes 262 512 ...]
-Writes: <out>/tokenizer.json, <out>/compression.png, <out>/metrics.json
+Writes: <out>/lessons/00_tokenizer/{tokenizer.json, compression.png, metrics.json}
+Run time: about 4 seconds on a 2-core CPU (3.4 s measured); it builds nothing first. --quick: about a second.
+
+Things to try: --vocab-sizes 262 2048 4096 (the embedded world's corpus runs out of pairs to merge at about
+2,300 tokens: a larger vocabulary needs more text); --seed 1 (other documents of the world: the first merges
+are the same pairs in a slightly different order, and compression moves by about 0.01 bytes per token).
 """
 
 from __future__ import annotations

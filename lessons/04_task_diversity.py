@@ -68,8 +68,8 @@ Outputs in <out>/lessons/04_task_diversity/: families.png, templates.png, mixtur
 base_model.png, schema.png (--parts schema), model_size.png (--parts size), metrics.json. Reuses
 <out>/{tokenizer,pretrain}; caches the weaker base in <out>/lessons/04_task_diversity/early_base_<steps>/
 and the narrower ones in .../width_<w>/.
-Run time: about 3 minutes on a 2-core CPU (measured on one core, including the 100-step
-pretraining of the weaker base, which later runs reuse).
+Run time: about 1.5 minutes on a quiet 2-core CPU (85 s measured, including the 100-step
+pretraining of the weaker base, which later runs reuse; about 3 minutes on one core).
 Builds first, if missing: the tokenizer and the pretrained model (`train.py pretrain`, about 2.5
 minutes on a 2-core CPU).
 """

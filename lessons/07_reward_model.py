@@ -28,7 +28,7 @@ Things to try: --budgets 25 50 100 200 400 800 (a finer accuracy-vs-comparisons 
 flatten against the annotators' own ceiling?); --min-steps 0 (one epoch per budget: small budgets then get
 very few updates).
 
-Time: about 2.5 minutes on a quiet 2-core CPU with the pipeline's stages cached; a first run builds
+Time: about 1 minute (55 s measured) on a quiet 2-core CPU with the pipeline's stages cached; a first run builds
 the tokenizer, the pretrained model, SFT and the reward model first (about 4.5 minutes more).
 
 Outputs in <out>/lessons/07_reward_model/: accuracy_vs_comparisons.png, calibration.png,
