@@ -13,6 +13,8 @@ B x T x V floats, several times over. This lesson
     python lessons/11_logprob_kernel.py            # ~25 s on a quiet 2-core CPU (23 s measured)
     python lessons/11_logprob_kernel.py --quick    # seconds, small shapes
 
+It builds nothing first: no model and no stage of the pipeline, only random tensors of the measured shapes.
+
 Things to try: --seq-len 512 (N = B x T grows, and the naive way's (N, V) log-prob tensor with it);
 --vocab-sizes 50257 100000 (a modern vocabulary).
 """
