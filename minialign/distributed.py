@@ -47,7 +47,10 @@ Each rank samples its share of the prompts (`rows_of`), scores them and computes
 `gather_rows` hands every rank the whole batch: whitening, group statistics, the KL controller and the
 minibatch order then see exactly what one process sees, and each minibatch is `shard`ed like any batch.
 The samples are those of one process too: generate.py draws the noise of the whole batch on every rank
-and each rank uses its rows' (generate's `rows`).
+and each rank uses its rows' (generate's `rows`). Exactly so on CPU processes (tested); on GPUs a rank's
+forward over its few rows may round the last bit of a logit differently from one over the whole batch (the
+matrix-multiply kernels depend on the shapes, bf16 more so), and at a near-tie that picks another token, after
+which that response goes its own way: GPU runs agree with one process in distribution, not token for token.
 
 Who does what: every rank trains. Rank 0 alone writes checkpoints, metrics.json and figures, runs
 the evaluations by generation, and prints (`setup` mutes `print` on the other ranks, as PyTorch's
@@ -65,6 +68,7 @@ import functools
 import os
 from datetime import timedelta
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -233,9 +237,7 @@ def all_reduce_mean(values):
         return values
     keys = list(values) if isinstance(values, dict) else None
     flat = [values[k] for k in keys] if keys is not None else [values]
-    nccl = dist.get_backend() == "nccl"     # NCCL reduces tensors on the GPU only
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    t = torch.tensor(flat, dtype=torch.float64, device=device)
+    t = torch.tensor(flat, dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     out = (t / world_size()).tolist()
     return dict(zip(keys, out)) if keys is not None else out[0]
@@ -245,18 +247,23 @@ def all_reduce_max(values: dict) -> dict:
     """The maximum over ranks of each value of a dict of floats (for logging, e.g. the largest ratio deviation)."""
     if not is_distributed():
         return values
-    out = [None] * world_size()
-    dist.all_gather_object(out, values)
-    return {k: max(o[k] for o in out) for k in values}
+    t = torch.tensor([values[k] for k in values], dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return dict(zip(values, t.tolist()))
+
+
+def _reduce_device() -> torch.device:
+    """Where a collective's tensor must live: the current GPU under NCCL (it reduces GPU tensors only), else CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_true(flag: bool) -> bool:
     """True when `flag` is true on every rank (one all-reduce); `flag` itself in one process."""
     if not is_distributed():
         return flag
-    nccl = dist.get_backend() == "nccl"
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    t = torch.tensor([int(flag)], device=device)
+    t = torch.tensor([int(flag)], device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
@@ -264,8 +271,9 @@ def all_true(flag: bool) -> bool:
 def gather_rows(x):
     """Every rank's rows, concatenated in rank order, on every rank: the whole batch from the ranks' shares.
 
-    x: a tensor (rows along dim 0), a list (one entry per row), a dict or tuple of those, or None; a dataclass
-    (e.g. ppo.Rollout) field by field, where ints (e.g. a prompt width) must be the same on every rank.
+    x: a tensor or numpy array (rows along dim 0), a list (one entry per row), a dict or tuple of those, or None;
+    a dataclass (e.g. ppo.Rollout) field by field. Anything else (an int such as a prompt width, a 0-dim tensor)
+    is not per row: it must be the same on every rank.
     Tensors come back on the device they left. One process: x unchanged. Sent by pickling (all_gather_object):
     simple, and at the sizes of a rollout (token ids, per-token log-probs) cheap next to sampling it.
     """
@@ -292,8 +300,10 @@ def _concat(parts: list, like):
     """Concatenate the ranks' `parts` (as `_to_cpu` sent them) into the type and device of `like`."""
     if like is None:
         return None
-    if torch.is_tensor(like):
+    if torch.is_tensor(like) and like.dim() > 0:
         return torch.cat(parts).to(like.device)
+    if isinstance(like, np.ndarray) and like.ndim > 0:
+        return np.concatenate(parts)
     if isinstance(like, list):
         return [item for part in parts for item in part]
     if dataclasses.is_dataclass(like):
@@ -303,9 +313,15 @@ def _concat(parts: list, like):
         return {k: _concat([p[k] for p in parts], v) for k, v in like.items()}
     if isinstance(like, tuple):
         return tuple(_concat([p[i] for p in parts], v) for i, v in enumerate(like))
-    if any(p != parts[0] for p in parts):
+    if any(not _equal(p, parts[0]) for p in parts):
         raise ValueError(f"gather_rows: {type(like).__name__} differs between ranks: {parts}")
-    return parts[0]
+    return parts[0].to(like.device) if torch.is_tensor(like) else parts[0]
+
+
+def _equal(a, b) -> bool:
+    if torch.is_tensor(a) or isinstance(a, np.ndarray):
+        return bool((a == b).all())
+    return a == b
 
 
 def broadcast_object(obj):

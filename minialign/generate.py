@@ -102,6 +102,9 @@ def next_token(logits: torch.Tensor, *, temperature: float, top_k: int, top_p: f
         return logits.argmax(-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
+    if not bool(((probs >= 0) & (probs < float("inf"))).all()):     # NaN fails both (torch.multinomial's check)
+        raise RuntimeError("sampling: the next-token probabilities contain NaN or inf (the model's logits are not "
+                           "finite; a diverged run?)")
     rows = rows if rows is not None else range(probs.size(0))
     total_rows = total_rows if total_rows is not None else probs.size(0)
     q = torch.empty(total_rows, probs.size(1), device=probs.device).exponential_(1, generator=generator)
@@ -132,7 +135,9 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
     `rows`: under torchrun, the rows of `prompts` this process samples (distributed.rows_of); the
     Generation holds those rows only, with the tokens one process sampling all of `prompts` would
     give them: every process pads to the longest of all the prompts, draws the whole batch's noise
-    (next_token) and steps until the rows of every process have stopped. None: every row.
+    (next_token) and steps until the rows of every process have stopped. None: every row. (On GPUs
+    the logits of a smaller batch may differ in the last bit, so a near-tie can go the other way:
+    distributed.py.)
     """
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("generate needs a non-empty list of non-empty prompts")
@@ -170,7 +175,10 @@ def generate(model: GPT, prompts: list[list[int]], *, max_new_tokens: int, stop_
         resp_mask = torch.cat([resp_mask, (~ended).long()[:, None]], dim=1)
         ended = ended | torch.isin(tok, stop)
         step_input = tok[:, None]
-        if bool(ended.all()) if rows is None else distributed.all_true(bool(ended.all())):
+        done = bool(ended.all())
+        if rows is not None:
+            done = distributed.all_true(done)              # the other processes' rows too
+        if done:
             break
     model.train(was_training)
     response_ids = [row[m.bool()].tolist() for row, m in zip(resp.cpu(), resp_mask.cpu())]

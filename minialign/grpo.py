@@ -325,7 +325,8 @@ def grpo_minibatch_step(loss_of, rollout: Rollout, idx: torch.Tensor, advantages
     w = w_tok if cfg.loss_aggregation == "token" else w_seq
     loss, stats = loss_of(rollout, idx[mine], advantages, cfg)
     optimizer_step(optimizer, w * loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-    maxima = distributed.all_reduce_max({"ratio_maxdev": stats.pop("ratio_maxdev") if w_seq > 0 else 0.0})
+    largest = stats.pop("ratio_maxdev")                   # a max over the ranks' rows, not a weighted mean
+    maxima = distributed.all_reduce_max({"ratio_maxdev": largest if w_seq > 0 else 0.0})  # an empty share: none
     means = distributed.all_reduce_mean({"loss": w * loss.item(), **{k: w_tok * v for k, v in stats.items()}})
     return {**means, **maxima}
 
@@ -419,6 +420,10 @@ def train_grpo(policy: GPT, ref: GPT | None, tok, problems: list, cfg: GRPOConfi
     if cfg.prompts_per_iteration > len(problems):
         raise ConfigError(f"--prompts-per-iteration ({cfg.prompts_per_iteration}) is more than the "
                           f"{len(problems)} problems")
+    if cfg.prompts_per_iteration < distributed.world_size():
+        raise ConfigError(f"--prompts-per-iteration {cfg.prompts_per_iteration}: each of the "
+                          f"{distributed.world_size()} processes samples the groups of a share of the problems, so "
+                          f"an iteration needs at least {distributed.world_size()}")
     prepare_models(policy, ref, device)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr, eps=cfg.adam_eps)
     ckpt, state = start_or_resume(out_dir, policy, optimizer, cfg)

@@ -643,11 +643,11 @@ def ppo_update(policy: GPT, value_model: ValueModel, rollout: Rollout, rewards: 
                optimizer: torch.optim.Optimizer, generator: torch.Generator, loss_of=None) -> dict:
     """Steps 5-7 on one rollout whose per-token rewards (B, N) are given (KL term included).
 
-    loss_of: `ppo_loss` of the policy and the value model (`loss_function`; built here when not given).
+    loss_of: `ppo_loss` of the policy and the value model (`ppo_loss_of`; built here when not given).
     Returns the mean of each minibatch statistic, plus `first_*` statistics of the very first minibatch
     (where the ratio must be 1 and approxkl 0) and explained variance of the rollout values.
     """
-    loss_of = loss_of or loss_function(policy, value_model)
+    loss_of = loss_of or ppo_loss_of(policy, value_model)
     mask = rollout.mask
     vmask = value_mask(mask, cfg.score_position)
     rewards = rewards.detach()                              # rewards never carry gradients (docs/ppo.md, pitfall 10)
@@ -692,14 +692,16 @@ def ppo_minibatch_step(loss_of, rollout: Rollout, idx, advantages, returns, vmas
     _, w_v = distributed.shard(range(len(idx)), count=lambda i: n_vtokens[i])     # L_vf: over the value tokens
     loss, stats = loss_of(rollout, idx[mine], adv[mine], returns, vmask, cfg, w, w_v)
     optimizer_step(optimizer, loss, [p for g in optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
-    maxima = distributed.all_reduce_max({"ratio_maxdev": stats.pop("ratio_maxdev") if w > 0 else 0.0})
+    largest = stats.pop("ratio_maxdev")                   # a max over the ranks' rows, not a weighted mean
+    maxima = distributed.all_reduce_max({"ratio_maxdev": largest if w > 0 else 0.0})   # an empty share: none
     return {**distributed.all_reduce_mean(stats), **maxima}
 
 
 def ppo_loss(models: nn.ModuleDict, rollout: Rollout, rows, adv, returns, vmask, cfg: PPOConfig,
              w: float = 1.0, w_v: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """w (L_pg - ent_coef H) + vf_coef w_v L_vf on the rollout's `rows` (adv: their advantages), and its
-    statistics, each times the weight of its mean (their mean over processes is the minibatch's)."""
+    """w (L_pg - ent_coef H) + vf_coef w_v L_vf on the rollout's `rows`, and its statistics, each times the weight
+    of its mean (their mean over processes is the minibatch's). adv: the advantages of `rows` (whitened over the
+    whole minibatch when whiten_advantages='minibatch'); returns and vmask: the whole rollout's, like its fields."""
     P, mask = rollout.prompt_len, rollout.mask[rows]
     tokens, attn, resp = rollout.tokens[rows], rollout.attention_mask[rows], rollout.response_mask[rows]
     with autocast(mask.device):
@@ -718,7 +720,7 @@ def ppo_loss(models: nn.ModuleDict, rollout: Rollout, rows, adv, returns, vmask,
     return loss, stats
 
 
-def loss_function(policy: GPT, value_model: ValueModel):
+def ppo_loss_of(policy: GPT, value_model: ValueModel):
     """`ppo_loss` of the policy and the value model as a function of the batch: under torchrun the forward of a
     DistributedDataParallel module, so that backward averages both models' gradients over the processes."""
     return distributed.wrap(nn.ModuleDict({"policy": policy, "value": value_model}), ppo_loss)
@@ -801,6 +803,9 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     and answers before and after) and ppo_curves.png. Returns the metrics with the history; {} when
     `max_iterations` stopped it early (tests).
     """
+    if cfg.batch_size < distributed.world_size():
+        raise ConfigError(f"--batch-size {cfg.batch_size}: each of the {distributed.world_size()} processes samples a "
+                          f"share of the prompts, so the batch needs at least {distributed.world_size()}")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
     prepare_models(policy, ref, reward_model, value_model, device)
@@ -826,7 +831,7 @@ def train_ppo(policy: GPT, ref: GPT, reward_model, value_model: ValueModel, tok,
     evaluate = lambda it: record_eval(state["history"], it, eval_fn(policy)) if eval_fn is not None and main else None
     if state["iteration"] == 0:
         evaluate(0)
-    loss_of = loss_function(policy, value_model)            # DDP under torchrun
+    loss_of = ppo_loss_of(policy, value_model)              # DDP under torchrun
 
     bar = steps(state, cfg.iterations, desc=desc, unit="it", max_steps=max_iterations, key="iteration")
     for it in bar:

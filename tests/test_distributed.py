@@ -149,8 +149,25 @@ def run_grpo(out: str):
     return policy, h["loss"] + h["reward"] + h["kl"] + h["kl_k3"] + h["clipfrac"] + h["response_length"]
 
 
+def run_rl_one_row_minibatches(out: str):
+    """PPO (3 prompts, 3 minibatches) and GRPO (2 problems x G = 2, 4 minibatches): minibatches of one row, so
+    in every step one rank holds none of it and joins with weight 0 (DDP waits for every rank)."""
+    policy, value, ref = tiny_gpt(7), ValueModel(tiny_gpt(8)), tiny_gpt(7)
+    cfg = PPOConfig(iterations=2, batch_size=3, n_minibatches=3, ppo_epochs=1, max_new_tokens=5, lr=3e-3,
+                    n_samples_shown=0, ckpt_every=100)
+    h = train_ppo(policy, ref, None, value, TOK, ["Say yes.", "Hi", "Name a fruit."], cfg, os.path.join(out, "ppo"),
+                  "cpu", reward_fn=letter_reward, gold_fn=lambda p, y: float(len(y)), seed=1)["history"]
+    g_policy, g_ref = tiny_gpt(9), tiny_gpt(9)
+    gcfg = GRPOConfig(iterations=2, prompts_per_iteration=2, group_size=2, n_minibatches=4, ppo_epochs=1,
+                      max_new_tokens=5, lr=3e-3, n_samples_shown=0, ckpt_every=100)
+    g = train_grpo(g_policy, g_ref, TOK, [Problem(p) for p in ("ab", "hello", "q")], gcfg, os.path.join(out, "grpo"),
+                   "cpu", reward_fn=ascii_reward, seed=2)["history"]
+    models = torch.nn.ModuleDict({"policy": policy, "value": value, "grpo": g_policy})
+    return models, h["policy_loss"] + h["value_loss"] + h["ratio_maxdev"] + g["loss"] + g["ratio_maxdev"]
+
+
 STAGES = {"pretrain": run_pretrain, "sft": run_sft, "rm": run_rm, "dpo": run_dpo, "ppo": run_ppo,
-          "grpo": run_grpo}
+          "grpo": run_grpo, "rl_one_row_minibatches": run_rl_one_row_minibatches}
 
 
 def own_noise_only(logits, *, rows=None, total_rows=None, **kw):

@@ -1,5 +1,6 @@
 """Generation: KV cache == full recomputation, padding-independence, stopping, sampling filters."""
 
+import pytest
 import torch
 
 from minialign.generate import filter_logits, generate, next_token
@@ -54,6 +55,14 @@ def test_sampling_draws_what_torch_multinomial_draws_and_a_row_slice_what_its_ro
         assert torch.equal(next_token(logits, generator=g2, **kw), want)
         part = next_token(logits[1:3], generator=g3, rows=range(1, 3), total_rows=4, **kw)
         assert torch.equal(part, want[1:3])
+
+
+def test_sampling_refuses_probabilities_that_are_not_finite():
+    """torch.multinomial refused NaN or inf; the exponential race must too (argmax would quietly pick token 0)."""
+    logits = torch.zeros(2, 5)
+    logits[1, 3] = float("nan")
+    with pytest.raises(RuntimeError, match="NaN or inf"):
+        next_token(logits, temperature=1.0, top_k=0, top_p=1.0, greedy=False, generator=torch.Generator())
 
 
 def test_generating_some_rows_of_a_batch_gives_those_rows_of_the_whole_batch():
