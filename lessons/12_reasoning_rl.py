@@ -50,7 +50,7 @@ import torch  # noqa: E402
 
 from minialign import grpo, sft  # noqa: E402
 from minialign.config import add_dataclass_args, cli_main, from_args, read_json, write_json  # noqa: E402
-from minialign.evaluation import evaluate_reasoning, paired_difference  # noqa: E402
+from minialign.evaluation import clear_sign, evaluate_reasoning, paired_difference, paired_mean_difference  # noqa: E402
 from minialign.pipeline import (add_run_args, ensure_grpo, ensure_sft_reasoning, grpo_problems, make_run,  # noqa: E402
                                 reasoning_held_out)
 from minialign.plotting import new_figure, save_figure  # noqa: E402
@@ -132,26 +132,36 @@ def verdict_grpo(before: dict, after: dict, gain: float, gain_se: float, ks: lis
             "top_change_se": float(np.hypot(before[f"pass@{top}_se"], after[f"pass@{top}_se"]))}
 
 
-def verdict_speed(curves: dict) -> dict:
-    """(d) GRPO against PPO: the held-out pass@1 gain over the start per 1000 samples and per minute of training
-    (sampling + scoring + log-probs + updates; evaluations excluded), from each run's last evaluation."""
+def verdict_speed(curves: dict, before: dict, after: dict) -> dict:
+    """(d) GRPO against PPO from the same start, at equal samples: the held-out pass@1 gain (each run's final
+    evaluation, the same problems and sampling seed as the start's), per 1000 samples and per minute of training
+    (sampling + scoring + log-probs + updates; evaluations excluded). before, after["GRPO"], after["PPO"]:
+    evaluations with per-problem `correct_counts` of `n_samples`. Each comparison is paired by problem, with its
+    standard error: per sample, the difference of the final pass@1s (equal samples); per minute, of each problem's
+    gain divided by its run's minutes."""
+    start = np.asarray(before["correct_counts"]) / before["n_samples"]
     out = {}
     for name, c in curves.items():
-        gain = c["pass@1"][-1] - c["pass@1"][0]
-        out[name] = {"gain": gain, "samples": c["samples"][-1], "seconds": c["seconds"][-1],
-                     "gain_per_1000_samples": 1000 * gain / max(c["samples"][-1], 1),
-                     "gain_per_minute": 60 * gain / max(c["seconds"][-1], 1e-9),
-                     "seconds_per_iteration": c["seconds"][-1] / max(c["iteration"][-1], 1)}
+        ev = after[name]
+        final = np.asarray(ev["correct_counts"]) / ev["n_samples"]
+        gain = paired_mean_difference(final, start)
+        minutes = max(c["seconds"][-1], 1e-9) / 60
+        out[name] = {"gain": gain["mean"], "gain_se": gain["se"], "samples": c["samples"][-1],
+                     "seconds": c["seconds"][-1], "gain_per_1000_samples": 1000 * gain["mean"] / max(c["samples"][-1], 1),
+                     "gain_per_minute": gain["mean"] / minutes,
+                     "seconds_per_iteration": c["seconds"][-1] / max(c["iteration"][-1], 1),
+                     "per_problem_final": final, "minutes": minutes}
     g, p = out["GRPO"], out["PPO"]
-    out["per_sample"] = _compare(g["gain_per_1000_samples"], p["gain_per_1000_samples"])
-    out["per_second"] = _compare(g["gain_per_minute"], p["gain_per_minute"])
+    sample_diff = paired_mean_difference(g.pop("per_problem_final"), p.pop("per_problem_final"))
+    minute_diff = paired_mean_difference((np.asarray(after["GRPO"]["correct_counts"]) / after["GRPO"]["n_samples"]
+                                          - start) / g.pop("minutes"),
+                                         (np.asarray(after["PPO"]["correct_counts"]) / after["PPO"]["n_samples"]
+                                          - start) / p.pop("minutes"))
+    words = {1: "more than", -1: "less than", 0: "as much as (within two standard errors)"}
+    out["per_sample"], out["per_sample_difference"] = words[clear_sign(sample_diff)], sample_diff
+    out["per_second"], out["per_minute_difference"] = words[clear_sign(minute_diff)], minute_diff
     out["grpo_cheaper_per_iteration"] = bool(g["seconds_per_iteration"] < p["seconds_per_iteration"])
     return out
-
-
-def _compare(a: float, b: float) -> str:
-    """'more than', 'less than' or 'as much as' (equal to 3 decimals): how a compares with b."""
-    return "as much as" if round(a - b, 3) == 0 else ("more than" if a > b else "less than")
 
 
 def verdict_beta(with_kl: dict, without: dict) -> dict:
@@ -221,15 +231,21 @@ def ppo_config(g: grpo.GRPOConfig) -> PPOConfig:
 def run_ppo(run, start, tok, problems: list, held: list, g: grpo.GRPOConfig, settings: LessonConfig,
             out_dir: str) -> dict:
     """PPO from the SFT model, V initialised from the SFT model's trunk with a zero head; held-out pass@1 (2 samples
-    per problem, as the grpo stage measures it) every g.eval_every iterations."""
+    per problem, as the grpo stage measures it) every g.eval_every iterations, and at the end the grpo stage's final
+    evaluation (g.eval_samples per problem, the same seed): metrics["heldout_after"]."""
     cfg = replace(ppo_config(g), vf_coef=settings.ppo_vf_coef, lam=settings.ppo_lam)
     policy, ref = copy.deepcopy(start), copy.deepcopy(start)
     value = ValueModel(copy.deepcopy(start))
     eval_fn = lambda m: {"pass@1": evaluate_reasoning(m, tok, held, n_samples=2, temperature=g.temperature,  # noqa
                                                       max_new_tokens=g.max_new_tokens, seed=run.seed + 2)["pass@1"]}
-    return train_ppo(policy, ref, None, value, tok, problems, cfg, out_dir, run.device,
-                     reward_fn=verifiable_reward_fn(problems), gold_fn=lambda p, t: verifiable_reward(p, t),
-                     seed=run.seed, eval_fn=eval_fn, eval_every=g.eval_every, desc="ppo (critic)")
+    m = train_ppo(policy, ref, None, value, tok, problems, cfg, out_dir, run.device,
+                  reward_fn=verifiable_reward_fn(problems), gold_fn=lambda p, t: verifiable_reward(p, t),
+                  seed=run.seed, eval_fn=eval_fn, eval_every=g.eval_every, desc="ppo (critic)")
+    # the final evaluation the grpo stage makes of its policy: the same problems, samples per problem and seed
+    m["heldout_after"] = evaluate_reasoning(policy.eval(), tok, held, n_samples=g.eval_samples, ks=[1],
+                                            temperature=g.temperature, max_new_tokens=g.max_new_tokens,
+                                            seed=run.seed + 1)
+    return m
 
 
 def curve(history: dict, samples_per_iteration: int) -> dict:
@@ -347,14 +363,15 @@ def say_speed(v: dict, budget: str = "") -> None:
         print(f"  both at {budget}")
     for name in ("GRPO", "PPO"):
         s = v[name]
-        print(f"  {name:4s}: held-out pass@1 gain {s['gain']:+.3f} after {s['samples']} samples and {s['seconds']:.0f}s "
-              f"of training ({s['seconds_per_iteration']:.2f} s/iteration): {s['gain_per_1000_samples']:+.3f} per "
-              f"1000 samples, {s['gain_per_minute']:+.3f} per minute")
-    print(f"  GRPO gains {v['per_sample']} PPO per sample and {v['per_second']} PPO per second here (gains over "
-          f"the same start, each at its run's last held-out evaluation of 2 samples per problem); a GRPO iteration "
-          f"costs {'less' if v['grpo_cheaper_per_iteration'] else 'more'} than a PPO one, which also runs and trains "
-          f"the value model.\n  Seconds are each run's own, timed when it was built: on a shared machine, compare them "
-          f"only when both ran alone.")
+        print(f"  {name:4s}: held-out pass@1 gain {s['gain']:+.3f} ± {s['gain_se']:.3f} after {s['samples']} samples "
+              f"and {s['seconds']:.0f}s of training ({s['seconds_per_iteration']:.2f} s/iteration): "
+              f"{s['gain_per_1000_samples']:+.3f} per 1000 samples, {s['gain_per_minute']:+.3f} per minute")
+    ds, dm = v["per_sample_difference"], v["per_minute_difference"]
+    print(f"  GRPO gains {v['per_sample']} PPO per sample (GRPO - PPO at equal samples {ds['mean']:+.3f} ± "
+          f"{ds['se']:.3f}) and {v['per_second']} PPO per second ({dm['mean']:+.3f} ± {dm['se']:.3f} per minute), "
+          f"paired over {ds['n']} problems; a GRPO iteration costs {'less' if v['grpo_cheaper_per_iteration'] else 'more'} "
+          f"than a PPO one, which also runs and trains the value model.\n  Seconds are each run's own, timed when it "
+          f"was built: on a shared machine, compare them only when both ran alone.")
 
 
 def say_beta(v: dict, budget: str = "") -> None:
@@ -407,7 +424,7 @@ def main(argv=None) -> int:
     t_compare = time.perf_counter() - t0
     per_it = ccfg.prompts_per_iteration * ccfg.group_size
     curves = {"GRPO": curve(gc["history"], per_it), "PPO": curve(ppo_m["history"], per_it)}
-    speed = verdict_speed(curves)
+    speed = verdict_speed(curves, gc["heldout"]["sft"], {"GRPO": gc["heldout"]["grpo"], "PPO": ppo_m["heldout_after"]})
     beta = verdict_beta({"beta": gcfg.beta, "after": gc["heldout"]["grpo"], "kl": gc["kl"]},
                         {"beta": settings.beta_variant, "after": gc0["heldout"]["grpo"], "kl": gc0["kl"]})
 

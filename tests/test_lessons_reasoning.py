@@ -71,17 +71,32 @@ def curves(grpo_gain, ppo_gain, grpo_seconds=10.0, ppo_seconds=20.0):
     return {"GRPO": c(grpo_gain, grpo_seconds), "PPO": c(ppo_gain, ppo_seconds)}
 
 
+def finals(grpo_gain, ppo_gain, noise=0.0):
+    """Per-problem results out of 8 samples on 40 problems: the start at 4/8 on each; each run's gain spread
+    +-noise around its mean (GRPO and PPO in opposite phase, so the paired difference swings by 2 x noise)."""
+    ev = lambda counts: {"correct_counts": counts, "n_samples": 8}  # noqa: E731
+    start = ev([4] * 40)
+    run = lambda gain, sign: ev([8 * (0.5 + gain + (sign * noise if i % 2 else -sign * noise)) for i in range(40)])  # noqa
+    return start, {"GRPO": run(grpo_gain, 1), "PPO": run(ppo_gain, -1)}
+
+
 def test_verdict_speed_both_ways():
+    """Gains per sample and per minute, each compared paired by problem against two standard errors."""
     m = load_lesson("12_reasoning_rl")
-    v = m.verdict_speed(curves(0.10, 0.05))
+    v = m.verdict_speed(curves(0.10, 0.05), *finals(0.10, 0.05))
+    assert v["GRPO"]["gain"] == pytest.approx(0.10) and v["GRPO"]["gain_se"] == pytest.approx(0.0, abs=1e-12)
     assert v["GRPO"]["gain_per_1000_samples"] == pytest.approx(1000 * 0.10 / 640)
     assert v["GRPO"]["gain_per_minute"] == pytest.approx(60 * 0.10 / 10)
+    assert v["per_minute_difference"]["mean"] == pytest.approx(60 * 0.10 / 10 - 60 * 0.05 / 20)
     assert (v["per_sample"], v["per_second"], v["grpo_cheaper_per_iteration"]) == ("more than", "more than", True)
-    v = m.verdict_speed(curves(0.05, 0.10, grpo_seconds=30.0))
+    v = m.verdict_speed(curves(0.05, 0.10, grpo_seconds=30.0), *finals(0.05, 0.10))
     assert (v["per_sample"], v["per_second"], v["grpo_cheaper_per_iteration"]) == ("less than", "less than", False)
-    v = m.verdict_speed(curves(0.10, 0.20, grpo_seconds=5.0))                 # half the gain in a quarter the time
+    v = m.verdict_speed(curves(0.10, 0.20, grpo_seconds=5.0), *finals(0.10, 0.20))   # half the gain, a quarter the time
     assert (v["per_sample"], v["per_second"]) == ("less than", "more than")
-    assert m.verdict_speed(curves(0.0, 0.0))["per_sample"] == "as much as"
+    # 5 points apart on average, but +-25 points problem by problem: within two standard errors (4 points each)
+    v = m.verdict_speed(curves(0.10, 0.05), *finals(0.10, 0.05, noise=0.125))
+    assert v["per_sample_difference"]["mean"] == pytest.approx(0.05)
+    assert v["per_sample"] == "as much as (within two standard errors)"
 
 
 @pytest.mark.parametrize("counts_variant, kl_variant, differs, drifts", [
