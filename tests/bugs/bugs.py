@@ -514,3 +514,10 @@ bug("ddp-grpo-share-weight-dropped", "grpo", GRPO,
     [T_DDP + "test_two_processes_equal_one_process_on_the_same_global_batch"],
     "Under torchrun each rank's token mean over its share of a GRPO minibatch counts as much as the others': "
     "with token-level aggregation the tokens of the shorter share weigh more than one process weighs them.")
+
+bug("lesson12-speed-verdict-ignores-noise", "grpo", "lessons/12_reasoning_rl.py",
+    [('out["per_sample"], out["per_sample_difference"] = words[clear_sign(sample_diff)], sample_diff',
+      'out["per_sample"], out["per_sample_difference"] = words[int(np.sign(sample_diff["mean"]))], sample_diff')],
+    ["tests/test_lessons_reasoning.py::test_verdict_speed_both_ways"],
+    "Part (d) calls GRPO better or worse than PPO per sample on the sign of the mean difference alone: a few "
+    "points of noise over 80 problems become a verdict.")
