@@ -139,24 +139,21 @@ def verdict_speed(curves: dict, before: dict, after: dict) -> dict:
     evaluations with per-problem `correct_counts` of `n_samples`. Each comparison is paired by problem, with its
     standard error: per sample, the difference of the final pass@1s (equal samples); per minute, of each problem's
     gain divided by its run's minutes."""
-    start = np.asarray(before["correct_counts"]) / before["n_samples"]
+    pass1 = lambda ev: np.asarray(ev["correct_counts"]) / ev["n_samples"]   # per problem  # noqa: E731
+    start = pass1(before)
+    final = {name: pass1(after[name]) for name in curves}
+    minutes = {name: max(c["seconds"][-1], 1e-9) / 60 for name, c in curves.items()}
     out = {}
     for name, c in curves.items():
-        ev = after[name]
-        final = np.asarray(ev["correct_counts"]) / ev["n_samples"]
-        gain = paired_mean_difference(final, start)
-        minutes = max(c["seconds"][-1], 1e-9) / 60
+        gain = paired_mean_difference(final[name], start)
         out[name] = {"gain": gain["mean"], "gain_se": gain["se"], "samples": c["samples"][-1],
                      "seconds": c["seconds"][-1], "gain_per_1000_samples": 1000 * gain["mean"] / max(c["samples"][-1], 1),
-                     "gain_per_minute": gain["mean"] / minutes,
-                     "seconds_per_iteration": c["seconds"][-1] / max(c["iteration"][-1], 1),
-                     "per_problem_final": final, "minutes": minutes}
+                     "gain_per_minute": gain["mean"] / minutes[name],
+                     "seconds_per_iteration": c["seconds"][-1] / max(c["iteration"][-1], 1)}
     g, p = out["GRPO"], out["PPO"]
-    sample_diff = paired_mean_difference(g.pop("per_problem_final"), p.pop("per_problem_final"))
-    minute_diff = paired_mean_difference((np.asarray(after["GRPO"]["correct_counts"]) / after["GRPO"]["n_samples"]
-                                          - start) / g.pop("minutes"),
-                                         (np.asarray(after["PPO"]["correct_counts"]) / after["PPO"]["n_samples"]
-                                          - start) / p.pop("minutes"))
+    sample_diff = paired_mean_difference(final["GRPO"], final["PPO"])
+    minute_diff = paired_mean_difference((final["GRPO"] - start) / minutes["GRPO"],
+                                         (final["PPO"] - start) / minutes["PPO"])
     words = {1: "more than", -1: "less than", 0: "as much as (within two standard errors)"}
     out["per_sample"], out["per_sample_difference"] = words[clear_sign(sample_diff)], sample_diff
     out["per_second"], out["per_minute_difference"] = words[clear_sign(minute_diff)], minute_diff

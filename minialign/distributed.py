@@ -199,10 +199,11 @@ def shard(items, count=None) -> tuple[list, float]:
     One process: (items, 1.0), and loss * 1.0 is exactly loss.
     """
     items = list(items)
-    N, r, n = world_size(), rank(), len(items)
+    N, n = world_size(), len(items)
     if N == 1:
         return items, 1.0
-    mine = items[r * n // N:(r + 1) * n // N]
+    rows = _my_rows(n)
+    mine = items[rows.start:rows.stop]
     if not mine:
         return items[:1], 0.0
     count = count or (lambda item: 1)
@@ -213,9 +214,15 @@ def shard(items, count=None) -> tuple[list, float]:
 def rows_of(n: int) -> range:
     """This rank's contiguous rows of a global batch of n rows (shard's split); all of them in one process.
     RL samples a share of the prompts on each rank, so every rank needs at least one: n >= N."""
+    if n < world_size():
+        raise ValueError(f"a batch of {n} prompts cannot be shared by {world_size()} processes: use a batch of at "
+                         f"least {world_size()}")
+    return _my_rows(n)
+
+
+def _my_rows(n: int) -> range:
+    """Rank r's rows of n: r*n//N .. (r+1)*n//N - 1 (contiguous; the slices' sizes differ by at most one)."""
     N, r = world_size(), rank()
-    if n < N:
-        raise ValueError(f"a batch of {n} prompts cannot be shared by {N} processes: use a batch of at least {N}")
     return range(r * n // N, (r + 1) * n // N)
 
 

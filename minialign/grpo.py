@@ -163,13 +163,14 @@ def sample_groups(policy: GPT, tok, prompts: list[str], cfg: GRPOConfig, seed: i
     if tok.pad_id == chat_end_id(tok):
         raise ValueError("the pad id equals the end id: masks built from pads would hide real end tokens")
     G, groups = cfg.group_size, groups or range(len(prompts))
+    encoded = [chat_prompt_ids(tok, p) for p in prompts]                              # once per prompt
     prompt_of = [i for i in range(len(prompts)) for _ in range(G)]                    # the prompt of each row
-    encoded = [chat_prompt_ids(tok, prompts[i]) for i in prompt_of]
-    gen = generate(policy, encoded, max_new_tokens=cfg.max_new_tokens, stop_ids=[chat_end_id(tok)],
-                   pad_id=tok.pad_id, temperature=cfg.temperature, generator=torch.Generator().manual_seed(seed),
-                   rows=range(groups.start * G, groups.stop * G))
-    mine = prompt_of[groups.start * G:groups.stop * G]
-    r = rollout_from_generation(gen, [encoded[i * G] for i in mine], tok.pad_id)
+    rows = range(groups.start * G, groups.stop * G)
+    gen = generate(policy, [encoded[i] for i in prompt_of], max_new_tokens=cfg.max_new_tokens,
+                   stop_ids=[chat_end_id(tok)], pad_id=tok.pad_id, temperature=cfg.temperature,
+                   generator=torch.Generator().manual_seed(seed), rows=rows)
+    mine = prompt_of[rows.start:rows.stop]
+    r = rollout_from_generation(gen, [encoded[i] for i in mine], tok.pad_id)
     r.mask = r.mask.to(policy.output_weight.device)
     r.prompts = [prompts[i] for i in mine]
     r.responses = [parse_response(tok, ids)[0] for ids in gen.response_ids]
